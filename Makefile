@@ -1,0 +1,44 @@
+# The two commands a user needs are `make demo` and `make test`; both bootstrap what they use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.wasmlet-installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test test-fast lint modules registry-package clean
+
+## demo: run the example workloads with the agent in standalone mode (no cluster).
+demo: $(STAMP)
+	$(BIN)/wasmlet run examples/workloads
+
+## test: bootstrap everything the suite needs and run all of it (tests/e2e only with a cluster).
+test: $(STAMP) registry-package
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest
+
+## test-fast: the unit tier only.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
+
+## modules: rebuild the example wasm modules from their sources (the .wasm files are committed).
+modules: $(STAMP)
+	$(BIN)/python examples/modules/build.py
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "wasmlet needs Python >= 3.11 (found $$($(PYTHON) --version)); set PYTHON=" >&2; exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# The reference OCI registry (CNCF distribution) from Debian; the test fixtures start it on loopback.
+registry-package:
+	@command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends docker-registry; }
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""The wasmlet node agent."""
