@@ -1,1 +1,8 @@
-"""The wasmlet node agent."""
+"""The wasmlet node agent: a kubelet for WebAssembly (DESIGN.md §4–§5).
+
+Layers, one direction: `main` (composition root) → controllers (`node`, `pods`, `lifecycle`)
+and sources (`sources`) → `modules`, `logs`, `reporting` → `runtime` backends → `podspec`,
+`status`, `config`, `errors` (pure models). Nothing here imports the operator; the two share
+only `wasmlet.api`. Runtime backends are imported lazily, when a Pod first asks for one, to keep
+the idle agent small.
+"""

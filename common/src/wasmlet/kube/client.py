@@ -1,0 +1,183 @@
+"""KubeClient: the dozen API verbs wasmlet uses, over one aiohttp session.
+
+Every method either returns the decoded JSON body or raises an `ApiError` subclass; connection
+failures and timeouts become `ApiUnavailable` so callers retry them with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+
+from wasmlet.kube.config import ClusterConfig
+from wasmlet.kube.errors import ApiError, ApiUnavailable, Gone, error_from_status
+from wasmlet.kube.resources import Resource
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+Obj = dict[str, Any]
+
+
+class KubeClient:
+    """An asyncio API client. Use as `async with KubeClient(config) as api:`."""
+
+    def __init__(self, config: ClusterConfig, *, user_agent: str = "wasmlet", timeout: float = 30.0,
+                 max_connections: int = 32) -> None:
+        self.config = config
+        self._user_agent = user_agent
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> KubeClient:
+        self._session = aiohttp.ClientSession(
+            base_url=self.config.server,
+            connector=aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=self._max_connections),
+            headers={"User-Agent": self._user_agent, "Accept": "application/json"},
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- verbs -------------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, name: str, namespace: str | None = None,
+                  subresource: str | None = None) -> Obj:
+        return await self.request("GET", resource.path(namespace, name, subresource))
+
+    async def list(self, resource: Resource, namespace: str | None = None, *,
+                   label_selector: str | None = None, field_selector: str | None = None) -> Obj:
+        params = _selectors(label_selector, field_selector)
+        return await self.request("GET", resource.path(namespace), params=params)
+
+    async def create(self, resource: Resource, body: Obj, namespace: str | None = None,
+                     subresource_of: str | None = None, subresource: str | None = None) -> Obj:
+        ns = namespace or body.get("metadata", {}).get("namespace")
+        path = resource.path(ns, subresource_of, subresource) if subresource_of else resource.path(ns)
+        return await self.request("POST", path, json_body=body)
+
+    async def replace(self, resource: Resource, body: Obj, namespace: str | None = None,
+                      subresource: str | None = None) -> Obj:
+        meta = body.get("metadata", {})
+        path = resource.path(namespace or meta.get("namespace"), meta["name"], subresource)
+        return await self.request("PUT", path, json_body=body)
+
+    async def patch(self, resource: Resource, name: str, patch: Any, namespace: str | None = None, *,
+                    subresource: str | None = None, content_type: str = MERGE_PATCH) -> Obj:
+        return await self.request("PATCH", resource.path(namespace, name, subresource),
+                                  json_body=patch, content_type=content_type)
+
+    async def delete(self, resource: Resource, name: str, namespace: str | None = None, *,
+                     grace_period_seconds: int | None = None, uid: str | None = None,
+                     propagation_policy: str | None = None) -> Obj:
+        options: Obj = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
+        if propagation_policy is not None:
+            options["propagationPolicy"] = propagation_policy
+        return await self.request("DELETE", resource.path(namespace, name), json_body=options)
+
+    async def watch(self, resource: Resource, namespace: str | None = None, *,
+                    resource_version: str | None = None, label_selector: str | None = None,
+                    field_selector: str | None = None, timeout_seconds: int = 300,
+                    bookmarks: bool = True) -> AsyncIterator[Obj]:
+        """Yield watch events until the server closes the stream; raise Gone on 410 Expired."""
+        params = _selectors(label_selector, field_selector)
+        params.update(watch="true", timeoutSeconds=str(timeout_seconds))
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if bookmarks:
+            params["allowWatchBookmarks"] = "true"
+        session = self._require_session()
+        # The server ends the stream after timeoutSeconds; the client allows a margin beyond it.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
+        try:
+            async with session.get(resource.path(namespace), params=params, headers=self._auth(),
+                                   timeout=timeout) as response:
+                if response.status >= 400:
+                    raise error_from_status(response.status, await _json_or_none(response))
+                async for event in _json_lines(response):
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise error_from_status(int(status.get("code") or 500), status)
+                    yield event
+        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+            raise ApiUnavailable(0, "WatchBroken", f"watch {resource.plural}: {exc!r}") from exc
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                      json_body: Any = None, content_type: str = "application/json") -> Obj:
+        """Send one request; return the JSON body or raise the ApiError for the failure."""
+        session = self._require_session()
+        headers = self._auth()
+        data = None
+        if json_body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(json_body, separators=(",", ":"))
+        try:
+            async with session.request(method, path, params=params, data=data, headers=headers,
+                                       timeout=self._timeout) as response:
+                body = await _json_or_none(response)
+                if response.status >= 400:
+                    raise error_from_status(response.status, body)
+                return body if isinstance(body, dict) else {}
+        except ApiError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise ApiUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+
+    def _auth(self) -> dict[str, str]:
+        token = self.config.bearer_token()
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("KubeClient used outside `async with`")
+        return self._session
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if label_selector:
+        params["labelSelector"] = label_selector
+    if field_selector:
+        params["fieldSelector"] = field_selector
+    return params
+
+
+async def _json_lines(response: aiohttp.ClientResponse) -> AsyncIterator[Obj]:
+    """Split a watch stream into events; a line may exceed aiohttp's readline limit, so buffer here."""
+    buffer = b""
+    async for chunk in response.content.iter_any():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+    if buffer.strip():
+        yield json.loads(buffer)
+
+
+async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
+    try:
+        return await response.json(content_type=None)
+    except (json.JSONDecodeError, UnicodeDecodeError, aiohttp.ContentTypeError):
+        return None
+
+
+__all__ = ["JSON_PATCH", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "Gone", "KubeClient"]

@@ -1,0 +1,151 @@
+"""AgentSettings: the agent's one settings object.
+
+Precedence, lowest first: the defaults below < a YAML file (`--config`) < `WASMLET_*`
+environment variables < command-line flags. Validated once at start; an invalid value fails
+with the setting's name.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wasmlet.nodeagent.errors import SettingsError
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """What one agent is and how it behaves. Field comments say why each default is what it is."""
+
+    # The Node's name; the kubelet defaults to the hostname, and so do we.
+    node_name: str = field(default_factory=socket.gethostname)
+    # The address in NodeStatus; the API server reaches the kubelet API there (`kubectl logs`).
+    node_ip: str = ""
+    # 10250 is the kubelet's port. On a host that also runs a kubelet, configure another one.
+    kubelet_port: int = 10250
+    # Desired state, module cache and container logs live here; it must survive restarts.
+    state_dir: Path = Path("/var/lib/wasmlet")
+    # A folder of Pod/WasmWorkload manifests to run as static Pods; with no API: standalone mode.
+    manifests: Path | None = None
+    # Path to a kubeconfig, or an http(s) URL (KubeEdge MetaServer). Unset: KUBECONFIG/in-cluster.
+    kubeconfig: str | None = None
+    # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
+    node_labels: dict[str, str] = field(default_factory=dict)
+    # The kubelet's default maxPods.
+    max_pods: int = 110
+    # Runtimes this node offers, by RuntimeClass handler; each is loaded when first used.
+    runtimes: tuple[str, ...] = ("wasmer",)
+    # Lease renewal as the kubelet does it: every 10 s, valid for 40 s (nodeLeaseDurationSeconds).
+    lease_duration_seconds: int = 40
+    lease_renew_seconds: float = 10.0
+    # NodeStatus is posted on change and at least this often (the kubelet's nodeStatusReportFrequency).
+    node_status_seconds: float = 300.0
+    # Container log files are capped like the kubelet's containerLogMaxSize / containerLogMaxFiles.
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_max_files: int = 3
+    # A module larger than this is refused before it is downloaded completely.
+    module_max_bytes: int = 256 * 1024 * 1024
+    # http(s) modules must be pinned by sha256 unless this is switched on.
+    allow_unpinned_urls: bool = False
+
+    @property
+    def standalone(self) -> bool:
+        """No API server: run only the static Pods of `manifests`."""
+        return self.kubeconfig is None and self.manifests is not None and not _cluster_env()
+
+    def validate(self) -> AgentSettings:
+        if not self.node_name or len(self.node_name) > 253:
+            raise SettingsError(f"node_name: {self.node_name!r} is not a valid Node name")
+        if not 0 <= self.kubelet_port <= 65535:
+            raise SettingsError(f"kubelet_port: {self.kubelet_port} is not a port number")
+        if self.max_pods < 1:
+            raise SettingsError(f"max_pods: must be at least 1, not {self.max_pods}")
+        unknown = [r for r in self.runtimes if r not in ("wasmer", "wasmtime")]
+        if unknown:
+            raise SettingsError(f"runtimes: unknown runtime(s) {unknown}; known: wasmer, wasmtime")
+        if self.lease_renew_seconds >= self.lease_duration_seconds:
+            raise SettingsError("lease_renew_seconds: must be shorter than lease_duration_seconds")
+        if self.manifests is not None and not self.manifests.is_dir():
+            raise SettingsError(f"manifests: {self.manifests} is not a directory")
+        return self if self.node_ip else replace(self, node_ip=_primary_ip())
+
+
+def load_settings(file: Path | None, env: dict[str, str], flags: dict[str, Any]) -> AgentSettings:
+    """Merge defaults < file < environment < flags, coerce types, and validate."""
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            doc = yaml.safe_load(file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"config file {file}: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise SettingsError(f"config file {file}: expected a mapping of settings")
+        values.update({k.replace("-", "_"): v for k, v in doc.items()})
+    known = {f.name: f for f in fields(AgentSettings)}
+    for name in known:
+        key = f"WASMLET_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in flags.items() if v is not None})
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+    coerced = {name: _coerce(name, known[name].type, value) for name, value in values.items()}
+    return AgentSettings(**coerced).validate()
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        if kind == "Path":
+            return Path(value)
+        if kind == "Path | None":
+            return Path(value) if value else None
+        if kind.startswith("dict"):
+            return _labels(value)
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(i.strip() for i in items if i.strip())
+        return value
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{name}: {value!r} is not a valid {kind}") from exc
+
+
+def _labels(value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    items = value.split(",") if isinstance(value, str) else list(value)
+    labels = {}
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"label {item!r} is not key=value")
+        labels[key] = val
+    return labels
+
+
+def _cluster_env() -> bool:
+    return bool(os.environ.get("KUBECONFIG") or os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def _primary_ip() -> str:
+    """The source address of the default route, as the kubelet picks its InternalIP."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: nothing is sent, only the route is looked up
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

@@ -1,0 +1,80 @@
+"""Container log files in the kubelet's layout and the CRI log format.
+
+`<root>/<namespace>_<pod>_<uid>/<container>/<restartCount>.log`, each line
+`<RFC3339Nano timestamp> <stdout|stderr> <F|P> <text>` — the format `kubectl logs` is served
+from on a real node, so `timestamps`, `sinceSeconds` and `previous` can be answered from it.
+Files are size-capped and rotated (`.1`, `.2`, …) like the kubelet's containerLogMaxSize/Files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def pod_log_dir(root: Path, namespace: str, name: str, uid: str) -> Path:
+    return root / f"{namespace}_{name}_{uid}"
+
+
+class ContainerLog:
+    """Appends one container run's output; line-buffered per stream so lines are never interleaved."""
+
+    def __init__(self, path: Path, max_bytes: int, max_files: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._max_bytes = max_bytes
+        self._max_files = max_files
+        self._file = path.open("ab")
+        self._pending: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+
+    def write(self, stream: str, data: bytes) -> None:
+        buffered = self._pending[stream] + data
+        *lines, rest = buffered.split(b"\n")
+        for line in lines:
+            self._emit(stream, b"F", line)
+        # A line longer than 16 KiB is written in parts, tagged P like the CRI does.
+        while len(rest) > 16384:
+            self._emit(stream, b"P", rest[:16384])
+            rest = rest[16384:]
+        self._pending[stream] = rest
+        self._file.flush()
+
+    def close(self) -> None:
+        for stream, rest in self._pending.items():
+            if rest:
+                self._emit(stream, b"F", rest)
+        self._pending = {"stdout": b"", "stderr": b""}
+        self._file.close()
+
+    def _emit(self, stream: str, tag: bytes, line: bytes) -> None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+        self._file.write(b"%s %s %s %s\n" % (stamp, stream.encode(), tag, line))
+        if self._file.tell() >= self._max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for index in range(self._max_files - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            newer = self.path.with_name(f"{self.path.name}.{index - 1}") if index > 1 else self.path
+            if newer.exists():
+                newer.replace(older)
+        self._file = self.path.open("ab")
+
+
+def read_lines(path: Path) -> Iterator[tuple[str, str, str]]:
+    """Yield (timestamp, stream, text) from a CRI log file, joining partial (P) lines."""
+    if not path.exists():
+        return
+    partial: dict[str, str] = {}
+    with path.open("rb") as handle:
+        for raw in handle:
+            parts = raw.rstrip(b"\n").split(b" ", 3)
+            if len(parts) < 4:
+                continue
+            stamp, stream, tag, text = (p.decode("utf-8", "replace") for p in parts)
+            if tag == "P":
+                partial[stream] = partial.get(stream, "") + text
+                continue
+            yield stamp, stream, partial.pop(stream, "") + text

@@ -1,0 +1,183 @@
+"""Read a Pod into the plan the agent runs (pure: no I/O).
+
+This is where the Pod contract of DESIGN.md §4 is interpreted: module references, argv,
+memory limits, volumes. Anything the agent cannot honour raises `UnsupportedPod` with the
+field's path, so the Pod fails with a precise reason instead of sitting Pending.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from wasmlet.api import keys
+from wasmlet.nodeagent.errors import UnsupportedPod
+
+SUPPORTED_VOLUMES = ("configMap", "secret", "emptyDir", "hostPath")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
+_FACTORS = {None: 1, "m": 0.001, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+@dataclass(frozen=True)
+class ModuleRef:
+    """Where a container's module comes from: `kind` is oci, http, configmap or file."""
+
+    kind: str
+    ref: str
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    name: str
+    module: ModuleRef
+    argv: list[str]
+    env: list[dict[str, Any]]
+    env_from: list[dict[str, Any]]
+    volume_mounts: list[dict[str, Any]]
+    working_dir: str | None
+    memory_limit_bytes: int | None
+    image_pull_policy: str
+    init: bool = False
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    uid: str
+    namespace: str
+    name: str
+    runtime: str
+    restart_policy: str
+    containers: list[ContainerPlan]
+    init_containers: list[ContainerPlan]
+    volumes: list[dict[str, Any]]
+    grace_seconds: int
+    active_deadline_seconds: int | None
+    network: bool
+    labels: dict[str, str] = field(default_factory=dict)
+    source_dir: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def parse_pod(pod: dict[str, Any], default_runtime: str = keys.DEFAULT_RUNTIME,
+              allow_file_modules: bool = False) -> PodPlan:
+    """Turn a Pod object into a PodPlan, or raise UnsupportedPod naming the offending field."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    if not spec.get("containers"):
+        raise UnsupportedPod("spec.containers: a Pod needs at least one container", reason="InvalidPod")
+    volumes = list(spec.get("volumes") or [])
+    for index, volume in enumerate(volumes):
+        kind = _volume_kind(volume)
+        if kind not in SUPPORTED_VOLUMES:
+            raise UnsupportedPod(f"spec.volumes[{index}] ({volume.get('name')!r}): volume type {kind!r} is not "
+                                 f"supported by wasmlet; supported: {', '.join(SUPPORTED_VOLUMES)}",
+                                 reason="UnsupportedVolume")
+    names = {v.get("name") for v in volumes}
+
+    def plan(c: dict[str, Any], path: str, init: bool) -> ContainerPlan:
+        return _container(c, path, annotations, names, init, allow_file_modules)
+
+    restart = spec.get("restartPolicy") or "Always"
+    if restart not in ("Always", "OnFailure", "Never"):
+        raise UnsupportedPod(f"spec.restartPolicy: {restart!r} is not Always, OnFailure or Never", reason="InvalidPod")
+    deadline = spec.get("activeDeadlineSeconds")
+    return PodPlan(
+        uid=str(meta.get("uid") or ""),
+        namespace=str(meta.get("namespace") or "default"),
+        name=str(meta.get("name") or ""),
+        runtime=str(spec.get("runtimeClassName") or default_runtime),
+        restart_policy=restart,
+        containers=[plan(c, f"spec.containers[{i}]", False) for i, c in enumerate(spec["containers"])],
+        init_containers=[plan(c, f"spec.initContainers[{i}]", True)
+                         for i, c in enumerate(spec.get("initContainers") or [])],
+        volumes=volumes,
+        grace_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
+        active_deadline_seconds=int(deadline) if deadline is not None else None,
+        network=bool(spec.get("hostNetwork")),
+        labels=dict(meta.get("labels") or {}),
+    )
+
+
+def parse_module_ref(image: str, sha256: str | None = None, allow_file: bool = False) -> ModuleRef:
+    """Classify a container image string per DESIGN.md §4."""
+    if image.startswith(keys.CONFIGMAP_SCHEME):
+        name, sep, key = image[len(keys.CONFIGMAP_SCHEME):].partition("/")
+        if not name or not sep or not key:
+            raise UnsupportedPod(f"image {image!r}: expected configmap://<name>/<key>", reason="InvalidImageName")
+        return ModuleRef("configmap", f"{name}/{key}")
+    if image.startswith(keys.HTTP_SCHEMES):
+        if sha256 is not None and not re.fullmatch(r"[a-f0-9]{64}", sha256):
+            raise UnsupportedPod(f"image {image!r}: the sha256 annotation is not 64 hex digits", reason="InvalidImageName")
+        return ModuleRef("http", image, sha256)
+    if image.startswith(keys.FILE_SCHEME):
+        if not allow_file:
+            raise UnsupportedPod(f"image {image!r}: file: modules are only allowed in static Pods",
+                                 reason="InvalidImageName")
+        return ModuleRef("file", image[len(keys.FILE_SCHEME):])
+    if not image or any(ch.isspace() for ch in image):
+        raise UnsupportedPod(f"image {image!r} is not a module reference", reason="InvalidImageName")
+    return ModuleRef("oci", image)
+
+
+def parse_quantity(value: Any, path: str) -> float:
+    """A Kubernetes quantity (`128Mi`, `1G`, `500m`) as a number of base units."""
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        raise UnsupportedPod(f"{path}: {value!r} is not a quantity", reason="InvalidPod")
+    return float(match.group(1)) * _FACTORS[match.group(2)]
+
+
+def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume_names: set[Any],
+               init: bool, allow_file: bool) -> ContainerPlan:
+    name = str(c.get("name") or "")
+    if not name:
+        raise UnsupportedPod(f"{path}.name: every container needs a name", reason="InvalidPod")
+    image = str(c.get("image") or "")
+    module = parse_module_ref(image, annotations.get(keys.sha256_annotation(name)), allow_file)
+    limits = (c.get("resources") or {}).get("limits") or {}
+    memory = limits.get("memory")
+    for index, mount in enumerate(c.get("volumeMounts") or []):
+        if mount.get("name") not in volume_names:
+            raise UnsupportedPod(f"{path}.volumeMounts[{index}]: no volume named {mount.get('name')!r}",
+                                 reason="InvalidPod")
+        mount_path = str(mount.get("mountPath") or "")
+        if not mount_path.startswith("/") or ".." in mount_path.split("/"):
+            raise UnsupportedPod(f"{path}.volumeMounts[{index}].mountPath {mount_path!r} must be an absolute "
+                                 "path without '..'", reason="InvalidPod")
+    # Kubernetes semantics: `command` replaces the entrypoint, `args` its arguments. A module has
+    # one entrypoint (_start), so argv[0] is the command's first word or else the container name.
+    command = [str(a) for a in c.get("command") or []]
+    args = [str(a) for a in c.get("args") or []]
+    argv = (command or [name]) + args
+    default_policy = "Always" if module.kind == "oci" and _latest(image) else "IfNotPresent"
+    return ContainerPlan(
+        name=name,
+        module=module,
+        argv=argv,
+        env=list(c.get("env") or []),
+        env_from=list(c.get("envFrom") or []),
+        volume_mounts=list(c.get("volumeMounts") or []),
+        working_dir=c.get("workingDir") or None,
+        memory_limit_bytes=int(parse_quantity(memory, f"{path}.resources.limits.memory")) if memory else None,
+        image_pull_policy=str(c.get("imagePullPolicy") or default_policy),
+        init=init,
+    )
+
+
+def _latest(image: str) -> bool:
+    if "@" in image:
+        return False
+    last = image.rsplit("/", 1)[-1]
+    return ":" not in last or last.endswith(":latest")
+
+
+def _volume_kind(volume: dict[str, Any]) -> str:
+    kinds = [k for k in volume if k != "name"]
+    return kinds[0] if kinds else "emptyDir"

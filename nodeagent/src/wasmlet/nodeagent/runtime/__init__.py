@@ -1,0 +1,104 @@
+"""The narrow runtime interface every backend implements, and the lazy backend loader.
+
+A backend turns a `RunSpec` into a running `Instance`. It never talks to the API, never
+decides about restarts, and never blocks the event loop. Backends are imported on first use:
+`wasmer_sdk` alone costs ~41 MB of resident memory (DESIGN.md §5).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# Exit codes for ends that are not a WASI exit, spelled as a container runtime would:
+# 128 + the POSIX signal that means the same thing.
+EXIT_TRAP = 134  # SIGABRT: a wasm trap (unreachable, out-of-bounds access, stack overflow)
+EXIT_TERMINATED = 143  # SIGTERM: stopped within its grace period
+EXIT_KILLED = 137  # SIGKILL: killed after its grace period, or its memory limit
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume as the module sees it: `guest_path` is the container's mountPath."""
+
+    host_path: Path
+    guest_path: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a backend needs to start one container of one Pod."""
+
+    pod_uid: str
+    container: str
+    module_path: Path
+    module_digest: str
+    argv: list[str]
+    env: dict[str, str]
+    mounts: list[Mount] = field(default_factory=list)
+    working_dir: str | None = None
+    memory_limit_bytes: int | None = None
+    network: bool = False
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How an instance ended. `reason` uses the kubelet's words (`Completed`, `Error`, `OOMKilled`)."""
+
+    exit_code: int
+    reason: str
+    message: str = ""
+
+    @classmethod
+    def from_code(cls, code: int, message: str = "") -> ExitStatus:
+        return cls(code, "Completed" if code == 0 else "Error", message)
+
+
+OutputSink = Callable[[str, bytes], None]
+"""Receives (`stdout`|`stderr`, bytes) as the module writes them."""
+
+
+class Instance(Protocol):
+    """One running container. Both methods are safe to call more than once."""
+
+    async def wait(self) -> ExitStatus:
+        """Wait until the module ends; its output has been delivered to the sink by then."""
+
+    async def stop(self, grace_seconds: float) -> ExitStatus:
+        """Ask the module to stop; kill it once `grace_seconds` have passed; return how it ended."""
+
+
+class Runtime(Protocol):
+    """A wasm engine that can run many instances at once."""
+
+    name: str
+    version: str
+
+    def check(self, spec: RunSpec) -> None:
+        """Raise `UnsupportedPod` naming the field this backend cannot honour (e.g. a memory limit)."""
+
+    async def prepare(self, module_path: Path, digest: str) -> None:
+        """Compile (or load from the compiled cache) ahead of start; idempotent per digest."""
+
+    async def start(self, spec: RunSpec, output: OutputSink) -> Instance:
+        """Start the module; raise `ModuleError` when it cannot be instantiated."""
+
+    async def close(self) -> None:
+        """Stop every instance and release the engine."""
+
+
+BACKENDS: dict[str, str] = {
+    "wasmer": "wasmlet.nodeagent.runtime.wasmer:WasmerRuntime",
+}
+
+
+def load_backend(name: str, cache_dir: Path) -> Runtime:
+    """Import and construct backend `name` (the RuntimeClass handler)."""
+    module_name, _, cls_name = BACKENDS[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    runtime: Runtime = cls(cache_dir=cache_dir / name)
+    return runtime

@@ -1,0 +1,237 @@
+"""The default backend, on the `wasmer-sdk` package (DESIGN.md §5).
+
+What Wasmer can and cannot do decides the shape of this module:
+- One `Wasmer()` client stalls at about 200 concurrently running processes, so instances are
+  spread over shards, each a client holding at most `shard_capacity` of them.
+- A sandbox's own files must live under `/workspace`; package files may sit at any absolute
+  guest path as read-only overlays. So read-only volumes (configMap, secret, a read-only mount)
+  become package files at their mountPath, and writable volumes must be mounted under
+  `/workspace`, where the Pod's containers share one sandbox (an emptyDir shared in the Pod).
+- There are no host-directory mounts and no memory limit: a Pod asking for either fails with
+  a reason that names the field and the runtime that supports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
+from wasmlet.nodeagent.runtime import (
+    EXIT_KILLED,
+    EXIT_TERMINATED,
+    EXIT_TRAP,
+    ExitStatus,
+    Mount,
+    OutputSink,
+    RunSpec,
+)
+
+import wasmer_sdk as sdk
+
+log = logging.getLogger(__name__)
+
+WORKSPACE = "/workspace"
+# Measured: one client stalls near 200 running processes; keep a margin below it.
+DEFAULT_SHARD_CAPACITY = 150
+# A volume becomes in-memory package files: bound what one Pod may put there.
+MAX_VOLUME_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class _Shard:
+    client: Any
+    running: int = 0
+    packages: dict[str, Any] = field(default_factory=dict)
+    sandboxes: dict[str, Any] = field(default_factory=dict)
+
+
+class WasmerRuntime:
+    """Runs WASI modules in Wasmer sandboxes: one sandbox per Pod, shards of clients."""
+
+    name = "wasmer"
+
+    def __init__(self, cache_dir: Path, shard_capacity: int = DEFAULT_SHARD_CAPACITY) -> None:
+        self.version = f"wasmer-sdk/{importlib.metadata.version('wasmer-sdk')}"
+        self._cache_dir = cache_dir
+        self._capacity = shard_capacity
+        self._shards: list[_Shard] = []
+        self._pod_shard: dict[str, _Shard] = {}
+        self._lock = asyncio.Lock()
+
+    def check(self, spec: RunSpec) -> None:
+        if spec.memory_limit_bytes is not None:
+            raise UnsupportedPod(
+                f"container {spec.container!r}: resources.limits.memory cannot be enforced by the wasmer "
+                "runtime; use runtimeClassName: wasmtime, which caps linear memory", reason="UnsupportedField")
+        for mount in spec.mounts:
+            if not mount.read_only and not _under_workspace(mount.guest_path):
+                raise UnsupportedPod(
+                    f"container {spec.container!r}: volumeMounts mountPath {mount.guest_path!r} is writable, and the "
+                    f"wasmer runtime can only give writable volumes under {WORKSPACE}; mount it there, make it "
+                    "readOnly, or use runtimeClassName: wasmtime", reason="UnsupportedField")
+
+    async def prepare(self, module_path: Path, digest: str) -> None:
+        shard = await self._shard_for("")
+        await self._package(shard, module_path, digest)
+
+    async def start(self, spec: RunSpec, output: OutputSink) -> WasmerInstance:
+        self.check(spec)
+        shard = await self._shard_for(spec.pod_uid)
+        read_only = [m for m in spec.mounts if m.read_only]
+        try:
+            if read_only:
+                package = await self._package_with_files(shard, spec, read_only)
+            else:
+                package = await self._package(shard, spec.module_path, spec.module_digest)
+            sandbox = await self._sandbox(shard, spec)
+            command = sandbox.command(package, spec.argv[1:], cwd=spec.working_dir, env=spec.env)
+            process = await command.spawn(stdout="pipe", stderr="pipe")
+        except sdk.WasmerError as exc:
+            raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
+        shard.running += 1
+        return WasmerInstance(process, output, on_exit=lambda: _release_slot(shard))
+
+    async def release(self, pod_uid: str) -> None:
+        """Drop the Pod's sandbox once none of its containers runs any more."""
+        shard = self._pod_shard.pop(pod_uid, None)
+        sandbox = shard.sandboxes.pop(pod_uid, None) if shard else None
+        if sandbox is not None:
+            await sandbox.close()
+
+    async def close(self) -> None:
+        for shard in self._shards:
+            for sandbox in shard.sandboxes.values():
+                await sandbox.close()
+            await shard.client.close()
+        self._shards.clear()
+        self._pod_shard.clear()
+
+    async def _shard_for(self, pod_uid: str) -> _Shard:
+        async with self._lock:
+            if pod_uid and pod_uid in self._pod_shard:
+                return self._pod_shard[pod_uid]
+            shard = min(self._shards, key=lambda s: s.running, default=None)
+            if shard is None or shard.running >= self._capacity:
+                self._cache_dir.mkdir(parents=True, exist_ok=True)
+                shard = _Shard(sdk.Wasmer(cache_root=self._cache_dir))
+                self._shards.append(shard)
+            if pod_uid:
+                self._pod_shard[pod_uid] = shard
+            return shard
+
+    async def _package(self, shard: _Shard, module_path: Path, digest: str) -> Any:
+        package = shard.packages.get(digest)
+        if package is None:
+            try:
+                package = await shard.client.packages.load(module_path.read_bytes())
+            except sdk.WasmerError as exc:
+                raise ModuleError(f"not a loadable wasm module ({digest[:19]}): {exc}", reason="InvalidModule") from exc
+            shard.packages[digest] = package
+        return package
+
+    async def _package_with_files(self, shard: _Shard, spec: RunSpec, mounts: list[Mount]) -> Any:
+        files = _collect_files(mounts)
+        definition = sdk.PackageDefinition(
+            modules={"module": spec.module_path.read_bytes()},
+            commands={"main": sdk.PackageCommandDefinition(module="module")},
+            files=files,
+        )
+        return await shard.client.packages.create(definition)
+
+    async def _sandbox(self, shard: _Shard, spec: RunSpec) -> Any:
+        sandbox = shard.sandboxes.get(spec.pod_uid)
+        if sandbox is None:
+            sandbox = await shard.client.sandboxes.create(
+                files=_collect_files([m for m in spec.mounts if not m.read_only]),
+                network="host" if spec.network else "disabled",
+            )
+            shard.sandboxes[spec.pod_uid] = sandbox
+        return sandbox
+
+
+class WasmerInstance:
+    """A spawned Wasmer process whose output is pumped to the sink until it ends."""
+
+    def __init__(self, process: Any, output: OutputSink, on_exit: Any) -> None:
+        self._process = process
+        self._on_exit = on_exit
+        self._pumps = [
+            asyncio.create_task(_pump(process.stdout, "stdout", output)),
+            asyncio.create_task(_pump(process.stderr, "stderr", output)),
+        ]
+        self._result: asyncio.Task[ExitStatus] = asyncio.create_task(self._wait())
+
+    async def wait(self) -> ExitStatus:
+        return await asyncio.shield(self._result)
+
+    async def stop(self, grace_seconds: float) -> ExitStatus:
+        if not self._result.done():
+            try:
+                await self._process.terminate(grace_period=max(grace_seconds, 0.001))
+            except sdk.WasmerError as exc:
+                log.debug("terminate: %s", exc)
+        return await self.wait()
+
+    async def _wait(self) -> ExitStatus:
+        try:
+            output = await self._process.wait()
+            status = _exit_status(output)
+        except sdk.WasmerError as exc:
+            # A trap surfaces as an execution error, not as an exit code.
+            status = ExitStatus(EXIT_TRAP, "Error", f"wasm trap: {_first_line(str(exc))}")
+        finally:
+            self._on_exit()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        return status
+
+
+async def _pump(stream: Any, name: str, output: OutputSink) -> None:
+    if stream is None:
+        return
+    async for chunk in stream:
+        output(name, chunk)
+
+
+def _exit_status(output: Any) -> ExitStatus:
+    if output.reason is sdk.ExitReason.TERMINATED:
+        code = output.exit_code or EXIT_TERMINATED
+        return ExitStatus(code, "Error" if code != EXIT_KILLED else "Killed", "stopped by the agent")
+    if output.reason is sdk.ExitReason.TIMEOUT:
+        return ExitStatus(EXIT_KILLED, "DeadlineExceeded", "the runtime's timeout expired")
+    return ExitStatus.from_code(output.exit_code)
+
+
+def _release_slot(shard: _Shard) -> None:
+    shard.running -= 1
+
+
+def _collect_files(mounts: list[Mount]) -> dict[str, bytes]:
+    """Read the host files of `mounts` as {guest path: bytes}; refuse links that leave the volume."""
+    files: dict[str, bytes] = {}
+    total = 0
+    for mount in mounts:
+        root = mount.host_path.resolve()
+        for path in sorted(root.rglob("*")):
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise UnsupportedPod(f"volume file {path.name!r} links outside its volume", reason="InvalidVolume")
+            if not path.is_file():
+                continue
+            data = path.read_bytes()
+            total += len(data)
+            if total > MAX_VOLUME_BYTES:
+                raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes", reason="InvalidVolume")
+            files[mount.guest_path.rstrip("/") + "/" + path.relative_to(root).as_posix()] = data
+    return files
+
+
+def _under_workspace(path: str) -> bool:
+    return path == WORKSPACE or path.startswith(WORKSPACE + "/")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
