@@ -70,8 +70,8 @@ class AgentSettings:
             raise SettingsError(f"runtimes: unknown runtime(s) {unknown}; known: wasmer, wasmtime")
         if self.lease_renew_seconds >= self.lease_duration_seconds:
             raise SettingsError("lease_renew_seconds: must be shorter than lease_duration_seconds")
-        if self.manifests is not None and not self.manifests.is_dir():
-            raise SettingsError(f"manifests: {self.manifests} is not a directory")
+        if self.manifests is not None and not self.manifests.exists():
+            raise SettingsError(f"manifests: {self.manifests} does not exist")
         return self if self.node_ip else replace(self, node_ip=_primary_ip())
 
 

@@ -48,6 +48,7 @@ class _Shard:
     running: int = 0
     packages: dict[str, Any] = field(default_factory=dict)
     sandboxes: dict[str, Any] = field(default_factory=dict)
+    installed: dict[str, set[str]] = field(default_factory=dict)
 
 
 class WasmerRuntime:
@@ -89,6 +90,10 @@ class WasmerRuntime:
             else:
                 package = await self._package(shard, spec.module_path, spec.module_digest)
             sandbox = await self._sandbox(shard, spec)
+            installed = shard.installed.setdefault(spec.pod_uid, set())
+            if package.id not in installed:
+                package = await sandbox.install_package(package)
+                installed.add(package.id)
             command = sandbox.command(package, spec.argv[1:], cwd=spec.working_dir, env=spec.env)
             process = await command.spawn(stdout="pipe", stderr="pipe")
         except sdk.WasmerError as exc:
@@ -100,6 +105,8 @@ class WasmerRuntime:
         """Drop the Pod's sandbox once none of its containers runs any more."""
         shard = self._pod_shard.pop(pod_uid, None)
         sandbox = shard.sandboxes.pop(pod_uid, None) if shard else None
+        if shard:
+            shard.installed.pop(pod_uid, None)
         if sandbox is not None:
             await sandbox.close()
 
@@ -151,6 +158,9 @@ class WasmerRuntime:
                 network="host" if spec.network else "disabled",
             )
             shard.sandboxes[spec.pod_uid] = sandbox
+        for mount in spec.mounts:
+            if not mount.read_only:  # an empty writable volume has no files to create it with
+                await sandbox.fs.mkdir(mount.guest_path, recursive=True)
         return sandbox
 
 

@@ -1,0 +1,142 @@
+"""The composition root: builds every part of the agent once and runs them under one TaskGroup.
+
+Modes: with an API server (the Node, Lease, Pods bound to this node, status and Events posted
+back) or standalone (no API at all: static Pods from a manifest folder). Shutdown is graceful:
+Pods are stopped within their grace periods and the Node is marked not ready before exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from wasmlet.kube import ApiError, KubeClient, load_config
+from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.modules import ModuleCache
+from wasmlet.nodeagent.objects import ApiObjects, ObjectStore, StaticObjects
+from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
+from wasmlet.nodeagent.runtime import Runtime, load_backend
+
+log = logging.getLogger(__name__)
+
+
+class Runtimes:
+    """Loads each runtime backend the first time a Pod asks for it (DESIGN.md §5: footprint)."""
+
+    def __init__(self, offered: tuple[str, ...], cache_dir: Path) -> None:
+        self.offered = offered
+        self._cache_dir = cache_dir
+        self._loaded: dict[str, Runtime] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, name: str) -> Runtime:
+        runtime = self._loaded.get(name)
+        if runtime is None:
+            async with self._lock:
+                runtime = self._loaded.get(name)
+                if runtime is None:
+                    runtime = await asyncio.to_thread(load_backend, name, self._cache_dir)
+                    self._loaded[name] = runtime
+        return runtime
+
+    async def close(self) -> None:
+        for runtime in self._loaded.values():
+            await runtime.close()
+        self._loaded.clear()
+
+
+class Agent:
+    """One node agent. `run()` until `stop` is set."""
+
+    def __init__(self, settings: AgentSettings, reporter: Reporter | None = None,
+                 backoff_base: float = 10.0) -> None:
+        self.settings = settings
+        self._reporter = reporter
+        self._backoff_base = backoff_base
+        self.controller: PodController | None = None
+        self.static: Any = None
+        self.node: Any = None
+        self.started = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        settings = self.settings
+        state = settings.state_dir
+        for sub in ("modules", "pods", "logs", "runtimes"):
+            (state / sub).mkdir(parents=True, exist_ok=True)
+        runtimes = Runtimes(settings.runtimes, state / "runtimes")
+        async with contextlib.AsyncExitStack() as stack:
+            api: KubeClient | None = None
+            if not settings.standalone:
+                api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig),
+                                                                 user_agent=f"wasmlet-agent/{settings.node_name}"))
+            objects: ObjectStore = ApiObjects(api) if api else StaticObjects()
+            reporter = self._reporter or self._api_reporter(api)
+            env = AgentEnv(
+                node_name=settings.node_name, node_ip=settings.node_ip, runtimes=settings.runtimes,
+                runtime=runtimes.get,
+                modules=ModuleCache(state / "modules", objects, settings.module_max_bytes,
+                                    settings.allow_unpinned_urls),
+                objects=objects, reporter=reporter, pods_dir=state / "pods", logs_dir=state / "logs",
+                log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
+                backoff_base=self._backoff_base,
+            )
+            self.controller = PodController(env, allow_file_modules=settings.manifests is not None)
+            try:
+                await self._serve(api, env, reporter, stop)
+            finally:
+                await self.controller.stop_all()
+                if self.node is not None:
+                    await self._mark_not_ready()
+                await runtimes.close()
+
+    async def _serve(self, api: KubeClient | None, env: AgentEnv, reporter: Any, stop: asyncio.Event) -> None:
+        from wasmlet.nodeagent.sources import ApiPods, StaticPods
+
+        assert self.controller is not None
+        async with asyncio.TaskGroup() as group:
+            tasks = []
+            if api is not None:
+                from wasmlet.nodeagent.node import NodeController
+
+                self.node = NodeController(api, self.settings)
+                tasks.append(group.create_task(self.node.run()))
+                tasks.append(group.create_task(reporter.run()))
+                await self._wait_registered(stop)
+                tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller).run()))
+            if self.settings.manifests is not None and api is None:
+                assert isinstance(env.objects, StaticObjects)
+                self.static = StaticPods(self.settings.manifests, self.settings.node_name, self.controller,
+                                         env.objects)
+                tasks.append(group.create_task(self.static.run()))
+            self.started.set()
+            await stop.wait()
+            await self.controller.stop_all()
+            if api is not None:
+                await reporter.drain()
+            for task in tasks:
+                task.cancel()
+
+    async def _wait_registered(self, stop: asyncio.Event) -> None:
+        assert self.node is not None
+        waiter = asyncio.ensure_future(self.node.registered.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (waiter, stopper):
+            task.cancel()
+        await asyncio.gather(waiter, stopper, return_exceptions=True)
+
+    def _api_reporter(self, api: KubeClient | None) -> Reporter:
+        from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter
+
+        return ApiReporter(api, self.settings.node_name) if api else ConsoleReporter()
+
+    async def _mark_not_ready(self) -> None:
+        assert self.node is not None
+        self.node.set_ready(False, "KubeletNotReady", "wasmlet is shutting down")
+        try:
+            await asyncio.wait_for(self.node.post_status(), timeout=5)
+        except (ApiError, asyncio.TimeoutError) as exc:
+            log.warning("could not mark the node not ready: %s", exc)

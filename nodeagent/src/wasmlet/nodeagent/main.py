@@ -1,0 +1,90 @@
+"""`wasmlet-agent`: the command line of the node agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from wasmlet.kube.config import ConfigError
+from wasmlet.nodeagent.agent import Agent
+from wasmlet.nodeagent.config import AgentSettings, load_settings
+from wasmlet.nodeagent.errors import SettingsError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="wasmlet-agent",
+        description="A kubelet for WebAssembly: registers a Node and runs the wasm Pods bound to it. "
+                    "Every flag can also be set as WASMLET_<NAME> (e.g. WASMLET_NODE_NAME) or in --config.",
+    )
+    p.add_argument("--config", type=Path, help="YAML file of settings (keys as the flags, with _ or -)")
+    p.add_argument("--kubeconfig", help="kubeconfig path or API URL (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    p.add_argument("--node-name", help="the Node's name (default: the hostname)")
+    p.add_argument("--node-ip", help="the Node's InternalIP (default: the address of the default route)")
+    p.add_argument("--kubelet-port", type=int, help="port of the kubelet API (default 10250)")
+    p.add_argument("--state-dir", type=Path, help="module cache, Pod state and logs (default /var/lib/wasmlet)")
+    p.add_argument("--manifests", type=Path,
+                   help="folder of static Pod/WasmWorkload manifests; without an API server: standalone mode")
+    p.add_argument("--node-label", action="append", metavar="KEY=VALUE", help="extra Node label (repeatable)")
+    p.add_argument("--max-pods", type=int, help="Pods this node accepts (default 110)")
+    p.add_argument("--runtimes", help="comma-separated runtimes to offer (default: wasmer)")
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> AgentSettings:
+    flags = {
+        "kubeconfig": args.kubeconfig, "node_name": args.node_name, "node_ip": args.node_ip,
+        "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
+        "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
+    }
+    return load_settings(args.config, dict(os.environ), flags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"wasmlet-agent: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_run(settings))
+    except ConfigError as exc:
+        print(f"wasmlet-agent: {exc}", file=sys.stderr)
+        return 2
+    return exit_now(0)
+
+
+async def _run(settings: AgentSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Agent(settings).run(stop)
+
+
+def exit_now(code: int) -> int:
+    """Exit without running native finalizers once a runtime was loaded.
+
+    wasmer-sdk's native threads occasionally abort the interpreter at exit ("FATAL: exception
+    not rethrown", status 134) after a clean shutdown; everything of ours is flushed and closed
+    by now, so leave before the interpreter tears those threads down.
+    """
+    if "wasmer_sdk" in sys.modules:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

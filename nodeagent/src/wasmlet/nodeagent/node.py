@@ -1,0 +1,201 @@
+"""NodeController: registers this agent's Node, renews its Lease, and keeps NodeStatus true.
+
+As the kubelet does: the Lease in `kube-node-lease` is renewed every 10 s (valid 40 s) and
+is what the node lifecycle controller watches; NodeStatus is posted when it changes and at
+least every `node_status_seconds`; a renewal that fails is retried quickly with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib.metadata
+import logging
+import os
+from typing import Any
+
+from wasmlet.api import keys
+from wasmlet.kube import AlreadyExists, ApiError, KubeClient, NotFound
+from wasmlet.kube.backoff import Backoff
+from wasmlet.kube.resources import LEASES, NODES
+from wasmlet.nodeagent.config import AgentSettings
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+LEASE_NAMESPACE = "kube-node-lease"
+VERSION = importlib.metadata.version("wasmlet")
+# kubectl and the API server expect a Kubernetes-shaped kubelet version.
+KUBELET_VERSION = f"v1.34.0-wasmlet.{VERSION}"
+
+
+def node_labels(settings: AgentSettings) -> dict[str, str]:
+    labels = {
+        keys.LABEL_ARCH: keys.WASM_ARCH,
+        keys.LABEL_OS: keys.WASM_ARCH,
+        keys.LABEL_HOSTNAME: settings.node_name,
+        keys.LABEL_TYPE: keys.TYPE_WASMLET,
+        keys.LABEL_AGENT: "true",
+    }
+    labels.update({keys.runtime_label(r): "true" for r in settings.runtimes})
+    labels.update(settings.node_labels)
+    return labels
+
+
+def node_object(settings: AgentSettings) -> Obj:
+    """The Node as registered: labels and taints of DESIGN.md §4; status is posted separately."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": settings.node_name, "labels": node_labels(settings)},
+        "spec": {"taints": [{"key": keys.TAINT_KEY, "value": keys.TAINT_VALUE, "effect": e}
+                            for e in keys.TAINT_EFFECTS]},
+    }
+
+
+def node_status(settings: AgentSettings, ready: bool, reason: str, message: str, previous: list[Obj]) -> Obj:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    before = {c.get("type"): c for c in previous}
+
+    def condition(ctype: str, status: str, why: str, text: str) -> Obj:
+        old = before.get(ctype) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == status else stamp
+        return {"type": ctype, "status": status, "reason": why, "message": text,
+                "lastHeartbeatTime": stamp, "lastTransitionTime": since or stamp}
+
+    capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{_memory_kib()}Ki", "pods": str(settings.max_pods)}
+    runtimes = ",".join(f"{r}://{_runtime_version(r)}" for r in settings.runtimes)
+    return {
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "wasmlet has sufficient memory"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "wasmlet has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "wasmlet has sufficient PID available"),
+            condition("Ready", "True" if ready else "False", reason, message),
+        ],
+        "addresses": [{"type": "InternalIP", "address": settings.node_ip},
+                      {"type": "Hostname", "address": settings.node_name}],
+        "capacity": capacity,
+        "allocatable": dict(capacity),
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": settings.kubelet_port}},
+        "nodeInfo": {
+            "architecture": "wasm32", "operatingSystem": "wasi", "kernelVersion": os.uname().release,
+            "osImage": "wasmlet", "containerRuntimeVersion": runtimes, "kubeletVersion": KUBELET_VERSION,
+            "kubeProxyVersion": "", "machineID": "", "systemUUID": "", "bootID": "",
+        },
+    }
+
+
+class NodeController:
+    """Owns the Node object and the Lease for the agent's lifetime."""
+
+    def __init__(self, api: KubeClient, settings: AgentSettings) -> None:
+        self._api = api
+        self._settings = settings
+        self._conditions: list[Obj] = []
+        self._ready = (True, "KubeletReady", "wasmlet is posting ready status")
+        self._changed = asyncio.Event()
+        self.registered = asyncio.Event()
+
+    def set_ready(self, ready: bool, reason: str, message: str) -> None:
+        if (ready, reason, message) != self._ready:
+            self._ready = (ready, reason, message)
+            self._changed.set()
+
+    async def run(self) -> None:
+        await self._register()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._renew_lease())
+            group.create_task(self._report_status())
+
+    async def post_status(self) -> None:
+        ready, reason, message = self._ready
+        status = node_status(self._settings, ready, reason, message, self._conditions)
+        await self._api.patch(NODES, self._settings.node_name, {"status": status}, subresource="status")
+        self._conditions = status["conditions"]
+
+    async def _register(self) -> None:
+        backoff = Backoff(base=0.5, cap=10.0)
+        while True:
+            try:
+                try:
+                    await self._api.create(NODES, node_object(self._settings))
+                except AlreadyExists:
+                    node = node_object(self._settings)
+                    await self._api.patch(NODES, self._settings.node_name,
+                                          {"metadata": {"labels": node["metadata"]["labels"]}, "spec": node["spec"]})
+                await self.post_status()
+                self.registered.set()
+                log.info("registered node %s", self._settings.node_name)
+                return
+            except ApiError as exc:
+                delay = backoff.next()
+                log.warning("cannot register node %s: %s; retrying in %.1fs", self._settings.node_name, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _renew_lease(self) -> None:
+        backoff = Backoff(base=0.2, cap=7.0)  # the kubelet's lease retry: 200 ms doubling to 7 s
+        while True:
+            try:
+                await self._put_lease()
+                backoff.reset()
+                await asyncio.sleep(self._settings.lease_renew_seconds)
+            except ApiError as exc:
+                delay = backoff.next()
+                log.warning("lease renewal failed: %s; retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _put_lease(self) -> None:
+        name = self._settings.node_name
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        spec = {"holderIdentity": name, "leaseDurationSeconds": self._settings.lease_duration_seconds,
+                "renewTime": stamp}
+        try:
+            lease = await self._api.get(LEASES, name, LEASE_NAMESPACE)
+        except NotFound:
+            await self._api.create(LEASES, {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": LEASE_NAMESPACE,
+                             "ownerReferences": await self._node_owner()},
+                "spec": spec,
+            })
+            return
+        lease["spec"] = {**lease.get("spec", {}), **spec}
+        await self._api.replace(LEASES, lease)  # resourceVersion in the body: a stale lease gives 409
+
+    async def _node_owner(self) -> list[Obj]:
+        node = await self._api.get(NODES, self._settings.node_name)
+        meta = node["metadata"]
+        return [{"apiVersion": "v1", "kind": "Node", "name": meta["name"], "uid": meta["uid"]}]
+
+    async def _report_status(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout=self._settings.node_status_seconds)
+            except asyncio.TimeoutError:
+                pass
+            self._changed.clear()
+            try:
+                await self.post_status()
+            except ApiError as exc:
+                log.warning("cannot post node status: %s", exc)
+                self._changed.set()
+                await asyncio.sleep(1.0)
+
+
+def _memory_kib() -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _runtime_version(runtime: str) -> str:
+    package = {"wasmer": "wasmer-sdk", "wasmtime": "wasmtime"}[runtime]
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

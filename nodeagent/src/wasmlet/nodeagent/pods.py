@@ -1,0 +1,411 @@
+"""PodWorker (one Pod's lifecycle) and PodController (which Pods run on this node).
+
+The controller is fed desired Pods by a source (API watch or manifest folder) and never asks
+where they came from. It starts one worker per Pod UID, stops workers whose Pods are deleted,
+and is resync-safe: a Pod that is already terminal is adopted as it is, never run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from wasmlet.nodeagent.backoff import RestartBackoff
+from wasmlet.nodeagent.errors import AgentError, UnsupportedPod
+from wasmlet.nodeagent.lifecycle import FINAL, HANDLERS, State, check_transition, exit_for_deadline
+from wasmlet.nodeagent.logs import ContainerLog, pod_log_dir
+from wasmlet.nodeagent.modules import Module, ModuleCache
+from wasmlet.nodeagent.objects import ObjectStore
+from wasmlet.nodeagent.podspec import PodPlan, parse_pod
+from wasmlet.nodeagent.runtime import ExitStatus, Instance, Runtime, RunSpec
+from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PodRef:
+    namespace: str
+    name: str
+    uid: str
+
+
+class Reporter(Protocol):
+    """Where a worker's truth goes: the API server, or the console in standalone mode."""
+
+    def update(self, ref: PodRef, status: Obj) -> None: ...
+
+    def event(self, ref: PodRef, type_: str, reason: str, message: str, container: str | None) -> None: ...
+
+    async def finished(self, ref: PodRef, deleting: bool) -> None:
+        """The worker ended; when the Pod was being deleted, remove it (grace 0, UID precondition)."""
+
+
+@dataclass
+class AgentEnv:
+    """What every worker shares: built once by the composition root."""
+
+    node_name: str
+    node_ip: str
+    runtimes: tuple[str, ...]
+    runtime: Callable[[str], Awaitable[Runtime]]
+    modules: ModuleCache
+    objects: ObjectStore
+    reporter: Reporter
+    pods_dir: Path
+    logs_dir: Path
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_max_files: int = 3
+    backoff_base: float = 10.0
+    backoff_cap: float = 300.0
+
+
+class PodWorker:
+    """Drives one Pod through the lifecycle states and reports every change."""
+
+    def __init__(self, plan: PodPlan, env: AgentEnv, source_dir: Path | None = None) -> None:
+        self.plan = plan
+        self.env = env
+        self.source_dir = source_dir
+        self.ref = PodRef(plan.namespace, plan.name, plan.uid)
+        self.state = State.ADMITTING
+        self.records = {c.name: ContainerRecord(c.name, c.module.ref, c.init)
+                        for c in plan.init_containers + plan.containers}
+        self.modules: dict[str, Module] = {}
+        self.specs: dict[str, RunSpec] = {}
+        self.volume_paths: dict[str, Path] = {}
+        self.instances: dict[str, Instance] = {}
+        self.pull_backoff = RestartBackoff(env.backoff_base, env.backoff_cap)
+        self.restart_backoff = {name: RestartBackoff(env.backoff_base, env.backoff_cap) for name in self.records}
+        self.ran_for: dict[str, float] = {}
+        self.backoff_container: str | None = None
+        self.pod_dir = env.pods_dir / plan.uid
+        self.stop_grace: float | None = None
+        self.stop_reason: ExitStatus | None = None
+        self.deleting = False
+        self._reason = ""
+        self._message = ""
+        self._start_time = now()
+        self._started_at: dict[str, float] = {}
+        self._logs: dict[str, ContainerLog] = {}
+        self._exits: asyncio.Queue[tuple[str, ExitStatus]] = asyncio.Queue()
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._conditions: list[Obj] = []
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        deadline = asyncio.create_task(self._deadline()) if self.plan.active_deadline_seconds else None
+        self.report()
+        try:
+            while self.state not in FINAL:
+                following = await self._step()
+                check_transition(self.state, following)
+                log.debug("pod %s: %s → %s", self.plan.key, self.state.value, following.value)
+                self.state = following
+        finally:
+            if deadline:
+                deadline.cancel()
+                await asyncio.gather(deadline, return_exceptions=True)
+            await self._cleanup()
+        self.report()
+        await self.env.reporter.finished(self.ref, self.deleting)
+
+    async def _step(self) -> State:
+        if self._stopping.is_set() and self.state is not State.TERMINATING:
+            return State.TERMINATING
+        try:
+            return await HANDLERS[self.state](self)
+        except UnsupportedPod as exc:
+            return self.fail(exc.reason, exc.message)
+        except AgentError as exc:
+            log.warning("pod %s: %s", self.plan.key, exc)
+            return self.fail(exc.reason, exc.message)
+
+    def request_stop(self, grace: float | None, reason: ExitStatus | None = None, deleting: bool = False) -> None:
+        """Stop the Pod: its containers get `grace` seconds (the Pod's own grace when None)."""
+        if self.stop_grace is None or (grace is not None and grace < self.stop_grace):
+            self.stop_grace = grace
+        self.stop_reason = self.stop_reason or reason
+        self.deleting = self.deleting or deleting
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # -- helpers the state handlers use ------------------------------------------------------
+
+    def fail(self, reason: str, message: str) -> State:
+        self._reason, self._message = reason, message
+        self.event("Warning", reason, message)
+        return State.FAILED
+
+    def event(self, type_: str, reason: str, message: str, container: str | None = None) -> None:
+        self.env.reporter.event(self.ref, type_, reason, message, container)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when the Pod is being stopped."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=max(seconds, 0))
+        except asyncio.TimeoutError:
+            pass
+
+    def should_start(self, name: str) -> bool:
+        record = self.records[name]
+        if name in self.instances or self.stopping:
+            return False
+        term = record.terminated
+        if term is None:
+            return True
+        policy = self.plan.restart_policy
+        return policy == "Always" or (policy == "OnFailure" and term["exitCode"] != 0)
+
+    async def start(self, name: str) -> None:
+        spec = self.specs[name]
+        record = self.records[name]
+        runtime = await self.env.runtime(self.plan.runtime)
+        logs_dir = pod_log_dir(self.env.logs_dir, self.plan.namespace, self.plan.name, self.plan.uid)
+        container_log = ContainerLog(logs_dir / name / f"{record.restart_count}.log",
+                                     self.env.log_max_bytes, self.env.log_max_files)
+        self.event("Normal", "Created", f"Created container {name}", name)
+        try:
+            instance = await runtime.start(spec, container_log.write)
+        except BaseException:
+            container_log.close()
+            raise
+        self._logs[name] = container_log
+        self.instances[name] = instance
+        self._started_at[name] = time.monotonic()
+        record.set_running(now())
+        self.event("Normal", "Started", f"Started container {name}", name)
+        watcher = asyncio.create_task(self._watch(name, instance))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def next_exit(self, timeout: float | None = None) -> tuple[str | None, ExitStatus | None]:
+        """Wait for a container to end (recording it), for `timeout`, or for a stop request."""
+        getter = asyncio.ensure_future(self._exits.get())
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        done, pending = await asyncio.wait({getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if getter not in done:
+            return None, None
+        name, status = getter.result()
+        self._record_exit(name, status)
+        return name, status
+
+    async def run_to_end(self, name: str) -> ExitStatus:
+        await self.start(name)
+        self.report()
+        while True:
+            finished, status = await self.next_exit()
+            if finished == name and status is not None:
+                self.report()
+                return status
+            if self.stopping:
+                return await self._stop_one(name, self.stop_grace or 0)
+
+    async def stop_all(self, grace: float, reason: ExitStatus | None) -> None:
+        await asyncio.gather(*(self._stop_one(n, grace, reason) for n in list(self.instances)))
+        # Containers that never started end as they are; waiting ones are reported terminated.
+
+    async def _stop_one(self, name: str, grace: float, reason: ExitStatus | None = None) -> ExitStatus:
+        instance = self.instances.get(name)
+        if instance is None:
+            return reason or ExitStatus(0, "Completed")
+        status = await instance.stop(grace)
+        if reason is not None:
+            status = reason
+        self._record_exit(name, status)
+        return status
+
+    def _record_exit(self, name: str, status: ExitStatus) -> None:
+        if name not in self.instances:
+            return
+        self.instances.pop(name)
+        self.ran_for[name] = time.monotonic() - self._started_at.pop(name, time.monotonic())
+        self.records[name].set_terminated(status.exit_code, status.reason, status.message)
+        container_log = self._logs.pop(name, None)
+        if container_log:
+            container_log.close()
+        if status.exit_code != 0:
+            log.info("pod %s container %s exited %d (%s)", self.plan.key, name, status.exit_code, status.reason)
+
+    async def _watch(self, name: str, instance: Instance) -> None:
+        status = await instance.wait()
+        await self._exits.put((name, status))
+
+    async def _deadline(self) -> None:
+        assert self.plan.active_deadline_seconds is not None
+        await asyncio.sleep(self.plan.active_deadline_seconds)
+        self._reason = "DeadlineExceeded"
+        self._message = "Pod was active on the node longer than the specified deadline"
+        self.event("Normal", "DeadlineExceeded", self._message)
+        self.request_stop(self.plan.grace_seconds, exit_for_deadline())
+
+    async def _cleanup(self) -> None:
+        if self.instances:
+            await self.stop_all(0, None)
+        for watcher in list(self._watchers):
+            watcher.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        for container_log in self._logs.values():
+            container_log.close()
+        if self.plan.runtime in self.env.runtimes and self.modules:
+            runtime = await self.env.runtime(self.plan.runtime)
+            release = getattr(runtime, "release", None)
+            if release is not None:
+                await release(self.plan.uid)
+
+    # -- status ------------------------------------------------------------------------------
+
+    def field_values(self) -> Obj:
+        return {"metadata.name": self.plan.name, "metadata.namespace": self.plan.namespace,
+                "metadata.uid": self.plan.uid, "spec.nodeName": self.env.node_name,
+                "spec.serviceAccountName": "default", "status.hostIP": self.env.node_ip,
+                "status.podIP": self.env.node_ip}
+
+    def phase(self) -> str:
+        if self.state is State.FAILED or self._reason == "DeadlineExceeded":
+            return "Failed"
+        init = [self.records[c.name] for c in self.plan.init_containers]
+        main = [self.records[c.name] for c in self.plan.containers]
+        # A Pod stopped for good (deleted, or the agent stopping it) no longer restarts anything.
+        policy = "Never" if self.state is State.TERMINATED and self.stopping else self.plan.restart_policy
+        return pod_phase(policy, init, main)
+
+    def report(self) -> None:
+        phase = self.phase()
+        init_done = all((r.terminated or {}).get("exitCode") == 0 for r in self.records.values() if r.init)
+        main = [self.records[c.name] for c in self.plan.containers]
+        ready = phase == "Running" and all(r.ready for r in main)
+        not_ready = "PodCompleted" if phase in ("Succeeded", "Failed") else "ContainersNotReady"
+        self._conditions = conditions(self._conditions, {
+            "PodReadyToStartContainers": (self.state not in (State.ADMITTING, State.PULLING, State.PULL_BACKOFF)
+                                          and phase not in ("Succeeded", "Failed"), ""),
+            "Initialized": (init_done, "" if init_done else "ContainersNotInitialized"),
+            "ContainersReady": (ready, "" if ready else not_ready),
+            "Ready": (ready, "" if ready else not_ready),
+            "PodScheduled": (True, ""),
+        })
+        status: Obj = {
+            "phase": phase,
+            "conditions": self._conditions,
+            "hostIP": self.env.node_ip,
+            "hostIPs": [{"ip": self.env.node_ip}],
+            "startTime": self._start_time,
+            "containerStatuses": [r.to_status() for r in main],
+            "initContainerStatuses": [self.records[c.name].to_status() for c in self.plan.init_containers],
+            "reason": self._reason or None,
+            "message": self._message or None,
+        }
+        self.env.reporter.update(self.ref, status)
+
+
+@dataclass
+class _Slot:
+    worker: PodWorker
+    task: asyncio.Task[None]
+    pod: Obj = field(default_factory=dict)
+
+
+class PodController:
+    """Keeps one worker per Pod that should run on this node."""
+
+    def __init__(self, env: AgentEnv, allow_file_modules: bool = False) -> None:
+        self.env = env
+        self._allow_file = allow_file_modules
+        self._slots: dict[str, _Slot] = {}
+        self._done: set[str] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
+
+    async def replace(self, pods: list[Obj], source_dirs: dict[str, Path] | None = None) -> None:
+        """The complete desired set: start what is new, stop what is gone."""
+        wanted = {p["metadata"]["uid"]: p for p in pods}
+        for uid in list(self._slots):
+            if uid not in wanted:
+                self.remove(uid)
+        for uid, pod in wanted.items():
+            self.sync(pod, (source_dirs or {}).get(uid))
+
+    def sync(self, pod: Obj, source_dir: Path | None = None) -> None:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid:
+            return
+        slot = self._slots.get(uid)
+        if slot is None:
+            if uid in self._done or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                self._adopt_terminal(pod)
+                return
+            slot = self._start(pod, source_dir)
+            if slot is None:
+                return
+        slot.pod = pod
+        if meta.get("deletionTimestamp"):
+            grace = meta.get("deletionGracePeriodSeconds")
+            slot.worker.request_stop(float(grace) if grace is not None else None, deleting=True)
+
+    def remove(self, uid: str) -> None:
+        """The Pod is gone from the desired set: stop it within its grace period."""
+        slot = self._slots.get(uid)
+        if slot is not None:
+            slot.worker.request_stop(None)
+
+    async def stop_all(self) -> None:
+        """Agent shutdown: stop every Pod within its grace period and wait for them."""
+        for slot in self._slots.values():
+            slot.worker.request_stop(None)
+        await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
+
+    def workers(self) -> list[PodWorker]:
+        return [s.worker for s in self._slots.values()]
+
+    def _start(self, pod: Obj, source_dir: Path | None) -> _Slot | None:
+        meta = pod["metadata"]
+        try:
+            plan = parse_pod(pod, allow_file_modules=self._allow_file)
+        except UnsupportedPod as exc:
+            self._fail_unparseable(pod, exc)
+            return None
+        worker = PodWorker(plan, self.env, source_dir)
+        task = asyncio.create_task(self._run(worker), name=f"pod {plan.key}")
+        slot = _Slot(worker, task, pod)
+        self._slots[meta["uid"]] = slot
+        return slot
+
+    async def _run(self, worker: PodWorker) -> None:
+        try:
+            await worker.run()
+        except Exception:
+            log.exception("pod %s: worker crashed; the Pod is left as last reported", worker.plan.key)
+        finally:
+            self._slots.pop(worker.plan.uid, None)
+            self._done.add(worker.plan.uid)
+
+    def _adopt_terminal(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            ref = PodRef(meta.get("namespace") or "default", meta["name"], meta["uid"])
+            task = asyncio.create_task(self.env.reporter.finished(ref, True))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    def _fail_unparseable(self, pod: Obj, exc: UnsupportedPod) -> None:
+        meta = pod["metadata"]
+        ref = PodRef(meta.get("namespace") or "default", meta.get("name", ""), meta["uid"])
+        self._done.add(meta["uid"])
+        self.env.reporter.event(ref, "Warning", exc.reason, exc.message, None)
+        self.env.reporter.update(ref, {"phase": "Failed", "reason": exc.reason, "message": exc.message,
+                                       "hostIP": self.env.node_ip, "startTime": now()})

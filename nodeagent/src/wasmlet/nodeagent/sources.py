@@ -1,0 +1,160 @@
+"""Where desired Pods come from: the API server (Pods bound to this node) or a manifest folder.
+
+Static manifests (standalone mode, DESIGN.md §5): every `*.yaml`/`*.yml`/`*.json` file in the
+folder may hold Pods, WasmWorkloads (expanded into their replicas' Pods with the same builder
+the operator uses), ConfigMaps and Secrets. As the kubelet does for static Pods, a Pod's name
+gets the node name appended and its UID is a hash of its manifest, so an edited file is a new
+Pod and an unchanged one keeps running across rescans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wasmlet.api import keys
+from wasmlet.kube import KubeClient
+from wasmlet.kube.reflector import Reflector
+from wasmlet.kube.resources import PODS
+from wasmlet.nodeagent.objects import StaticObjects
+from wasmlet.nodeagent.pods import PodController
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_MANIFEST_BYTES = 1024 * 1024
+
+
+class ApiPods:
+    """Feeds the controller the Pods bound to this node, from a list+watch of the API."""
+
+    def __init__(self, api: KubeClient, node_name: str, controller: PodController) -> None:
+        self.reflector = Reflector(api, PODS, field_selector=f"spec.nodeName={node_name}")
+        self._controller = controller
+
+    async def run(self) -> None:
+        await self.reflector.run(self)
+
+    async def replace(self, objects: list[Obj]) -> None:
+        await self._controller.replace(objects)
+
+    async def apply(self, event_type: str, obj: Obj) -> None:
+        if event_type == "DELETED":
+            self._controller.remove(obj["metadata"]["uid"])
+        else:
+            self._controller.sync(obj)
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """A file (or document in it) that could not be used, and why."""
+
+    path: Path
+    message: str
+
+
+class StaticPods:
+    """Rescans a manifest folder and feeds the controller its Pods."""
+
+    def __init__(self, folder: Path, node_name: str, controller: PodController, objects: StaticObjects,
+                 interval: float = 2.0) -> None:
+        self.folder = folder
+        self._node = node_name
+        self._controller = controller
+        self._objects = objects
+        self._interval = interval
+        self.problems: list[ManifestProblem] = []
+        self.synced = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            await self.scan()
+            await asyncio.sleep(self._interval)
+
+    async def scan(self) -> list[Obj]:
+        pods, objects, sources, problems = load_manifests(self.folder, self._node)
+        for problem in problems:
+            if problem not in self.problems:
+                log.error("manifest %s: %s", problem.path, problem.message)
+        self.problems = problems
+        self._objects.replace(objects)
+        await self._controller.replace(pods, sources)
+        self.synced.set()
+        return pods
+
+
+def load_manifests(folder: Path, node_name: str) -> tuple[list[Obj], list[Obj], dict[str, Path], list[ManifestProblem]]:
+    """Read every manifest: (pods, configmaps+secrets, {pod uid: its folder}, problems)."""
+    pods: list[Obj] = []
+    objects: list[Obj] = []
+    sources: dict[str, Path] = {}
+    problems: list[ManifestProblem] = []
+    files = [folder] if folder.is_file() else sorted(folder.iterdir())
+    for path in (p for p in files if p.suffix in MANIFEST_SUFFIXES and p.is_file()):
+        try:
+            if path.stat().st_size > MAX_MANIFEST_BYTES:
+                raise ValueError(f"larger than {MAX_MANIFEST_BYTES} bytes")
+            text = path.read_text()
+            docs = [json.loads(text)] if path.suffix == ".json" else list(yaml.safe_load_all(text))
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            problems.append(ManifestProblem(path, f"cannot parse: {exc}"))
+            continue
+        for index, doc in enumerate(d for d in docs if d):
+            try:
+                for pod in _pods_of(doc, node_name, objects):
+                    sources[pod["metadata"]["uid"]] = path.parent
+                    pods.append(pod)
+            except (ValueError, KeyError, TypeError) as exc:
+                problems.append(ManifestProblem(path, f"document {index}: {exc}"))
+    return pods, objects, sources, problems
+
+
+def _pods_of(doc: Obj, node_name: str, objects: list[Obj]) -> list[Obj]:
+    if not isinstance(doc, dict):
+        raise ValueError("not a Kubernetes object")
+    kind = doc.get("kind")
+    if not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):
+        raise ValueError(f"{kind or 'object'} without metadata.name")
+    if kind in ("ConfigMap", "Secret"):
+        objects.append(doc)
+        return []
+    if kind == "Pod":
+        return [_static_pod(doc, node_name)]
+    if kind == keys.WORKLOAD_KIND:
+        return [_static_pod(p, node_name) for p in _workload_pods(doc, node_name)]
+    raise ValueError(f"kind {kind!r} is not supported in a manifest folder (Pod, WasmWorkload, ConfigMap, Secret)")
+
+
+def _workload_pods(doc: Obj, node_name: str) -> list[Obj]:
+    from wasmlet.api.podtemplate import build_pod
+    from wasmlet.api.workload import InvalidWorkload, parse_workload
+
+    try:
+        workload = parse_workload(doc)
+    except InvalidWorkload as exc:
+        raise ValueError(str(exc)) from exc
+    name = doc["metadata"]["name"]
+    replicas = workload.spec.replicas
+    return [build_pod(workload, name=name if replicas == 1 else f"{name}-{i}", node_name=node_name)
+            for i in range(replicas)]
+
+
+def _static_pod(pod: Obj, node_name: str) -> Obj:
+    pod = json.loads(json.dumps(pod))  # never mutate the parsed document
+    meta = pod.setdefault("metadata", {})
+    meta.setdefault("namespace", "default")
+    digest = hashlib.sha256(json.dumps(pod, sort_keys=True).encode()).hexdigest()
+    meta["name"] = f"{meta['name']}-{node_name}"
+    meta["uid"] = digest[:32]
+    meta.setdefault("annotations", {})["kubernetes.io/config.source"] = "file"
+    meta["annotations"]["kubernetes.io/config.hash"] = digest[:32]
+    pod.setdefault("spec", {})["nodeName"] = node_name
+    return pod
