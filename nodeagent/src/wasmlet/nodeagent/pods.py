@@ -264,9 +264,7 @@ class PodWorker:
             container_log.close()
         if self.plan.runtime in self.env.runtimes and self.modules:
             runtime = await self.env.runtime(self.plan.runtime)
-            release = getattr(runtime, "release", None)
-            if release is not None:
-                await release(self.plan.uid)
+            await runtime.release(self.plan.uid)
 
     # -- status ------------------------------------------------------------------------------
 

@@ -87,6 +87,9 @@ class Runtime(Protocol):
     async def start(self, spec: RunSpec, output: OutputSink) -> Instance:
         """Start the module; raise `ModuleError` when it cannot be instantiated."""
 
+    async def release(self, pod_uid: str) -> None:
+        """Free what the Pod's containers shared (a sandbox); called once none of them runs."""
+
     async def close(self) -> None:
         """Stop every instance and release the engine."""
 

@@ -1,0 +1,111 @@
+"""Small pure parts of the agent: phase, backoff, settings, volume safety, the module cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from wasmlet.nodeagent.backoff import RestartBackoff
+from wasmlet.nodeagent.config import load_settings
+from wasmlet.nodeagent.errors import PullError, SettingsError, UnsupportedPod
+from wasmlet.nodeagent.logs import ContainerLog, read_lines
+from wasmlet.nodeagent.modules import ModuleCache
+from wasmlet.nodeagent.objects import StaticObjects
+from wasmlet.nodeagent.podspec import ModuleRef
+from wasmlet.nodeagent.status import ContainerRecord, pod_phase
+from wasmlet.nodeagent.volumes import _expand, _inside
+
+
+def record(state: str, code: int = 0) -> ContainerRecord:
+    r = ContainerRecord("c", "img")
+    if state == "running":
+        r.set_running("2026-01-01T00:00:00Z")
+    elif state == "terminated":
+        r.set_terminated(code, "Completed" if code == 0 else "Error")
+    return r
+
+
+@pytest.mark.parametrize(("policy", "states", "phase"), [
+    ("Never", [("waiting", 0)], "Pending"),
+    ("Never", [("running", 0), ("terminated", 0)], "Running"),
+    ("Never", [("terminated", 0), ("terminated", 0)], "Succeeded"),
+    ("Never", [("terminated", 0), ("terminated", 1)], "Failed"),
+    ("OnFailure", [("terminated", 1)], "Running"),
+    ("Always", [("terminated", 0)], "Running"),
+])
+def test_pod_phase_follows_the_kubelet(policy: str, states: list[tuple[str, int]], phase: str) -> None:
+    assert pod_phase(policy, [], [record(s, c) for s, c in states]) == phase
+
+
+def test_restart_backoff_doubles_to_the_cap_and_resets_after_clean_running() -> None:
+    backoff = RestartBackoff()
+    assert [backoff.next_delay(1) for _ in range(7)] == [10, 20, 40, 80, 160, 300, 300]
+    assert backoff.next_delay(601) == 10
+
+
+def test_settings_layer_defaults_file_environment_and_flags(tmp_path: Path) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text("max-pods: 50\nnode_name: from-file\nkubelet_port: 1\n")
+    settings = load_settings(config, {"WASMLET_NODE_NAME": "from-env", "WASMLET_KUBELET_PORT": "2"},
+                             {"kubelet_port": 3, "node_labels": ["a=1", "b="]})
+    assert (settings.max_pods, settings.node_name, settings.kubelet_port) == (50, "from-env", 3)
+    assert settings.node_labels == {"a": "1", "b": ""}
+
+
+@pytest.mark.parametrize(("flags", "name"), [({"kubelet_port": 70000}, "kubelet_port"),
+                                             ({"runtimes": "wasmer,docker"}, "runtimes"),
+                                             ({"max_pods": "many"}, "max_pods")])
+def test_an_invalid_setting_is_named(flags: dict, name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        load_settings(None, {}, flags)
+
+
+@pytest.mark.parametrize("rel", ["../escape", "/etc/passwd", "a/../../b", ""])
+def test_volume_item_paths_cannot_leave_the_volume(tmp_path: Path, rel: str) -> None:
+    with pytest.raises(UnsupportedPod):
+        _inside(tmp_path, rel, "item")
+
+
+def test_a_symlink_out_of_the_volume_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to("/etc")
+    with pytest.raises(UnsupportedPod, match="leaves its volume"):
+        _inside(tmp_path, "link/passwd", "item")
+
+
+def test_env_expansion_follows_kubernetes() -> None:
+    assert _expand("$(A)-$(MISSING)-$$(A)", {"A": "x"}) == "x-$(MISSING)-$(A)"
+
+
+def test_logs_are_written_in_cri_format_and_read_back(tmp_path: Path) -> None:
+    log = ContainerLog(tmp_path / "0.log", max_bytes=1 << 20, max_files=2)
+    log.write("stdout", b"one\ntw")
+    log.write("stderr", b"err\n")
+    log.write("stdout", b"o\n")
+    log.close()
+    assert [(s, t) for _, s, t in read_lines(tmp_path / "0.log")] == [("stdout", "one"), ("stderr", "err"),
+                                                                       ("stdout", "two")]
+
+
+async def test_the_module_cache_verifies_digests_and_refuses_non_wasm(tmp_path: Path) -> None:
+    good = b"\0asm\x01\0\0\0"
+    (tmp_path / "good.wasm").write_bytes(good)
+    (tmp_path / "bad.wasm").write_bytes(b"#!/bin/sh\n")
+    cache = ModuleCache(tmp_path / "cache", StaticObjects(), 1 << 20)
+    module = await cache.fetch(ModuleRef("file", "good.wasm"), "ns", tmp_path)
+    assert module.digest == "sha256:" + hashlib.sha256(good).hexdigest()
+    assert module.path.read_bytes() == good
+    with pytest.raises(PullError, match="not a wasm module"):
+        await cache.fetch(ModuleRef("file", "bad.wasm"), "ns", tmp_path)
+    with pytest.raises(PullError, match="digest mismatch"):
+        await cache._fetch(ModuleRef("file", "good.wasm", sha256="0" * 64), "ns", tmp_path)
+
+
+async def test_concurrent_fetches_of_one_module_share_one_read(tmp_path: Path) -> None:
+    (tmp_path / "m.wasm").write_bytes(b"\0asm\x01\0\0\0")
+    cache = ModuleCache(tmp_path / "cache", StaticObjects(), 1 << 20)
+    ref = ModuleRef("file", "m.wasm")
+    results = await asyncio.gather(*(cache.fetch(ref, "ns", tmp_path) for _ in range(5)))
+    assert len({r.digest for r in results}) == 1

@@ -1,0 +1,167 @@
+"""The Pod state machine, driven through the controller with the FakeRuntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wasmlet.nodeagent.lifecycle import TRANSITIONS, State, check_transition
+from wasmlet.nodeagent.runtime import RunSpec
+from wasmlet.nodeagent.runtime.fake import FakeRun
+from tests.unit.agent_harness import Harness
+
+
+def exits(code: int, after: float = 0.0) -> FakeRun:
+    return FakeRun(output=b"out\n", exit_code=code, after=after)
+
+
+def terminated(status: dict, index: int = 0) -> dict:
+    return status["containerStatuses"][index]["state"]["terminated"]
+
+
+async def test_a_module_that_exits_zero_makes_the_pod_succeed(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(0))
+    h.controller.sync(h.pod())
+    await h.until(lambda: h.finished())
+    status = h.status()
+    assert status["phase"] == "Succeeded"
+    assert terminated(status) | {"finishedAt": "", "startedAt": ""} == {
+        "exitCode": 0, "reason": "Completed", "finishedAt": "", "startedAt": ""}
+    assert status["containerStatuses"][0]["imageID"].startswith("sha256:")
+    assert [c["status"] for c in status["conditions"] if c["type"] == "Ready"] == ["False"]
+    assert [e[2] for e in h.events] == ["Pulling", "Pulled", "Created", "Started"]
+
+
+async def test_a_nonzero_exit_with_restart_never_fails_the_pod(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(3))
+    h.controller.sync(h.pod())
+    await h.until(lambda: h.finished())
+    assert h.status()["phase"] == "Failed"
+    assert terminated(h.status())["exitCode"] == 3
+    assert terminated(h.status())["reason"] == "Error"
+
+
+async def test_restart_always_backs_off_and_counts_restarts(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(1))
+    h.controller.sync(h.pod(restart="Always"))
+    await h.until(lambda: len(h.runtime.starts) >= 3)
+    assert any(e[2] == "BackOff" for e in h.events)
+    worker = h.worker()
+    assert worker.records["main"].restart_count >= 2
+    assert worker.records["main"].last_state["terminated"]["exitCode"] == 1
+    await h.controller.stop_all()
+
+
+async def test_on_failure_restarts_a_failed_container_until_it_succeeds(tmp_path: Path) -> None:
+    codes = iter([1, 1, 0])
+    h = Harness(tmp_path, lambda spec: exits(next(codes)))
+    h.controller.sync(h.pod(restart="OnFailure"))
+    await h.until(lambda: h.finished())
+    assert h.status()["phase"] == "Succeeded"
+    assert h.status()["containerStatuses"][0]["restartCount"] == 2
+
+
+async def test_a_running_pod_reports_running_and_ready(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: FakeRun(exit_code=None))
+    h.controller.sync(h.pod(restart="Always"))
+    await h.until(lambda: h.status().get("phase") == "Running")
+    ready = {c["type"]: c["status"] for c in h.status()["conditions"]}
+    assert ready["Ready"] == ready["ContainersReady"] == "True"
+    assert "running" in h.status()["containerStatuses"][0]["state"]
+    await h.controller.stop_all()
+
+
+async def test_deleting_a_pod_stops_it_and_asks_for_removal(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: FakeRun(exit_code=None))
+    pod = h.pod(restart="Always")
+    h.controller.sync(pod)
+    await h.until(lambda: h.status().get("phase") == "Running")
+    pod["metadata"]["deletionTimestamp"] = "2026-11-21T00:00:00Z"
+    pod["metadata"]["deletionGracePeriodSeconds"] = 1
+    h.controller.sync(pod)
+    await h.until(lambda: h.finished())
+    assert terminated(h.status())["exitCode"] == 143
+    assert any(e[2] == "Killing" for e in h.events)
+    assert h.runtime.released == ["uid-p"]
+
+
+async def test_init_containers_run_in_order_before_the_main_container(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(0))
+    image = f"file:{tmp_path}/m.wasm"
+    pod = h.pod(initContainers=[{"name": "one", "image": image}, {"name": "two", "image": image}])
+    h.controller.sync(pod)
+    await h.until(lambda: h.finished())
+    assert [s.container for s in h.runtime.starts] == ["one", "two", "main"]
+    assert all(s["state"]["terminated"]["exitCode"] == 0 for s in h.status()["initContainerStatuses"])
+
+
+async def test_a_failing_init_container_with_restart_never_fails_the_pod(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(2 if spec.container == "init" else 0))
+    pod = h.pod(initContainers=[{"name": "init", "image": f"file:{tmp_path}/m.wasm"}])
+    h.controller.sync(pod)
+    await h.until(lambda: h.finished())
+    assert h.status()["phase"] == "Failed"
+    assert [s.container for s in h.runtime.starts] == ["init"]
+
+
+async def test_an_unknown_runtime_class_fails_the_pod_with_a_precise_reason(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(0))
+    h.controller.sync(h.pod(runtimeClassName="wasmtime"))
+    await h.until(lambda: h.finished())
+    assert h.status()["phase"] == "Failed"
+    assert h.status()["reason"] == "UnknownRuntimeClass"
+    assert "wasmtime" in h.status()["message"]
+
+
+async def test_a_missing_configmap_key_is_a_create_container_config_error(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(0))
+    h.objects.replace([{"kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"}, "data": {}}])
+    container = {"name": "main", "image": f"file:{tmp_path}/m.wasm",
+                 "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "missing"}}}]}
+    h.controller.sync(h.pod(containers=[container]))
+    await h.until(lambda: any(e[2] == "Failed" for e in h.events))
+    waiting = h.worker().records["main"].state["waiting"]
+    assert waiting["reason"] == "CreateContainerConfigError"
+    assert "missing" in waiting["message"]
+    assert h.runtime.starts == []
+    await h.controller.stop_all()
+
+
+async def test_active_deadline_seconds_fails_a_running_pod(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: FakeRun(exit_code=None))
+    h.controller.sync(h.pod(restart="Always", activeDeadlineSeconds=1))
+    await h.until(lambda: h.finished())
+    assert h.status()["phase"] == "Failed"
+    assert h.status()["reason"] == "DeadlineExceeded"
+
+
+async def test_an_unsupported_volume_type_fails_the_pod_at_once(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(0))
+    h.controller.sync(h.pod(volumes=[{"name": "v", "nfs": {"server": "x", "path": "/"}}]))
+    status = h.status()
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "UnsupportedVolume"
+    assert "nfs" in status["message"]
+
+
+async def test_a_pod_that_is_already_terminal_is_adopted_and_never_run(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(0))
+    pod = h.pod()
+    pod["status"] = {"phase": "Succeeded"}
+    h.controller.sync(pod)
+    assert h.controller.workers() == []
+    assert h.runtime.starts == []
+
+
+def test_illegal_transitions_are_refused() -> None:
+    with pytest.raises(RuntimeError, match="Terminated → Running"):
+        check_transition(State.TERMINATED, State.RUNNING)
+    assert all(following in State for moves in TRANSITIONS.values() for following in moves)
+
+
+def test_every_non_final_state_has_a_way_out() -> None:
+    for state, moves in TRANSITIONS.items():
+        assert moves or state in (State.TERMINATED, State.FAILED)
+
+

@@ -1,0 +1,71 @@
+"""Reading a Pod into the agent's plan: the Pod contract of DESIGN.md §4."""
+
+from __future__ import annotations
+
+import pytest
+
+from wasmlet.nodeagent.errors import UnsupportedPod
+from wasmlet.nodeagent.podspec import parse_module_ref, parse_pod, parse_quantity
+
+
+def pod(**spec: object) -> dict:
+    base: dict = {"containers": [{"name": "app", "image": "configmap://mods/app.wasm"}]}
+    base.update(spec)
+    return {"metadata": {"name": "p", "namespace": "ns", "uid": "u1",
+                         "annotations": {"wasmlet.dev/sha256.web": "a" * 64}}, "spec": base}
+
+
+@pytest.mark.parametrize(("image", "kind", "ref"), [
+    ("configmap://mods/app.wasm", "configmap", "mods/app.wasm"),
+    ("https://example.com/app.wasm", "http", "https://example.com/app.wasm"),
+    ("ghcr.io/acme/app:1.0", "oci", "ghcr.io/acme/app:1.0"),
+    ("registry.local:5000/app@sha256:" + "b" * 64, "oci", "registry.local:5000/app@sha256:" + "b" * 64),
+])
+def test_module_references_are_classified_by_scheme(image: str, kind: str, ref: str) -> None:
+    module = parse_module_ref(image)
+    assert (module.kind, module.ref) == (kind, ref)
+
+
+@pytest.mark.parametrize("image", ["configmap://only-name", "", "has space", "file:x.wasm"])
+def test_malformed_or_forbidden_references_are_refused(image: str) -> None:
+    with pytest.raises(UnsupportedPod):
+        parse_module_ref(image)
+
+
+def test_command_and_args_become_argv_and_the_http_digest_comes_from_the_annotation() -> None:
+    plan = parse_pod(pod(containers=[{"name": "web", "image": "https://x/w.wasm", "command": ["serve"],
+                                      "args": ["--port", 8080]}]))
+    container = plan.containers[0]
+    assert container.argv == ["serve", "--port", "8080"]
+    assert container.module.sha256 == "a" * 64
+
+
+def test_without_a_command_argv0_is_the_container_name() -> None:
+    assert parse_pod(pod()).containers[0].argv == ["app"]
+
+
+def test_memory_limits_are_read_as_bytes() -> None:
+    plan = parse_pod(pod(containers=[{"name": "a", "image": "x/y:1", "resources": {"limits": {"memory": "64Mi"}}}]))
+    assert plan.containers[0].memory_limit_bytes == 64 * 2**20
+
+
+@pytest.mark.parametrize(("text", "value"), [("1Gi", 2**30), ("500M", 5e8), ("250m", 0.25), ("7", 7)])
+def test_quantities_follow_kubernetes_suffixes(text: str, value: float) -> None:
+    assert parse_quantity(text, "x") == value
+
+
+def test_unsupported_volume_types_are_named_in_the_error() -> None:
+    with pytest.raises(UnsupportedPod, match=r"spec.volumes\[0\].*'nfs'"):
+        parse_pod(pod(volumes=[{"name": "v", "nfs": {}}]))
+
+
+def test_a_mount_of_an_undeclared_volume_is_refused() -> None:
+    with pytest.raises(UnsupportedPod, match="no volume named 'ghost'"):
+        parse_pod(pod(containers=[{"name": "a", "image": "x/y:1",
+                                   "volumeMounts": [{"name": "ghost", "mountPath": "/data"}]}]))
+
+
+def test_image_pull_policy_defaults_follow_the_kubelet() -> None:
+    latest = parse_pod(pod(containers=[{"name": "a", "image": "reg/app"}])).containers[0]
+    pinned = parse_pod(pod(containers=[{"name": "a", "image": "reg/app:1.2"}])).containers[0]
+    assert (latest.image_pull_policy, pinned.image_pull_policy) == ("Always", "IfNotPresent")
