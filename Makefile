@@ -14,7 +14,8 @@ demo: $(STAMP)
 
 ## test: bootstrap everything the suite needs and run all of it (tests/e2e only with a cluster).
 test: $(STAMP) registry-package
-	$(BIN)/lint-imports
+	# The editable install hides the source roots from import-linter; name them.
+	PYTHONPATH=common/src:operator/src:nodeagent/src $(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 ## test-fast: the unit tier only.

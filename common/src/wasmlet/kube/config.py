@@ -33,11 +33,13 @@ class ClusterConfig:
     token: str | None = None
     token_file: str | None = None
     ca_file: str | None = None
+    ca_data: bytes | None = field(default=None, repr=False)
     client_cert_file: str | None = None
+    client_cert_data: bytes | None = field(default=None, repr=False)
     client_key_file: str | None = None
+    client_key_data: bytes | None = field(default=None, repr=False)
     insecure: bool = False
     source: str = ""
-    _tempdir: Any = field(default=None, repr=False, compare=False)
 
     def bearer_token(self) -> str | None:
         """The token, re-read from its file each time: projected tokens rotate (client-go does this)."""
@@ -52,17 +54,25 @@ class ClusterConfig:
         """The TLS context for https servers; True (default verification) when nothing is special."""
         if not self.server.startswith("https://"):
             return True
-        ctx = ssl.create_default_context(cafile=self.ca_file)
+        ctx = ssl.create_default_context(cafile=self.ca_file,
+                                         cadata=self.ca_data.decode() if self.ca_data else None)
         if self.insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
-        if self.client_cert_file:
+        if self.client_cert_data or self.client_key_data:
+            # ssl reads a client key pair only from files: write them privately for the moment it loads.
+            with tempfile.TemporaryDirectory(prefix="wasmlet-kube-") as scratch:
+                cert = _private_file(scratch, "cert", self.client_cert_data, self.client_cert_file)
+                key = _private_file(scratch, "key", self.client_key_data, self.client_key_file)
+                ctx.load_cert_chain(cert, key)
+        elif self.client_cert_file:
             ctx.load_cert_chain(self.client_cert_file, self.client_key_file)
         return ctx
 
 
-def load_config(kubeconfig: str | None = None, context: str | None = None) -> ClusterConfig:
+def load_config(kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None) -> ClusterConfig:
     """Load credentials in kubectl's order; raise ConfigError naming what is missing."""
+    kubeconfig = os.fspath(kubeconfig) if kubeconfig is not None else None
     if kubeconfig and kubeconfig.startswith(("http://", "https://")):
         return ClusterConfig(server=kubeconfig.rstrip("/"), source=kubeconfig)
     if kubeconfig:
@@ -110,18 +120,19 @@ def _from_kubeconfig(path: Path, context_name: str | None) -> ClusterConfig:
                           "which wasmlet does not run; use a token or client certificate")
     if not cluster.get("server"):
         raise ConfigError(f"kubeconfig {path}: cluster {context.get('cluster')!r} has no server")
-    tempdir = tempfile.TemporaryDirectory(prefix="wasmlet-kube-")
     return ClusterConfig(
         server=str(cluster["server"]).rstrip("/"),
         namespace=context.get("namespace") or "default",
         token=user.get("token"),
         token_file=_rel(path, user.get("tokenFile")),
-        ca_file=_file_or_data(path, cluster, "certificate-authority", tempdir.name),
-        client_cert_file=_file_or_data(path, user, "client-certificate", tempdir.name),
-        client_key_file=_file_or_data(path, user, "client-key", tempdir.name),
+        ca_file=_rel(path, cluster.get("certificate-authority")),
+        ca_data=_data(cluster, "certificate-authority-data"),
+        client_cert_file=_rel(path, user.get("client-certificate")),
+        client_cert_data=_data(user, "client-certificate-data"),
+        client_key_file=_rel(path, user.get("client-key")),
+        client_key_data=_data(user, "client-key-data"),
         insecure=bool(cluster.get("insecure-skip-tls-verify")),
         source=str(path),
-        _tempdir=tempdir,
     )
 
 
@@ -139,12 +150,16 @@ def _rel(base: Path, value: str | None) -> str | None:
     return str(base.parent / value) if not os.path.isabs(value) else value
 
 
-def _file_or_data(base: Path, section: dict[str, Any], key: str, tempdir: str) -> str | None:
-    """`key` names a file, `key-data` inlines it in base64; ssl wants a file, so write one privately."""
-    data = section.get(f"{key}-data")
-    if data:
-        target = Path(tempdir) / key
-        target.write_bytes(base64.b64decode(data))
-        target.chmod(0o600)
-        return str(target)
-    return _rel(base, section.get(key))
+def _data(section: dict[str, Any], key: str) -> bytes | None:
+    """A `*-data` field: the file's content in base64."""
+    value = section.get(key)
+    return base64.b64decode(value) if value else None
+
+
+def _private_file(folder: str, name: str, data: bytes | None, fallback: str | None) -> str | None:
+    if data is None:
+        return fallback
+    target = Path(folder) / name
+    target.touch(mode=0o600)
+    target.write_bytes(data)
+    return str(target)

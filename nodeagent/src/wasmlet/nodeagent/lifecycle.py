@@ -119,7 +119,7 @@ async def pull_backoff(w: PodWorker) -> State:
 
 async def volumes(w: PodWorker) -> State:
     try:
-        w.volume_paths = await prepare_volumes(w.plan, w.pod_dir / "volumes", w.env.objects)
+        w.volume_paths = await prepare_volumes(w.plan, w.pod_dir / "volumes", w.env.objects, w.field_values())
         runtime = await w.env.runtime(w.plan.runtime)
         for container in w.plan.init_containers + w.plan.containers:
             w.specs[container.name] = RunSpec(

@@ -43,17 +43,21 @@ class ModuleCache:
         self._objects = objects
         self._max_bytes = max_bytes
         self._allow_unpinned = allow_unpinned_urls
-        self._inflight: dict[tuple[str, str, str], asyncio.Future[Module]] = {}
+        self._inflight: dict[tuple[str, str, str, str], asyncio.Future[Module]] = {}
 
     async def fetch(self, ref: ModuleRef, namespace: str, base_dir: Path | None = None) -> Module:
         """Return the module for `ref`, downloading it at most once however many Pods ask at once."""
-        key = (ref.kind, namespace, ref.ref)
+        key = (ref.kind, namespace, ref.ref, ref.sha256 or "")
         pending = self._inflight.get(key)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(ref, namespace, base_dir))
             self._inflight[key] = pending
             pending.add_done_callback(lambda _: self._inflight.pop(key, None))
-        return await asyncio.shield(pending)
+        module = await asyncio.shield(pending)
+        # Whoever shares a download still gets only what its own pin allows.
+        if ref.sha256 and module.digest != f"sha256:{ref.sha256}":
+            raise PullError(f"{ref.ref}: digest mismatch: expected sha256:{ref.sha256}, got {module.digest}")
+        return module
 
     def cached(self, sha256: str) -> Module | None:
         path = self._blobs / sha256

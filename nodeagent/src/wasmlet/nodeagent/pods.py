@@ -272,7 +272,7 @@ class PodWorker:
         return {"metadata.name": self.plan.name, "metadata.namespace": self.plan.namespace,
                 "metadata.uid": self.plan.uid, "spec.nodeName": self.env.node_name,
                 "spec.serviceAccountName": "default", "status.hostIP": self.env.node_ip,
-                "status.podIP": self.env.node_ip}
+                "status.podIP": self.env.node_ip, "labels": self.plan.labels}
 
     def phase(self) -> str:
         if self.state is State.FAILED or self._reason == "DeadlineExceeded":

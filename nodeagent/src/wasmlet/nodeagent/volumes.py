@@ -22,7 +22,7 @@ from wasmlet.nodeagent.runtime import Mount
 Obj = dict[str, Any]
 
 
-async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore) -> dict[str, Path]:
+async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, fields: Obj) -> dict[str, Path]:
     """Create every volume of the Pod under `root`; return {volume name: host path}."""
     paths: dict[str, Path] = {}
     for volume in plan.volumes:
@@ -31,8 +31,8 @@ async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore) -> di
         if "hostPath" in volume:
             paths[name] = Path(volume["hostPath"].get("path") or "/")
             continue
-        if "configMap" in volume or "secret" in volume:
-            await _write_projected(volume, target, plan.namespace, objects)
+        if any(kind in volume for kind in ("configMap", "secret", "downwardAPI", "projected")):
+            await _write_projected(volume, target, plan.namespace, objects, fields)
         else:  # emptyDir
             target.mkdir(parents=True, exist_ok=True)
         paths[name] = target
@@ -69,37 +69,75 @@ async def resolve_env(container: ContainerPlan, pod: PodPlan, objects: ObjectSto
     return env
 
 
-async def _write_projected(volume: Obj, target: Path, namespace: str, objects: ObjectStore) -> None:
-    is_secret = "secret" in volume
-    source = volume["secret"] if is_secret else volume["configMap"]
-    name = source.get("secretName") if is_secret else source.get("name")
-    kind = "secret" if is_secret else "configmap"
-    obj = await (objects.secret(namespace, name) if is_secret else objects.configmap(namespace, name))
-    if obj is None:
-        if source.get("optional"):
-            target.mkdir(parents=True, exist_ok=True)
-            return
-        raise PodConfigError(f'{kind} "{name}" not found (volume {volume["name"]!r})')
-    data = _decoded(obj, is_secret)
-    items = source.get("items")
-    default_mode = int(source.get("defaultMode", 0o644))
-    wanted = [(i["key"], i["path"], int(i.get("mode", default_mode))) for i in items] if items else \
-        [(k, k, default_mode) for k in data]
+async def _write_projected(volume: Obj, target: Path, namespace: str, objects: ObjectStore, fields: Obj) -> None:
+    """Write a configMap, secret, downwardAPI or projected volume: all of its files appear at once."""
+    if "projected" in volume:
+        spec = volume["projected"]
+        sources = [(kind, source) for entry in spec.get("sources") or [] for kind, source in entry.items()]
+    else:
+        kind = next(k for k in ("configMap", "secret", "downwardAPI") if k in volume)
+        spec = volume[kind]
+        sources = [(kind, spec)]
+    default_mode = int(spec.get("defaultMode", 0o644))
+    files: dict[str, tuple[bytes, int]] = {}
+    for kind, source in sources:
+        files.update(await _source_files(kind, source, namespace, objects, fields, default_mode, volume["name"]))
     staging = target.with_name(f".{target.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for key, rel, mode in wanted:
-        if key not in data:
-            if source.get("optional"):
-                continue
-            raise PodConfigError(f"couldn't find key {key} in {kind} {namespace}/{name}")
+    for rel, (data, mode) in files.items():
         path = _inside(staging, rel, f"volume {volume['name']} item")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data[key])
+        path.write_bytes(data)
         path.chmod(mode & 0o777)
     # Swap in the complete volume at once, as the kubelet's atomic writer does.
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
+
+
+async def _source_files(kind: str, source: Obj, namespace: str, objects: ObjectStore, fields: Obj,
+                        default_mode: int, volume: str) -> dict[str, tuple[bytes, int]]:
+    """The files one volume source contributes: {relative path: (bytes, mode)}."""
+    mode = int(source.get("defaultMode", default_mode))
+    if kind == "downwardAPI":
+        return {item["path"]: (_field_value(item.get("fieldRef", {}).get("fieldPath", ""), fields).encode(),
+                               int(item.get("mode", mode))) for item in source.get("items") or []}
+    if kind == "serviceAccountToken":
+        # A module has no network unless the Pod asks for it, so it cannot use an API token;
+        # no credential is minted for it (see docs/decisions.md).
+        return {}
+    if kind not in ("configMap", "secret"):
+        raise UnsupportedPod(f"volume {volume!r}: projected source {kind!r} is not supported", reason="UnsupportedVolume")
+    is_secret = kind == "secret"
+    name = source.get("secretName") or source.get("name")
+    what = "secret" if is_secret else "configmap"
+    obj = await (objects.secret(namespace, name) if is_secret else objects.configmap(namespace, name))
+    if obj is None:
+        if source.get("optional"):
+            return {}
+        raise PodConfigError(f'{what} "{name}" not found (volume {volume!r})')
+    data = _decoded(obj, is_secret)
+    items = source.get("items")
+    wanted = [(i["key"], i["path"], int(i.get("mode", mode))) for i in items] if items else \
+        [(k, k, mode) for k in data]
+    files: dict[str, tuple[bytes, int]] = {}
+    for key, rel, item_mode in wanted:
+        if key not in data:
+            if source.get("optional"):
+                continue
+            raise PodConfigError(f"couldn't find key {key} in {what} {namespace}/{name}")
+        files[rel] = (data[key], item_mode)
+    return files
+
+
+def _field_value(path: str, fields: Obj) -> str:
+    if path.startswith("metadata.labels['") and path.endswith("']"):
+        return str(fields.get("labels", {}).get(path[len("metadata.labels['"):-2], ""))
+    if path == "metadata.labels":
+        return "\n".join(f'{k}="{v}"' for k, v in sorted(fields.get("labels", {}).items()))
+    if path not in fields:
+        raise PodConfigError(f"unsupported fieldRef {path!r}")
+    return str(fields[path])
 
 
 def _decoded(obj: Obj, is_secret: bool) -> dict[str, bytes]:
@@ -158,12 +196,10 @@ async def _value_from(source: Obj, name: str, pod: PodPlan, objects: ObjectStore
                 raise PodConfigError(f"env {name}: {what}")
             return data[ref["key"]].decode("utf-8", "replace")
     if "fieldRef" in source:
-        path = source["fieldRef"].get("fieldPath", "")
-        if path.startswith("metadata.labels['") and path.endswith("']"):
-            return pod.labels.get(path[len("metadata.labels['"):-2], "")
-        if path not in fields:
-            raise PodConfigError(f"env {name}: unsupported fieldRef {path!r}")
-        return str(fields[path])
+        try:
+            return _field_value(source["fieldRef"].get("fieldPath", ""), fields)
+        except PodConfigError as exc:
+            raise PodConfigError(f"env {name}: {exc.message}") from exc
     raise PodConfigError(f"env {name}: valueFrom supports configMapKeyRef, secretKeyRef and fieldRef")
 
 

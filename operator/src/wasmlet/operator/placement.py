@@ -1,0 +1,105 @@
+"""Where new replicas go: filter the wasm nodes a Pod fits on, then pick the best one.
+
+Pure. The filters are the ones a kubelet would otherwise refuse the Pod for: the node is a
+Ready wasmlet agent offering the runtime, not cordoned, matches the nodeSelector, has no taint
+the Pod does not tolerate, and has room in `allocatable.pods`. Among the fitting nodes a replica
+goes to the one with the fewest replicas of this workload (when spreading), then the least
+loaded, then the first by name (so equal inputs give equal answers).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wasmlet.api import keys
+from wasmlet.operator import objects
+
+Json = dict[str, Any]
+
+# Taint effects that keep a new Pod off a node (PreferNoSchedule is only a preference).
+BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    """One node name per placed replica, and why the rest could not be placed."""
+
+    nodes: tuple[str, ...]
+    unplaced: int = 0
+    message: str = ""
+    rejections: Mapping[str, int] = field(default_factory=dict)
+
+
+def rejection(pod_spec: Mapping[str, Any], node: Mapping[str, Any], load: int) -> str | None:
+    """Why the Pod cannot go to `node` (a kube-scheduler style phrase), or None if it fits."""
+    labels = objects.node_labels(node)
+    if labels.get(keys.LABEL_AGENT) != "true":
+        return "node(s) are not wasmlet agents"
+    if not objects.node_ready(node):
+        return "node(s) were not ready"
+    if objects.is_unschedulable(node):
+        return "node(s) were unschedulable"
+    runtime = pod_spec.get("runtimeClassName") or keys.DEFAULT_RUNTIME
+    if labels.get(keys.runtime_label(runtime)) != "true":
+        return f"node(s) did not offer runtime {runtime}"
+    selector = pod_spec.get("nodeSelector") or {}
+    if any(labels.get(key) != value for key, value in selector.items()):
+        return "node(s) didn't match Pod's node selector"
+    tolerations = pod_spec.get("tolerations") or []
+    for taint in objects.node_taints(node):
+        if taint.get("effect") in BLOCKING_EFFECTS and not any(objects.tolerates(t, taint) for t in tolerations):
+            return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
+    capacity = objects.node_pod_capacity(node)
+    if capacity is not None and load >= capacity:
+        return "node(s) had too many pods"
+    return None
+
+
+def place(count: int, pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], *,
+          load: Mapping[str, int], replicas_on: Mapping[str, int], spread: bool = True) -> PlacementResult:
+    """Choose nodes for `count` new replicas.
+
+    `load` counts the Pods (of any workload) bound to each node and still occupying it;
+    `replicas_on` counts this workload's active replicas per node. Both grow as replicas are
+    placed, so one call spreads a batch as it would spread replicas placed one at a time.
+    """
+    load = Counter(load)
+    mine = Counter(replicas_on)
+    chosen: list[str] = []
+    for _ in range(count):
+        fitting: list[Mapping[str, Any]] = []
+        reasons: Counter[str] = Counter()
+        for node in nodes:
+            why = rejection(pod_spec, node, load[objects.node_name(node)])
+            if why is None:
+                fitting.append(node)
+            else:
+                reasons[why] += 1
+        if not fitting:
+            unplaced = count - len(chosen)
+            return PlacementResult(tuple(chosen), unplaced, unschedulable_message(len(nodes), reasons), reasons)
+        best = min(fitting, key=lambda node: _score(node, load, mine, spread))
+        name = objects.node_name(best)
+        chosen.append(name)
+        load[name] += 1
+        mine[name] += 1
+    return PlacementResult(tuple(chosen))
+
+
+def unschedulable_message(total: int, reasons: Mapping[str, int]) -> str:
+    """`0/3 nodes are available: 1 node(s) were not ready, 2 node(s) ...` as kube-scheduler says it."""
+    if total == 0:
+        return f"0/0 nodes are available: no wasm nodes ({keys.LABEL_AGENT}=true) are registered."
+    parts = ", ".join(f"{n} {why}" for why, n in sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+    return f"0/{total} nodes are available: {parts}."
+
+
+def _score(node: Mapping[str, Any], load: Mapping[str, int], mine: Mapping[str, int],
+           spread: bool) -> tuple[int, float, int, str]:
+    name = objects.node_name(node)
+    capacity = objects.node_pod_capacity(node)
+    fullness = load[name] / capacity if capacity else 0.0
+    return (mine[name] if spread else 0, fullness, load[name], name)

@@ -1,0 +1,185 @@
+"""What to change so a workload's Pods match its spec: which Pods to delete, how many to create.
+
+Pure. Where new replicas go is placement's question; this module answers how many and which
+ones go. The rules, in the order they apply:
+
+* Pods of a lost node are not replicas any more: a deleted Node's Pods are force-deleted
+  (nothing will ever stop them), a node NotReady for `placement.rescheduleAfterSeconds` gets its
+  Pods deleted gracefully (its agent stops them if it returns). Both are replaced.
+* Finished Pods: for run-to-completion workloads (restartPolicy OnFailure/Never) a finished Pod
+  of the current template is done and counts towards `replicas`; every other finished Pod is
+  deleted and (for `Always`) replaced.
+* Pods of an old template are replaced: `Recreate` deletes them all and creates new ones once
+  they are gone; `RollingUpdate` surges and retires them within maxSurge/maxUnavailable (the
+  Deployment arithmetic). Run-to-completion workloads always use Recreate.
+* Extra replicas go in this order: not ready first, then from the node holding the most
+  replicas of the workload, then the newest.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wasmlet.api.podtemplate import template_hash
+from wasmlet.api.workload import WasmWorkload
+from wasmlet.operator import objects
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """One Pod to delete; `force` (grace 0) only when no agent will ever stop it."""
+
+    name: str
+    uid: str | None
+    reason: str
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The changes for one reconcile, and when to look again if time alone changes things."""
+
+    create: int
+    delete: tuple[Deletion, ...]
+    template_hash: str
+    replicas_on: Mapping[str, int]
+    requeue_after: float | None = None
+
+
+def plan(workload: WasmWorkload, pods: Sequence[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, Any]],
+         now: datetime.datetime) -> Plan:
+    """Plan one reconcile of `workload`.
+
+    `pods` are the workload's own Pods, `nodes` every known Node by name (a Pod's node missing
+    from it has been deleted).
+    """
+    spec = workload.spec
+    current = template_hash(workload)
+    recreate = spec.update_strategy.type == "Recreate" or spec.runs_to_completion
+    deletions: list[Deletion] = []
+    lost, requeue = _lost_nodes(workload, pods, nodes, now)
+    new: list[Mapping[str, Any]] = []
+    old: list[Mapping[str, Any]] = []
+    done = 0
+    old_terminating = False
+    for pod in pods:
+        name, uid, node = objects.pod_name(pod), _uid(pod), objects.pod_node(pod)
+        node_deleted = lost.get(node or "") is True
+        if objects.is_terminating(pod):
+            if node_deleted:  # what the pod garbage collector does for Pods of deleted Nodes
+                deletions.append(Deletion(name, uid, f"node {node} was deleted", force=True))
+            elif objects.pod_hash(pod) != current and node not in lost:
+                old_terminating = True
+        elif objects.is_terminal(pod):
+            if spec.runs_to_completion and objects.pod_hash(pod) == current:
+                done += 1
+            else:
+                deletions.append(Deletion(name, uid, f"pod is {objects.pod_phase(pod)}"))
+        elif node in lost:
+            deletions.append(Deletion(name, uid, f"node {node} is lost", force=node_deleted))
+        elif objects.pod_hash(pod) == current:
+            new.append(pod)
+        else:
+            old.append(pod)
+
+    create = 0
+    if old and recreate:
+        deletions += [Deletion(objects.pod_name(p), _uid(p), "template changed") for p in old]
+    elif old:
+        create, retire = _rolling_update(workload, new, old)
+        deletions += retire
+    elif not (recreate and old_terminating):  # Recreate: new Pods only once the old ones are gone
+        wanted = spec.replicas - done
+        create = max(0, wanted - len(new))
+        extra = len(new) - max(0, wanted)
+        if extra > 0:
+            deletions += [Deletion(objects.pod_name(p), _uid(p), "scaled down") for p in _victims(new, extra)]
+    replicas_on = Counter(objects.pod_node(p) or "" for p in new + old)
+    return Plan(create, tuple(deletions), current, dict(replicas_on), requeue)
+
+
+def resolve_int_or_percent(value: int | str, total: int, *, round_up: bool) -> int:
+    """An IntOrString against `total`: maxSurge rounds up, maxUnavailable rounds down (as Deployments)."""
+    if isinstance(value, int):
+        return value
+    scaled = int(value.rstrip("%")) * total / 100
+    return math.ceil(scaled) if round_up else math.floor(scaled)
+
+
+def _rolling_update(workload: WasmWorkload, new: list[Mapping[str, Any]],
+                    old: list[Mapping[str, Any]]) -> tuple[int, list[Deletion]]:
+    """The Deployment controller's arithmetic, applied to Pods instead of ReplicaSets."""
+    desired = workload.spec.replicas
+    strategy = workload.spec.update_strategy
+    surge = resolve_int_or_percent(strategy.max_surge, desired, round_up=True)
+    unavailable = resolve_int_or_percent(strategy.max_unavailable, desired, round_up=False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1  # as Deployments do: otherwise the update could never make progress
+    total = len(new) + len(old)
+    create = max(0, min(desired - len(new), desired + surge - total))
+    min_available = desired - unavailable
+    new_unready = sum(1 for p in new if not objects.is_ready(p))
+    may_retire = total - min_available - new_unready
+    ready_spare = sum(1 for p in new + old if objects.is_ready(p)) - min_available
+    retire: list[Deletion] = []
+    for pod in _victims(old, len(old)):
+        if len(retire) >= may_retire:
+            break
+        if objects.is_ready(pod):
+            if ready_spare <= 0:
+                break  # victims are ordered unready first: every later one is ready too
+            ready_spare -= 1
+        retire.append(Deletion(objects.pod_name(pod), _uid(pod), "rolling update"))
+    if len(new) > desired:
+        retire += [Deletion(objects.pod_name(p), _uid(p), "scaled down") for p in _victims(new, len(new) - desired)]
+    return create, retire
+
+
+def _lost_nodes(workload: WasmWorkload, pods: Sequence[Mapping[str, Any]],
+                nodes: Mapping[str, Mapping[str, Any]], now: datetime.datetime) -> tuple[dict[str, bool], float | None]:
+    """Nodes whose replicas must be replaced ({name: force}), and the seconds until the next one is due."""
+    after = workload.spec.placement.reschedule_after_seconds
+    lost: dict[str, bool] = {}
+    due: list[float] = []
+    for name in {objects.pod_node(p) or "" for p in pods if not objects.is_terminal(p)} - {""}:
+        node = nodes.get(name)
+        if node is None:
+            lost[name] = True
+            continue
+        since = objects.node_not_ready_since(node)
+        if since is None and not objects.node_ready(node):
+            since = now  # NotReady without a transition time: start counting now
+        if since is None or after is None:
+            continue
+        remaining = after - (now - since).total_seconds()
+        if remaining <= 0:
+            lost[name] = False
+        else:
+            due.append(remaining)
+    return lost, (min(due) if due else None)
+
+
+def _victims(pods: Sequence[Mapping[str, Any]], count: int) -> list[Mapping[str, Any]]:
+    """The `count` Pods to remove first: not ready, then on the most crowded node, then newest."""
+    crowd = Counter(objects.pod_node(p) for p in pods)
+    phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}
+    ranked = sorted(pods, key=lambda p: (
+        objects.is_ready(p),
+        phase_rank.get(objects.pod_phase(p), 0),
+        -crowd[objects.pod_node(p)],
+        -objects.created_at(p),
+        objects.pod_name(p),
+    ))
+    return ranked[:count]
+
+
+def _uid(pod: Mapping[str, Any]) -> str | None:
+    uid = pod.get("metadata", {}).get("uid")
+    return str(uid) if uid else None

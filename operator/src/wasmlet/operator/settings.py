@@ -1,0 +1,117 @@
+"""OperatorSettings: one frozen object, from defaults < `WASMLET_*` environment < flags.
+
+Validated once at start; a bad value fails with the setting's name (`WASMLET_RESYNC_SECONDS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "WASMLET_"
+
+
+class SettingsError(ValueError):
+    """A setting has an unusable value; the message names it."""
+
+
+def _setting(default: Any, help: str, *, metavar: str | None = None) -> Any:
+    """A dataclass field carrying its --help text (one source for the docs of each setting)."""
+    return field(default=default, metadata={"help": help, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Everything the operator can be told. Each field's help says why its default is what it is."""
+
+    kubeconfig: str | None = _setting(
+        None, "kubeconfig file or bare API URL; unset: $KUBECONFIG, in-cluster, ~/.kube/config "
+              "(kubectl's order)", metavar="PATH")
+    namespace: str | None = _setting(
+        None, "watch WasmWorkloads in this namespace only; unset: cluster-wide (the chart's default)",
+        metavar="NS")
+    verbose: bool = _setting(False, "debug logging (kopf's and ours)")
+    resync_seconds: float = _setting(
+        300.0, "reconcile every workload this often even without events; events drive everything, "
+               "this only bounds how long a missed one can matter", metavar="SECONDS")
+    retry_seconds: float = _setting(
+        5.0, "first delay before retrying a failed reconcile (doubles up to 5 minutes)", metavar="SECONDS")
+    watch_timeout_seconds: int = _setting(
+        300, "server-side timeout of kopf's watch requests: a silent connection is noticed this fast",
+        metavar="SECONDS")
+    liveness_endpoint: str | None = _setting(
+        None, "serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz; unset: none",
+        metavar="URL")
+
+    def __post_init__(self) -> None:
+        for name in ("resync_seconds", "retry_seconds", "watch_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{_env_name(name)} / --{_flag(name)}: must be > 0, got {getattr(self, name)!r}")
+
+    @property
+    def clusterwide(self) -> bool:
+        """No namespace given: watch every namespace."""
+        return self.namespace is None
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+    """Build the settings from the environment and the command line (`wasmlet-operator --help`)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(OperatorSettings):
+        raw = environ.get(_env_name(f.name))
+        if raw is not None and raw != "":
+            values[f.name] = _convert(f, raw, _env_name(f.name))
+    args = build_parser().parse_args(argv)
+    for f in dataclasses.fields(OperatorSettings):
+        flag_value = getattr(args, f.name)
+        if isinstance(flag_value, str):
+            values[f.name] = _convert(f, flag_value, f"--{_flag(f.name)}")
+        elif flag_value is not None:
+            values[f.name] = flag_value
+    return OperatorSettings(**values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per setting; the environment variable is named in the help."""
+    parser = argparse.ArgumentParser(
+        prog="wasmlet-operator",
+        description="The wasmlet operator: turns WasmWorkloads into Pods on wasm nodes.",
+    )
+    for f in dataclasses.fields(OperatorSettings):
+        help_text = f"{f.metadata['help']} (env {_env_name(f.name)})"
+        if f.type in ("bool", bool):
+            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, metavar=f.metadata["metavar"], help=help_text)
+    return parser
+
+
+def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
+    kind = str(f.type)
+    try:
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+    except ValueError:
+        raise SettingsError(f"{source}: not a valid {kind}: {raw!r}") from None
+    return raw
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

@@ -1,0 +1,97 @@
+"""Run the real agent in-process against the test API, and wait for what it reports."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from wasmlet.kube import KubeClient, NotFound, load_config
+from wasmlet.kube.resources import CONFIGMAPS, PODS, Resource
+from wasmlet.nodeagent.agent import Agent
+from wasmlet.nodeagent.config import AgentSettings
+
+MODULES = Path(__file__).resolve().parents[2] / "examples" / "modules"
+
+
+def module_bytes(name: str) -> bytes:
+    return (MODULES / f"{name}.wasm").read_bytes()
+
+
+@contextlib.asynccontextmanager
+async def running_agent(kubeconfig: str, state_dir: Path, node_name: str = "wasm-node-1",
+                        **overrides: Any) -> AsyncIterator[Agent]:
+    """An agent registered as `node_name`; stopped gracefully (Pods, then the Node) on exit."""
+    settings = AgentSettings(node_name=node_name, node_ip="127.0.0.1", kubelet_port=0, state_dir=state_dir,
+                             kubeconfig=kubeconfig, lease_renew_seconds=1.0, **overrides).validate()
+    agent = Agent(settings, backoff_base=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await asyncio.wait_for(agent.started.wait(), 10)
+        yield agent
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def api_client(kubeconfig: str) -> AsyncIterator[KubeClient]:
+    async with KubeClient(load_config(kubeconfig)) as api:
+        yield api
+
+
+async def put_module_configmap(api: KubeClient, namespace: str, name: str, modules: dict[str, bytes]) -> None:
+    await api.create(CONFIGMAPS, {
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+        "binaryData": {key: base64.b64encode(data).decode() for key, data in modules.items()},
+    })
+
+
+def wasm_pod(name: str, node: str, image: str, restart: str = "Never", **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": image}
+    container.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", **spec.pop("metadata", {})},
+        "spec": {"nodeName": node, "runtimeClassName": "wasmer", "restartPolicy": restart,
+                 "tolerations": [{"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi",
+                                  "effect": "NoExecute"},
+                                 {"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi",
+                                  "effect": "NoSchedule"}],
+                 "containers": [container], **spec},
+    }
+
+
+async def wait_for(api: KubeClient, resource: Resource, name: str, namespace: str | None,
+                   predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0) -> dict[str, Any]:
+    """Poll until the object satisfies `predicate`; on timeout, fail showing the last version seen."""
+    last: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                with contextlib.suppress(NotFound):
+                    last = await api.get(resource, name, namespace)
+                    if predicate(last):
+                        return last
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{resource.plural}/{name} never matched; last seen: {last}") from None
+
+
+async def wait_gone(api: KubeClient, name: str, namespace: str = "default", timeout: float = 20.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                await api.get(PODS, name, namespace)
+            except NotFound:
+                return
+            await asyncio.sleep(0.05)
+
+
+def container_state(pod: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return statuses[index].get("state") or {}
