@@ -113,7 +113,9 @@ class Agent:
                 tasks.append(group.create_task(self.static.run()))
             self.started.set()
             await stop.wait()
+            log.info("stopping: %d pod(s) get their grace periods", len(self.controller.workers()))
             await self.controller.stop_all()
+            log.info("every pod stopped")
             if api is not None:
                 await reporter.drain()
             for task in tasks:
