@@ -1,8 +1,12 @@
 """The default backend, on the `wasmer-sdk` package (DESIGN.md §5).
 
 What Wasmer can and cannot do decides the shape of this module:
-- One `Wasmer()` client stalls at about 200 concurrently running processes, so instances are
-  spread over shards, each a client holding at most `shard_capacity` of them.
+- One `Wasmer()` client runs at most 200 processes at once (the 201st spawn waits for a free
+  place: docs/wasmer-sdk.md), so instances are spread over shards, each a client holding at
+  most `shard_capacity` of them.
+- `terminate(grace)` cannot notify a wasip1 module: it runs on for the grace period, then is
+  killed. A module spinning without host calls cannot be stopped at all (its thread spins on
+  until the process exits); deadlines against busy code need the wasmtime backend.
 - A sandbox's own files must live under `/workspace`; package files may sit at any absolute
   guest path as read-only overlays. So read-only volumes (configMap, secret, a read-only mount)
   become package files at their mountPath, and writable volumes must be mounted under
@@ -36,8 +40,8 @@ import wasmer_sdk as sdk
 log = logging.getLogger(__name__)
 
 WORKSPACE = "/workspace"
-# Measured: one client stalls near 200 running processes; keep a margin below it.
-DEFAULT_SHARD_CAPACITY = 150
+# Measured: a client runs 200 processes at once and queues the rest; stay below that.
+DEFAULT_SHARD_CAPACITY = 190
 # A volume becomes in-memory package files: bound what one Pod may put there.
 MAX_VOLUME_BYTES = 64 * 1024 * 1024
 
@@ -95,7 +99,9 @@ class WasmerRuntime:
                 package = await sandbox.install_package(package)
                 installed.add(package.id)
             command = sandbox.command(package, spec.argv[1:], cwd=spec.working_dir, env=spec.env)
-            process = await command.spawn(stdout="pipe", stderr="pipe")
+            # output_bytes=0: the pipes are read live into the log; the SDK would otherwise keep its own
+            # copy of up to 16 MiB per stream per process.
+            process = await command.spawn(stdout="pipe", stderr="pipe", output_bytes=0)
         except sdk.WasmerError as exc:
             raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
         shard.running += 1
