@@ -29,8 +29,8 @@ def phase(pod: dict[str, Any]) -> str:
 
 
 async def test_the_agent_registers_its_node_with_labels_taints_lease_and_ready(kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path,
-                                                                     node_labels={"node-role.kubernetes.io/edge": ""}):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(
+            kube_api.kubeconfig, tmp_path, node_labels={"node-role.kubernetes.io/edge": ""}) as agent:
         node = await wait_for(api, NODES, NODE, None, lambda n: bool((n.get("status") or {}).get("conditions")))
         labels = node["metadata"]["labels"]
         assert labels["wasmlet.dev/agent"] == "true"
@@ -42,7 +42,7 @@ async def test_the_agent_registers_its_node_with_labels_taints_lease_and_ready(k
         ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "True"
         assert node["status"]["capacity"]["pods"] == "110"
-        assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 0
+        assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == agent.kubelet_port > 0
         assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("wasmer://")
         lease = await wait_for(api, LEASES, NODE, "kube-node-lease", lambda lease: True)
         assert lease["spec"]["holderIdentity"] == NODE

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 from wasmlet.kube import ApiError, KubeClient, load_config
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.objects import ApiObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
@@ -59,6 +61,8 @@ class Agent:
         self.controller: PodController | None = None
         self.static: Any = None
         self.node: Any = None
+        self.metrics = AgentMetrics()
+        self.kubelet_port: int | None = None
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -81,9 +85,12 @@ class Agent:
                                     settings.allow_unpinned_urls),
                 objects=objects, reporter=reporter, pods_dir=state / "pods", logs_dir=state / "logs",
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
-                backoff_base=self._backoff_base,
+                backoff_base=self._backoff_base, metrics=self.metrics,
             )
             self.controller = PodController(env, allow_file_modules=settings.manifests is not None)
+            if settings.serve_kubelet_api:
+                runner = await self._serve_kubelet_api(state / "logs", state / "pki")
+                stack.push_async_callback(runner.cleanup)
             try:
                 await self._serve(api, env, reporter, stop)
             finally:
@@ -120,6 +127,22 @@ class Agent:
                 await reporter.drain()
             for task in tasks:
                 task.cancel()
+
+    async def _serve_kubelet_api(self, logs_dir: Path, pki_dir: Path) -> Any:
+        from wasmlet.nodeagent.kubeletapi import KubeletApi, serve
+        from wasmlet.nodeagent.tls import server_context
+
+        assert self.controller is not None
+        s = self.settings
+        context = await asyncio.to_thread(server_context, s.tls_cert_file, s.tls_key_file, pki_dir, s.node_name,
+                                          s.node_ip)
+        runner = await serve(KubeletApi(self.controller, self.metrics, logs_dir), s.kubelet_address,
+                             s.kubelet_port, context)
+        self.kubelet_port = runner.addresses[0][1]
+        # Port 0 picks a free port; the Node must advertise the real one.
+        self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
+        log.info("kubelet API on https://%s:%d", s.kubelet_address, self.kubelet_port)
+        return runner
 
     async def _wait_registered(self, stop: asyncio.Event) -> None:
         assert self.node is not None

@@ -28,6 +28,13 @@ class AgentSettings:
     node_ip: str = ""
     # 10250 is the kubelet's port. On a host that also runs a kubelet, configure another one.
     kubelet_port: int = 10250
+    # Where the kubelet API listens; the API server reaches it at node_ip.
+    kubelet_address: str = "0.0.0.0"
+    # Serving certificate for the kubelet API; unset: a self-signed pair kept in state_dir/pki.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Off only for `wasmlet run`, which needs no API on a port.
+    serve_kubelet_api: bool = True
     # Desired state, module cache and container logs live here; it must survive restarts.
     state_dir: Path = Path("/var/lib/wasmlet")
     # A folder of Pod/WasmWorkload manifests to run as static Pods; with no API: standalone mode.

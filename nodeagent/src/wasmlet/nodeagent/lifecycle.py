@@ -90,6 +90,7 @@ async def pulling(w: PodWorker) -> State:
             runtime = await w.env.runtime(w.plan.runtime)
             await runtime.prepare(module.path, module.digest)
         except (PullError, ModuleError) as exc:
+            w.env.metrics.pulls.labels("error").inc()
             record.set_waiting("ErrImagePull", exc.message)
             w.event("Warning", "Failed", f"Failed to pull module {container.module.ref!r}: {exc.message}",
                     container.name)
@@ -98,6 +99,7 @@ async def pulling(w: PodWorker) -> State:
             record.set_waiting(exc.reason, exc.message)
             w.event("Warning", "Failed", f"Error: {exc.message}", container.name)
             return S.PULL_BACKOFF
+        w.env.metrics.pulls.labels("ok").inc()
         w.modules[container.name] = module
         record.image_id = module.digest
         w.event("Normal", "Pulled", f'Successfully pulled module "{container.module.ref}" in '
@@ -208,6 +210,7 @@ async def crash_backoff(w: PodWorker) -> State:
         else:
             await w.sleep(remaining)
     record.restart_count += 1
+    w.env.metrics.restarts.inc()
     w.backoff_container = None
     return S.INITIALIZING if record.init else S.STARTING
 

@@ -78,3 +78,54 @@ def read_lines(path: Path) -> Iterator[tuple[str, str, str]]:
                 partial[stream] = partial.get(stream, "") + text
                 continue
             yield stamp, stream, partial.pop(stream, "") + text
+
+
+def run_files(container_dir: Path, restart: int) -> list[Path]:
+    """The files of one container run, oldest first: rotated `N.log.K` … `N.log.1`, then `N.log`."""
+    current = container_dir / f"{restart}.log"
+    rotated = sorted(container_dir.glob(f"{restart}.log.*"), key=lambda p: -int(p.suffix[1:]))
+    return [*rotated, current]
+
+
+def select_lines(lines: list[tuple[str, str, str]], *, tail: int | None, since: str | None) -> list[tuple[str, str, str]]:
+    """Apply `sinceSeconds`/`sinceTime` (as an RFC 3339 lower bound) and `tailLines`, as the kubelet does."""
+    if since is not None:
+        lines = [line for line in lines if line[0] >= since]
+    if tail is not None:
+        lines = lines[-tail:] if tail > 0 else []
+    return lines
+
+
+def render(line: tuple[str, str, str], timestamps: bool) -> bytes:
+    stamp, _, text = line
+    return f"{stamp} {text}\n".encode() if timestamps else f"{text}\n".encode()
+
+
+class LogTail:
+    """Reads the lines appended to a log file since the last call; survives rotation."""
+
+    def __init__(self, path: Path, start_at_end: bool = True) -> None:
+        self.path = path
+        self._inode = path.stat().st_ino if path.exists() else None
+        self._offset = path.stat().st_size if start_at_end and path.exists() else 0
+        self._partial = b""
+
+    def read_new(self) -> list[tuple[str, str, str]]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self._inode or stat.st_size < self._offset:  # rotated: start the new file
+            self._inode, self._offset, self._partial = stat.st_ino, 0, b""
+        with self.path.open("rb") as handle:
+            handle.seek(self._offset)
+            data = handle.read()
+        self._offset += len(data)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        out = []
+        for raw in complete:
+            parts = raw.split(b" ", 3)
+            if len(parts) == 4:
+                stamp, stream, _tag, text = (p.decode("utf-8", "replace") for p in parts)
+                out.append((stamp, stream, text))
+        return out

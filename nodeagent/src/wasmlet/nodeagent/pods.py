@@ -19,6 +19,7 @@ from wasmlet.nodeagent.backoff import RestartBackoff
 from wasmlet.nodeagent.errors import AgentError, UnsupportedPod
 from wasmlet.nodeagent.lifecycle import FINAL, HANDLERS, State, check_transition, exit_for_deadline
 from wasmlet.nodeagent.logs import ContainerLog, pod_log_dir
+from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import Module, ModuleCache
 from wasmlet.nodeagent.objects import ObjectStore
 from wasmlet.nodeagent.podspec import PodPlan, parse_pod
@@ -65,6 +66,7 @@ class AgentEnv:
     log_max_files: int = 3
     backoff_base: float = 10.0
     backoff_cap: float = 300.0
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)
 
 
 class PodWorker:
@@ -99,6 +101,7 @@ class PodWorker:
         self._watchers: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._conditions: list[Obj] = []
+        self.last_status: Obj = {}
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -177,11 +180,16 @@ class PodWorker:
         container_log = ContainerLog(logs_dir / name / f"{record.restart_count}.log",
                                      self.env.log_max_bytes, self.env.log_max_files)
         self.event("Normal", "Created", f"Created container {name}", name)
+        began = time.perf_counter()
         try:
             instance = await runtime.start(spec, container_log.write)
         except BaseException:
             container_log.close()
             raise
+        metrics = self.env.metrics
+        metrics.start_seconds.labels(runtime.name).observe(time.perf_counter() - began)
+        metrics.starts.labels(runtime.name).inc()
+        metrics.running.labels(runtime.name).inc()
         self._logs[name] = container_log
         self.instances[name] = instance
         self._started_at[name] = time.monotonic()
@@ -234,6 +242,7 @@ class PodWorker:
         if name not in self.instances:
             return
         self.instances.pop(name)
+        self.env.metrics.running.labels(self.plan.runtime).dec()
         self.ran_for[name] = time.monotonic() - self._started_at.pop(name, time.monotonic())
         self.records[name].set_terminated(status.exit_code, status.reason, status.message)
         container_log = self._logs.pop(name, None)
@@ -308,6 +317,7 @@ class PodWorker:
             "reason": self._reason or None,
             "message": self._message or None,
         }
+        self.last_status = status
         self.env.reporter.update(self.ref, status)
 
 
@@ -316,16 +326,21 @@ class _Slot:
     worker: PodWorker
     task: asyncio.Task[None]
     pod: Obj = field(default_factory=dict)
+    removed: bool = False
+    deleted: bool = False
 
 
 class PodController:
-    """Keeps one worker per Pod that should run on this node."""
+    """Keeps one worker per Pod that should run on this node.
+
+    A worker stays known after its Pod finished, until the Pod leaves the desired set, so its
+    status and logs can still be served (`kubectl logs` on a completed Pod).
+    """
 
     def __init__(self, env: AgentEnv, allow_file_modules: bool = False) -> None:
         self.env = env
         self._allow_file = allow_file_modules
         self._slots: dict[str, _Slot] = {}
-        self._done: set[str] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
 
     async def replace(self, pods: list[Obj], source_dirs: dict[str, Path] | None = None) -> None:
@@ -344,7 +359,7 @@ class PodController:
             return
         slot = self._slots.get(uid)
         if slot is None:
-            if uid in self._done or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 self._adopt_terminal(pod)
                 return
             slot = self._start(pod, source_dir)
@@ -352,13 +367,24 @@ class PodController:
                 return
         slot.pod = pod
         if meta.get("deletionTimestamp"):
+            if slot.task.done():
+                if not slot.deleted:
+                    slot.deleted = True
+                    self._finish(slot.worker.ref, deleting=True)
+                return
             grace = meta.get("deletionGracePeriodSeconds")
             slot.worker.request_stop(float(grace) if grace is not None else None, deleting=True)
+            slot.deleted = True
 
     def remove(self, uid: str) -> None:
-        """The Pod is gone from the desired set: stop it within its grace period."""
+        """The Pod is gone from the desired set: stop it within its grace period, then forget it."""
         slot = self._slots.get(uid)
-        if slot is not None:
+        if slot is None:
+            return
+        slot.removed = True
+        if slot.task.done():
+            del self._slots[uid]
+        else:
             slot.worker.request_stop(None)
 
     async def stop_all(self) -> None:
@@ -369,6 +395,16 @@ class PodController:
 
     def workers(self) -> list[PodWorker]:
         return [s.worker for s in self._slots.values()]
+
+    def pods(self) -> list[Obj]:
+        """The Pods this node runs, each with the status the agent last reported."""
+        return [{**s.pod, "status": s.worker.last_status or s.pod.get("status") or {}} for s in self._slots.values()]
+
+    def find(self, namespace: str, name: str) -> PodWorker | None:
+        """The newest worker of the Pod named `namespace/name`."""
+        found = [s.worker for s in self._slots.values()
+                 if s.worker.plan.namespace == namespace and s.worker.plan.name == name]
+        return found[-1] if found else None
 
     def _start(self, pod: Obj, source_dir: Path | None) -> _Slot | None:
         meta = pod["metadata"]
@@ -381,6 +417,7 @@ class PodController:
         task = asyncio.create_task(self._run(worker), name=f"pod {plan.key}")
         slot = _Slot(worker, task, pod)
         self._slots[meta["uid"]] = slot
+        self.env.metrics.pods.set(sum(1 for s in self._slots.values() if not s.task.done()))
         return slot
 
     async def _run(self, worker: PodWorker) -> None:
@@ -389,21 +426,24 @@ class PodController:
         except Exception:
             log.exception("pod %s: worker crashed; the Pod is left as last reported", worker.plan.key)
         finally:
-            self._slots.pop(worker.plan.uid, None)
-            self._done.add(worker.plan.uid)
+            slot = self._slots.get(worker.plan.uid)
+            if slot is not None and slot.removed:
+                del self._slots[worker.plan.uid]
+            self.env.metrics.pods.set(sum(1 for s in self._slots.values() if not s.task.done()) - 1)
 
     def _adopt_terminal(self, pod: Obj) -> None:
         meta = pod["metadata"]
         if meta.get("deletionTimestamp"):
-            ref = PodRef(meta.get("namespace") or "default", meta["name"], meta["uid"])
-            task = asyncio.create_task(self.env.reporter.finished(ref, True))
-            self._cleanups.add(task)
-            task.add_done_callback(self._cleanups.discard)
+            self._finish(PodRef(meta.get("namespace") or "default", meta["name"], meta["uid"]), deleting=True)
+
+    def _finish(self, ref: PodRef, deleting: bool) -> None:
+        task = asyncio.create_task(self.env.reporter.finished(ref, deleting))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def _fail_unparseable(self, pod: Obj, exc: UnsupportedPod) -> None:
         meta = pod["metadata"]
         ref = PodRef(meta.get("namespace") or "default", meta.get("name", ""), meta["uid"])
-        self._done.add(meta["uid"])
         self.env.reporter.event(ref, "Warning", exc.reason, exc.message, None)
         self.env.reporter.update(ref, {"phase": "Failed", "reason": exc.reason, "message": exc.message,
                                        "hostIP": self.env.node_ip, "startTime": now()})

@@ -1,0 +1,74 @@
+"""The kubelet API's serving certificate: configured files, or a self-signed pair kept in the state dir.
+
+A kubelet without `--tls-cert-file` generates a self-signed certificate for its hostname and
+IP; the API server then reaches it without verifying (or with `--kubelet-certificate-authority`
+when the cluster signs kubelet certificates). We do the same, and reuse the pair across restarts
+until it is within a week of expiry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import ssl
+from pathlib import Path
+
+RENEW_BEFORE = dt.timedelta(days=7)
+VALIDITY = dt.timedelta(days=365)
+
+
+def server_context(cert_file: Path | None, key_file: Path | None, pki_dir: Path, node_name: str,
+                   node_ip: str) -> ssl.SSLContext:
+    """An SSL context for serving: the configured pair, else a self-signed one (made if needed)."""
+    if cert_file is None or key_file is None:
+        cert_file, key_file = pki_dir / "kubelet.crt", pki_dir / "kubelet.key"
+        if not _still_valid(cert_file):
+            _self_signed(cert_file, key_file, node_name, node_ip)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def _still_valid(cert_file: Path) -> bool:
+    if not cert_file.exists():
+        return False
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_BEFORE
+
+
+def _self_signed(cert_file: Path, key_file: Path, node_name: str, node_ip: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{node_name}@wasmlet")])
+    now = dt.datetime.now(dt.UTC)
+    alt_names: list[x509.GeneralName] = [x509.DNSName(node_name)]
+    try:
+        alt_names.append(x509.IPAddress(ipaddress.ip_address(node_ip)))
+    except ValueError:
+        pass
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file.parent.mkdir(parents=True, exist_ok=True)
+    key_bytes = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+    tmp_key = key_file.with_suffix(".tmp")
+    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key_bytes)
+    os.replace(tmp_key, key_file)
+    tmp_cert = cert_file.with_suffix(".tmp")
+    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp_cert, cert_file)

@@ -1,0 +1,120 @@
+"""The kubelet API: `kubectl logs` through the API server's proxy, and /pods, /healthz, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from wasmlet.kube.resources import PODS
+from tests.integration.agent_helpers import (
+    api_client,
+    module_bytes,
+    put_module_configmap,
+    running_agent,
+    wait_for,
+    wait_gone,
+    wasm_pod,
+)
+
+NODE = "wasm-node-1"
+
+
+async def pod_log(kube_api: Any, pod: str, **params: str) -> tuple[int, str]:
+    """GET pods/NAME/log through the API server, as `kubectl logs` does."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{kube_api.url}/api/v1/namespaces/default/pods/{pod}/log", params=params) as resp:
+            return resp.status, await resp.text()
+
+
+async def phase_is(api: Any, name: str, phase: str) -> dict[str, Any]:
+    return await wait_for(api, PODS, name, "default", lambda p: (p.get("status") or {}).get("phase") == phase)
+
+
+async def test_kubectl_logs_reaches_the_agent_with_tail_and_timestamps(kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+        await put_module_configmap(api, "default", "modules", {"echo.wasm": module_bytes("echo")})
+        await api.create(PODS, wasm_pod("echo", NODE, "configmap://modules/echo.wasm",
+                                        container={"args": ["a", "b", "c"], "env": [{"name": "K", "value": "v"}]}))
+        await phase_is(api, "echo", "Succeeded")
+        status, text = await pod_log(kube_api, "echo")
+        assert status == 200
+        assert "argv[1]=a" in text.splitlines()
+        assert "K=v" in text.splitlines()
+        status, text = await pod_log(kube_api, "echo", tailLines="1")
+        assert len(text.splitlines()) == 1
+        status, text = await pod_log(kube_api, "echo", timestamps="true", tailLines="2")
+        stamp, _, line = text.splitlines()[0].partition(" ")
+        assert stamp.endswith("Z") and "T" in stamp and line
+        status, text = await pod_log(kube_api, "echo", limitBytes="5")
+        assert len(text.encode()) == 5
+
+
+async def test_following_logs_streams_lines_until_the_container_ends(kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+        await put_module_configmap(api, "default", "modules", {"ticker.wasm": module_bytes("ticker")})
+        await api.create(PODS, wasm_pod("ticker", NODE, "configmap://modules/ticker.wasm", restart="Always",
+                                        terminationGracePeriodSeconds=0,
+                                        container={"args": ["--interval-ms", "50"]}))
+        await phase_is(api, "ticker", "Running")
+        seen: list[str] = []
+        async with aiohttp.ClientSession() as session:
+            url = f"{kube_api.url}/api/v1/namespaces/default/pods/ticker/log"
+            async with session.get(url, params={"follow": "true"}) as resp:
+                assert resp.status == 200
+                async with asyncio.timeout(10):
+                    while len(seen) < 5:
+                        line = await resp.content.readline()
+                        seen.append(line.decode().strip())
+                await api.delete(PODS, "ticker", "default")
+                async with asyncio.timeout(10):
+                    rest = await resp.content.read()  # the stream ends when the container does
+        assert seen[:5] == [f"tick {i}" for i in range(1, 6)]
+        assert all(line.startswith("tick ") for line in rest.decode().splitlines())
+        await wait_gone(api, "ticker")
+
+
+async def test_previous_serves_the_log_of_the_run_before_a_restart(kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+        await put_module_configmap(api, "default", "modules", {"exit.wasm": module_bytes("exit")})
+        await api.create(PODS, wasm_pod("crashy", NODE, "configmap://modules/exit.wasm", restart="Always",
+                                        container={"args": ["4"]}))
+        await wait_for(api, PODS, "crashy", "default",
+                       lambda p: (p.get("status") or {}).get("containerStatuses", [{}])[0].get("restartCount", 0) >= 1)
+        status, text = await pod_log(kube_api, "crashy", previous="true")
+        assert status == 200
+        assert text.strip() == "exit: exiting with code 4"
+
+
+async def test_logs_of_a_container_that_never_started_are_refused_with_the_reason(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+        await api.create(PODS, wasm_pod("nomodule", NODE, "configmap://absent/x.wasm"))
+        await wait_for(api, PODS, "nomodule", "default",
+                       lambda p: "waiting" in ((p.get("status") or {}).get("containerStatuses") or [{}])[0]
+                       .get("state", {}))
+        status, text = await pod_log(kube_api, "nomodule")
+        assert status == 400
+        assert "is waiting to start" in text
+
+
+async def test_pods_healthz_and_metrics_are_served_over_https(kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path) as agent:
+        await put_module_configmap(api, "default", "modules", {"hello.wasm": module_bytes("hello")})
+        await api.create(PODS, wasm_pod("hello", NODE, "configmap://modules/hello.wasm"))
+        await phase_is(api, "hello", "Succeeded")
+        base = f"https://127.0.0.1:{agent.kubelet_port}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/healthz", ssl=False) as resp:
+                assert (resp.status, await resp.text()) == (200, "ok")
+            async with session.get(f"{base}/pods", ssl=False) as resp:
+                pods = await resp.json()
+            async with session.get(f"{base}/metrics", ssl=False) as resp:
+                metrics = await resp.text()
+        assert pods["kind"] == "PodList"
+        assert [(p["metadata"]["name"], p["status"]["phase"]) for p in pods["items"]] == [("hello", "Succeeded")]
+        assert 'wasmlet_container_starts_total{runtime="wasmer"} 1.0' in metrics
+        assert 'wasmlet_module_pulls_total{result="ok"} 1.0' in metrics
+        assert "wasmlet_container_start_seconds_bucket" in metrics
