@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 WORKSPACE = "/workspace"
 # Measured: a client runs 200 processes at once and queues the rest; stay below that.
 DEFAULT_SHARD_CAPACITY = 190
+_COMMAND_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 # A volume becomes in-memory package files: bound what one Pod may put there.
 MAX_VOLUME_BYTES = 64 * 1024 * 1024
 
@@ -50,7 +52,7 @@ MAX_VOLUME_BYTES = 64 * 1024 * 1024
 class _Shard:
     client: Any
     running: int = 0
-    packages: dict[str, Any] = field(default_factory=dict)
+    packages: dict[tuple[str, str], Any] = field(default_factory=dict)
     sandboxes: dict[str, Any] = field(default_factory=dict)
     installed: dict[str, set[str]] = field(default_factory=dict)
 
@@ -82,17 +84,18 @@ class WasmerRuntime:
 
     async def prepare(self, module_path: Path, digest: str) -> None:
         shard = await self._shard_for("")
-        await self._package(shard, module_path, digest)
+        await self._package(shard, module_path, digest, "main")
 
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmerInstance:
         self.check(spec)
         shard = await self._shard_for(spec.pod_uid)
         read_only = [m for m in spec.mounts if m.read_only]
+        name = command_name(spec.argv[0] if spec.argv else "")
         try:
             if read_only:
-                package = await self._package_with_files(shard, spec, read_only)
+                package = await self._package_with_files(shard, spec, name, read_only)
             else:
-                package = await self._package(shard, spec.module_path, spec.module_digest)
+                package = await self._package(shard, spec.module_path, spec.module_digest, name)
             sandbox = await self._sandbox(shard, spec)
             installed = shard.installed.setdefault(spec.pod_uid, set())
             if package.id not in installed:
@@ -137,24 +140,27 @@ class WasmerRuntime:
                 self._pod_shard[pod_uid] = shard
             return shard
 
-    async def _package(self, shard: _Shard, module_path: Path, digest: str) -> Any:
-        package = shard.packages.get(digest)
+    async def _package(self, shard: _Shard, module_path: Path, digest: str, name: str) -> Any:
+        """The module as a package whose one command is `name` (the guest's argv[0]); cached."""
+        package = shard.packages.get((digest, name))
         if package is None:
-            try:
-                package = await shard.client.packages.load(module_path.read_bytes())
-            except sdk.WasmerError as exc:
-                raise ModuleError(f"not a loadable wasm module ({digest[:19]}): {exc}", reason="InvalidModule") from exc
-            shard.packages[digest] = package
+            package = await self._create(shard, module_path, digest, name, {})
+            shard.packages[(digest, name)] = package
         return package
 
-    async def _package_with_files(self, shard: _Shard, spec: RunSpec, mounts: list[Mount]) -> Any:
-        files = _collect_files(mounts)
+    async def _package_with_files(self, shard: _Shard, spec: RunSpec, name: str, mounts: list[Mount]) -> Any:
+        return await self._create(shard, spec.module_path, spec.module_digest, name, _collect_files(mounts))
+
+    async def _create(self, shard: _Shard, module_path: Path, digest: str, name: str, files: dict[str, bytes]) -> Any:
         definition = sdk.PackageDefinition(
-            modules={"module": spec.module_path.read_bytes()},
-            commands={"main": sdk.PackageCommandDefinition(module="module")},
+            modules={"module": module_path.read_bytes()},
+            commands={name: sdk.PackageCommandDefinition(module="module")},
             files=files,
         )
-        return await shard.client.packages.create(definition)
+        try:
+            return await shard.client.packages.create(definition)
+        except sdk.WasmerError as exc:
+            raise ModuleError(f"not a loadable wasm module ({digest[:19]}): {exc}", reason="InvalidModule") from exc
 
     async def _sandbox(self, shard: _Shard, spec: RunSpec) -> Any:
         sandbox = shard.sandboxes.get(spec.pod_uid)
@@ -243,6 +249,13 @@ def _collect_files(mounts: list[Mount]) -> dict[str, bytes]:
                 raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes", reason="InvalidVolume")
             files[mount.guest_path.rstrip("/") + "/" + path.relative_to(root).as_posix()] = data
     return files
+
+
+def command_name(argv0: str) -> str:
+    """Wasmer names argv[0] after the package command, which allows only [A-Za-z0-9_.+-]:
+    use argv[0]'s base name when it qualifies, else `main`."""
+    base = argv0.rsplit("/", 1)[-1]
+    return base if _COMMAND_NAME.fullmatch(base) and base not in (".", "..") else "main"
 
 
 def _under_workspace(path: str) -> bool:
