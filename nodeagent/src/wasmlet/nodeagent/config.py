@@ -46,7 +46,7 @@ class AgentSettings:
     # The kubelet's default maxPods.
     max_pods: int = 110
     # Runtimes this node offers, by RuntimeClass handler; each is loaded when first used.
-    runtimes: tuple[str, ...] = ("wasmer",)
+    runtimes: tuple[str, ...] = ("wasmer", "wasmtime")
     # Lease renewal as the kubelet does it: every 10 s, valid for 40 s (nodeLeaseDurationSeconds).
     lease_duration_seconds: int = 40
     lease_renew_seconds: float = 10.0
@@ -59,6 +59,12 @@ class AgentSettings:
     module_max_bytes: int = 256 * 1024 * 1024
     # http(s) modules must be pinned by sha256 unless this is switched on.
     allow_unpinned_urls: bool = False
+    # The module cache's size cap; least recently used modules no Pod holds are evicted past it.
+    # 2 GiB keeps a few hundred typical modules on a small edge disk.
+    module_cache_max_bytes: int = 2 * 1024 ** 3
+    # Registries (host[:port]) that may be reached over plain HTTP or with unverified TLS. Loopback
+    # registries always may, as with Docker's and containerd's defaults (docs/decisions.md).
+    insecure_registries: tuple[str, ...] = ()
 
     @property
     def standalone(self) -> bool:
@@ -72,6 +78,8 @@ class AgentSettings:
             raise SettingsError(f"kubelet_port: {self.kubelet_port} is not a port number")
         if self.max_pods < 1:
             raise SettingsError(f"max_pods: must be at least 1, not {self.max_pods}")
+        if self.module_cache_max_bytes < self.module_max_bytes:
+            raise SettingsError("module_cache_max_bytes: must be at least module_max_bytes")
         unknown = [r for r in self.runtimes if r not in ("wasmer", "wasmtime")]
         if unknown:
             raise SettingsError(f"runtimes: unknown runtime(s) {unknown}; known: wasmer, wasmtime")

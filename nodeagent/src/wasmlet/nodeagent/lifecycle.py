@@ -86,12 +86,14 @@ async def pulling(w: PodWorker) -> State:
         w.event("Normal", "Pulling", f'Pulling module "{container.module.ref}"', container.name)
         started = time.monotonic()
         try:
-            module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir)
+            module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir, holder=w.plan.uid,
+                                               pull_secrets=w.plan.image_pull_secrets,
+                                               pull_policy=container.image_pull_policy)
             runtime = await w.env.runtime(w.plan.runtime)
             await runtime.prepare(module.path, module.digest)
         except (PullError, ModuleError) as exc:
             w.env.metrics.pulls.labels("error").inc()
-            record.set_waiting("ErrImagePull", exc.message)
+            record.set_waiting(exc.reason if isinstance(exc, PullError) else "ErrImagePull", exc.message)
             w.event("Warning", "Failed", f"Failed to pull module {container.module.ref!r}: {exc.message}",
                     container.name)
             return S.PULL_BACKOFF
@@ -101,7 +103,7 @@ async def pulling(w: PodWorker) -> State:
             return S.PULL_BACKOFF
         w.env.metrics.pulls.labels("ok").inc()
         w.modules[container.name] = module
-        record.image_id = module.digest
+        record.image_id = module.image_id or module.digest
         w.event("Normal", "Pulled", f'Successfully pulled module "{container.module.ref}" in '
                 f"{time.monotonic() - started:.3f}s ({module.size} bytes, {module.digest[:19]})", container.name)
     w.pull_backoff.delay = 0.0
@@ -131,10 +133,11 @@ async def volumes(w: PodWorker) -> State:
                 module_digest=w.modules[container.name].digest,
                 argv=container.argv,
                 env=await resolve_env(container, w.plan, w.env.objects, w.field_values()),
-                mounts=mounts_for(container, w.volume_paths),
+                mounts=mounts_for(container, w.volume_paths, w.plan.volumes),
                 working_dir=container.working_dir,
                 memory_limit_bytes=container.memory_limit_bytes,
                 network=w.plan.network,
+                cpu_limit=container.cpu_limit,
             )
             runtime.check(w.specs[container.name])
     except PodConfigError as exc:
@@ -171,6 +174,8 @@ async def starting(w: PodWorker) -> State:
         try:
             await w.start(container.name)
         except ModuleError as exc:
+            if w.stopping:
+                break
             w.records[container.name].set_terminated(1, "StartError", exc.message)
             w.event("Warning", "Failed", f"Error: {exc.message}", container.name)
     return S.RUNNING

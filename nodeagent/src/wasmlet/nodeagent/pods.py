@@ -182,7 +182,7 @@ class PodWorker:
         self.event("Normal", "Created", f"Created container {name}", name)
         began = time.perf_counter()
         try:
-            instance = await runtime.start(spec, container_log.write)
+            instance = await self._unless_stopped(runtime.start(spec, container_log.write))
         except BaseException:
             container_log.close()
             raise
@@ -198,6 +198,23 @@ class PodWorker:
         watcher = asyncio.create_task(self._watch(name, instance))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+
+    async def _unless_stopped(self, starting: Awaitable[Instance]) -> Instance:
+        """Start, but give up when the Pod is stopped meanwhile (a start may queue for a runtime slot)."""
+        start = asyncio.ensure_future(starting)
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not start.done():
+            start.cancel()
+        await asyncio.gather(stopper, return_exceptions=True)
+        try:
+            return await start
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.stopping and (current is None or not current.cancelling()):
+                raise ModuleError("the Pod was stopped before its container started", reason="Stopped") from None
+            raise
 
     async def next_exit(self, timeout: float | None = None) -> tuple[str | None, ExitStatus | None]:
         """Wait for a container to end (recording it), for `timeout`, or for a stop request."""
@@ -271,6 +288,7 @@ class PodWorker:
         await asyncio.gather(*self._watchers, return_exceptions=True)
         for container_log in self._logs.values():
             container_log.close()
+        self.env.modules.release(self.plan.uid)  # its modules may be evicted from the cache again
         if self.plan.runtime in self.env.runtimes and self.modules:
             runtime = await self.env.runtime(self.plan.runtime)
             await runtime.release(self.plan.uid)

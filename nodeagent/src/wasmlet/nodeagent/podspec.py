@@ -13,6 +13,7 @@ from typing import Any
 
 from wasmlet.api import keys
 from wasmlet.nodeagent.errors import UnsupportedPod
+from wasmlet.nodeagent.oci.reference import InvalidReference, default_pull_policy, parse_reference
 
 SUPPORTED_VOLUMES = ("configMap", "secret", "emptyDir", "hostPath", "downwardAPI", "projected")
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
@@ -41,6 +42,7 @@ class ContainerPlan:
     memory_limit_bytes: int | None
     image_pull_policy: str
     init: bool = False
+    cpu_limit: float | None = None  # cores
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class PodPlan:
     network: bool
     labels: dict[str, str] = field(default_factory=dict)
     source_dir: str | None = None
+    # spec.imagePullSecrets names: Secrets in the Pod's namespace with registry credentials.
+    image_pull_secrets: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -74,7 +78,7 @@ def parse_pod(pod: dict[str, Any], default_runtime: str = keys.DEFAULT_RUNTIME,
         raise UnsupportedPod("spec.containers: a Pod needs at least one container", reason="InvalidPod")
     volumes = list(spec.get("volumes") or [])
     for index, volume in enumerate(volumes):
-        kind = _volume_kind(volume)
+        kind = volume_type(volume)
         if kind not in SUPPORTED_VOLUMES:
             raise UnsupportedPod(f"spec.volumes[{index}] ({volume.get('name')!r}): volume type {kind!r} is not "
                                  f"supported by wasmlet; supported: {', '.join(SUPPORTED_VOLUMES)}",
@@ -102,6 +106,8 @@ def parse_pod(pod: dict[str, Any], default_runtime: str = keys.DEFAULT_RUNTIME,
         active_deadline_seconds=int(deadline) if deadline is not None else None,
         network=bool(spec.get("hostNetwork")),
         labels=dict(meta.get("labels") or {}),
+        image_pull_secrets=tuple(str(s.get("name")) for s in spec.get("imagePullSecrets") or []
+                                 if isinstance(s, dict) and s.get("name")),
     )
 
 
@@ -121,8 +127,11 @@ def parse_module_ref(image: str, sha256: str | None = None, allow_file: bool = F
             raise UnsupportedPod(f"image {image!r}: file: modules are only allowed in static Pods",
                                  reason="InvalidImageName")
         return ModuleRef("file", image[len(keys.FILE_SCHEME):])
-    if not image or any(ch.isspace() for ch in image):
-        raise UnsupportedPod(f"image {image!r} is not a module reference", reason="InvalidImageName")
+    try:
+        parse_reference(image)
+    except InvalidReference as exc:
+        raise UnsupportedPod(f'Failed to apply default image tag "{image}": couldn\'t parse image name '
+                             f'"{image}": {exc}', reason="InvalidImageName") from exc
     return ModuleRef("oci", image)
 
 
@@ -143,6 +152,7 @@ def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume
     module = parse_module_ref(image, annotations.get(keys.sha256_annotation(name)), allow_file)
     limits = (c.get("resources") or {}).get("limits") or {}
     memory = limits.get("memory")
+    cpu = limits.get("cpu")
     for index, mount in enumerate(c.get("volumeMounts") or []):
         if mount.get("name") not in volume_names:
             raise UnsupportedPod(f"{path}.volumeMounts[{index}]: no volume named {mount.get('name')!r}",
@@ -156,7 +166,7 @@ def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume
     command = [str(a) for a in c.get("command") or []]
     args = [str(a) for a in c.get("args") or []]
     argv = (command or [name]) + args
-    default_policy = "Always" if module.kind == "oci" and _latest(image) else "IfNotPresent"
+    default_policy = default_pull_policy(image) if module.kind == "oci" else "IfNotPresent"
     return ContainerPlan(
         name=name,
         module=module,
@@ -168,16 +178,11 @@ def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume
         memory_limit_bytes=int(parse_quantity(memory, f"{path}.resources.limits.memory")) if memory else None,
         image_pull_policy=str(c.get("imagePullPolicy") or default_policy),
         init=init,
+        cpu_limit=parse_quantity(cpu, f"{path}.resources.limits.cpu") if cpu else None,
     )
 
 
-def _latest(image: str) -> bool:
-    if "@" in image:
-        return False
-    last = image.rsplit("/", 1)[-1]
-    return ":" not in last or last.endswith(":latest")
-
-
-def _volume_kind(volume: dict[str, Any]) -> str:
+def volume_type(volume: dict[str, Any]) -> str:
+    """A Pod volume's type: its one key besides `name` (`emptyDir` when it names none)."""
     kinds = [k for k in volume if k != "name"]
     return kinds[0] if kinds else "emptyDir"

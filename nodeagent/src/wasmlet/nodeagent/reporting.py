@@ -15,7 +15,7 @@ import logging
 import uuid
 from typing import Any
 
-from wasmlet.kube import ApiError, ApiUnavailable, Conflict, KubeClient, NotFound
+from wasmlet.kube import ApiError, ApiUnavailable, Conflict, Invalid, KubeClient, NotFound
 from wasmlet.kube.backoff import Backoff
 from wasmlet.kube.resources import EVENTS, PODS
 from wasmlet.nodeagent.pods import PodRef
@@ -108,6 +108,10 @@ class ApiReporter:
             await self._api.patch(PODS, ref.name, body, ref.namespace, subresource="status")
         except (NotFound, Conflict):
             pass
+        except Invalid as exc:
+            # The API answers a mismatching uid with 422 (`metadata.uid: field is immutable`): the name
+            # now belongs to a new Pod, which is not ours to report on.
+            log.debug("status of %s/%s not posted: %s", ref.namespace, ref.name, exc)
         except ApiUnavailable:
             raise
         except ApiError as exc:

@@ -3,7 +3,8 @@
 A kubelet without `--tls-cert-file` generates a self-signed certificate for its hostname and
 IP; the API server then reaches it without verifying (or with `--kubelet-certificate-authority`
 when the cluster signs kubelet certificates). We do the same, and reuse the pair across restarts
-until it is within a week of expiry.
+until it is within a week of expiry. The pair is minted in a child process: importing
+`cryptography` would cost the long-running agent ~10 MB of resident memory for a one-off job.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 RENEW_BEFORE = dt.timedelta(days=7)
@@ -23,21 +27,21 @@ def server_context(cert_file: Path | None, key_file: Path | None, pki_dir: Path,
     """An SSL context for serving: the configured pair, else a self-signed one (made if needed)."""
     if cert_file is None or key_file is None:
         cert_file, key_file = pki_dir / "kubelet.crt", pki_dir / "kubelet.key"
-        if not _still_valid(cert_file):
-            _self_signed(cert_file, key_file, node_name, node_ip)
+        if not _still_valid(cert_file, key_file):
+            subprocess.run([sys.executable, "-m", "wasmlet.nodeagent.tls", str(cert_file), str(key_file),
+                            node_name, node_ip], check=True)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
     return context
 
 
-def _still_valid(cert_file: Path) -> bool:
-    if not cert_file.exists():
+def _still_valid(cert_file: Path, key_file: Path) -> bool:
+    """Our own pair is valid for VALIDITY from when it was written (its mtime)."""
+    if not (cert_file.exists() and key_file.exists()):
         return False
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > RENEW_BEFORE
+    age = dt.timedelta(seconds=time.time() - cert_file.stat().st_mtime)
+    return age < VALIDITY - RENEW_BEFORE
 
 
 def _self_signed(cert_file: Path, key_file: Path, node_name: str, node_ip: str) -> None:
@@ -72,3 +76,8 @@ def _self_signed(cert_file: Path, key_file: Path, node_name: str, node_ip: str) 
     tmp_cert = cert_file.with_suffix(".tmp")
     tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     os.replace(tmp_cert, cert_file)
+
+
+if __name__ == "__main__":
+    cert_path, key_path, node, ip = sys.argv[1:5]
+    _self_signed(Path(cert_path), Path(key_path), node, ip)

@@ -16,7 +16,7 @@ from typing import Any
 
 from wasmlet.nodeagent.errors import PodConfigError, UnsupportedPod
 from wasmlet.nodeagent.objects import ObjectStore
-from wasmlet.nodeagent.podspec import ContainerPlan, PodPlan
+from wasmlet.nodeagent.podspec import ContainerPlan, PodPlan, volume_type
 from wasmlet.nodeagent.runtime import Mount
 
 Obj = dict[str, Any]
@@ -39,14 +39,16 @@ async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, field
     return paths
 
 
-def mounts_for(container: ContainerPlan, volume_paths: dict[str, Path]) -> list[Mount]:
+def mounts_for(container: ContainerPlan, volume_paths: dict[str, Path], volumes: list[Obj] | None = None) -> list[Mount]:
+    """The container's volumeMounts on the host; `volumes` (the Pod's) tell each mount's volume type."""
+    types = {v["name"]: volume_type(v) for v in volumes or []}
     mounts = []
     for mount in container.volume_mounts:
         host = volume_paths[mount["name"]]
         sub = mount.get("subPath")
         if sub:
             host = _inside(host, sub, f"volumeMounts {mount['name']} subPath")
-        mounts.append(Mount(host, mount["mountPath"], bool(mount.get("readOnly"))))
+        mounts.append(Mount(host, mount["mountPath"], bool(mount.get("readOnly")), types.get(mount["name"], "")))
     return mounts
 
 

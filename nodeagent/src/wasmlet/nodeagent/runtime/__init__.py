@@ -22,11 +22,16 @@ EXIT_KILLED = 137  # SIGKILL: killed after its grace period, or its memory limit
 
 @dataclass(frozen=True)
 class Mount:
-    """A volume as the module sees it: `guest_path` is the container's mountPath."""
+    """A volume as the module sees it: `guest_path` is the container's mountPath.
+
+    `volume_type` is the Pod volume's type (`hostPath`, `emptyDir`, `configMap`, …), so that a
+    backend can refuse a type it cannot mount (Wasmer has no host directories).
+    """
 
     host_path: Path
     guest_path: str
     read_only: bool
+    volume_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class RunSpec:
     working_dir: str | None = None
     memory_limit_bytes: int | None = None
     network: bool = False
+    cpu_limit: float | None = None  # cores (`resources.limits.cpu`: 500m → 0.5)
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ class Runtime(Protocol):
 
 BACKENDS: dict[str, str] = {
     "wasmer": "wasmlet.nodeagent.runtime.wasmer:WasmerRuntime",
+    "wasmtime": "wasmlet.nodeagent.runtime.wasmtime:WasmtimeRuntime",
 }
 
 

@@ -76,6 +76,11 @@ class WasmerRuntime:
                 f"container {spec.container!r}: resources.limits.memory cannot be enforced by the wasmer "
                 "runtime; use runtimeClassName: wasmtime, which caps linear memory", reason="UnsupportedField")
         for mount in spec.mounts:
+            if mount.volume_type == "hostPath":
+                raise UnsupportedPod(
+                    f"container {spec.container!r}: volumeMounts mountPath {mount.guest_path!r} is a hostPath volume, "
+                    "and the wasmer runtime cannot mount host directories; use runtimeClassName: wasmtime, which "
+                    "preopens them", reason="UnsupportedField")
             if not mount.read_only and not _under_workspace(mount.guest_path):
                 raise UnsupportedPod(
                     f"container {spec.container!r}: volumeMounts mountPath {mount.guest_path!r} is writable, and the "
@@ -83,12 +88,13 @@ class WasmerRuntime:
                     "readOnly, or use runtimeClassName: wasmtime", reason="UnsupportedField")
 
     async def prepare(self, module_path: Path, digest: str) -> None:
-        shard = await self._shard_for("")
+        async with self._lock:
+            shard = self._shards[0] if self._shards else self._new_shard()
         await self._package(shard, module_path, digest, "main")
 
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmerInstance:
         self.check(spec)
-        shard = await self._shard_for(spec.pod_uid)
+        shard = await self._reserve(spec.pod_uid)
         read_only = [m for m in spec.mounts if m.read_only]
         name = command_name(spec.argv[0] if spec.argv else "")
         try:
@@ -106,8 +112,11 @@ class WasmerRuntime:
             # copy of up to 16 MiB per stream per process.
             process = await command.spawn(stdout="pipe", stderr="pipe", output_bytes=0)
         except sdk.WasmerError as exc:
+            _release_slot(shard)
             raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
-        shard.running += 1
+        except BaseException:
+            _release_slot(shard)
+            raise
         return WasmerInstance(process, output, on_exit=lambda: _release_slot(shard))
 
     async def release(self, pod_uid: str) -> None:
@@ -127,18 +136,24 @@ class WasmerRuntime:
         self._shards.clear()
         self._pod_shard.clear()
 
-    async def _shard_for(self, pod_uid: str) -> _Shard:
+    async def _reserve(self, pod_uid: str) -> _Shard:
+        """A place for one instance, counted at once so that concurrent starts spread over shards.
+        A Pod's containers share its shard (they share its sandbox)."""
         async with self._lock:
-            if pod_uid and pod_uid in self._pod_shard:
-                return self._pod_shard[pod_uid]
-            shard = min(self._shards, key=lambda s: s.running, default=None)
-            if shard is None or shard.running >= self._capacity:
-                self._cache_dir.mkdir(parents=True, exist_ok=True)
-                shard = _Shard(sdk.Wasmer(cache_root=self._cache_dir))
-                self._shards.append(shard)
-            if pod_uid:
+            shard = self._pod_shard.get(pod_uid)
+            if shard is None:
+                shard = min(self._shards, key=lambda s: s.running, default=None)
+                if shard is None or shard.running >= self._capacity:
+                    shard = self._new_shard()
                 self._pod_shard[pod_uid] = shard
+            shard.running += 1
             return shard
+
+    def _new_shard(self) -> _Shard:
+        self._cache_dir.mkdir(parents=True, exist_ok=True)
+        shard = _Shard(sdk.Wasmer(cache_root=self._cache_dir))
+        self._shards.append(shard)
+        return shard
 
     async def _package(self, shard: _Shard, module_path: Path, digest: str, name: str) -> Any:
         """The module as a package whose one command is `name` (the guest's argv[0]); cached."""

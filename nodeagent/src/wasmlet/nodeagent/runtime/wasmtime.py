@@ -1,0 +1,168 @@
+"""The `wasmtime` backend, on wasmtime-py (DESIGN.md §5): real host directories, memory caps,
+CPU limits, and stops that work against busy code.
+
+Shape of the backend:
+- One `Engine` for every instance (epoch interruption on, fuel off), one compiled `Module` and
+  one linked `InstancePre` per module digest, and per instance only a `Store` with its WASI
+  context and a thread (`wasmtime_instance`).
+- Compiled modules are cached on disk (`<cache_dir>/wasmtime-<version>/<digest>.cwasm`,
+  written atomically) so a restarted agent does not compile again. wasmtime refuses an
+  artifact from another version or configuration; it is then compiled afresh.
+- Limits: `resources.limits.memory` caps each linear memory, and a refused grow ends the
+  instance `OOMKilled`; `resources.limits.cpu` is a CFS-style duty cycle; a stop ends even a
+  busy loop within a tick of its grace period (`wasmtime_control`, docs/runtimes.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import wasmtime
+
+from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
+from wasmlet.nodeagent.runtime import OutputSink, RunSpec
+from wasmlet.nodeagent.runtime import wasmtime_native as native
+from wasmlet.nodeagent.runtime.wasmtime_control import Control, EpochClock
+from wasmlet.nodeagent.runtime.wasmtime_exits import summary, working_dir_mount
+from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeInstance
+from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
+from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
+
+log = logging.getLogger(__name__)
+
+WASM_MAGIC = b"\0asm"
+# A stopped instance's thread ends right after its status is known; an abandoned one (stuck in
+# a host call) is not waited for longer than this when the agent closes.
+CLOSE_JOIN_SECONDS = 1.0
+
+
+class WasmtimeRuntime:
+    """Runs WASI (wasip1) command modules in wasmtime, one thread per running instance."""
+
+    name = "wasmtime"
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.version = f"wasmtime-py/{importlib.metadata.version('wasmtime')}"
+        self._cache_dir = cache_dir / f"wasmtime-{importlib.metadata.version('wasmtime')}"
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        config.consume_fuel = False
+        install_memory_creator(config)
+        self._engine = wasmtime.Engine(config)
+        self._linker = wasmtime.Linker(self._engine)
+        self._linker.define_wasi()
+        native.define_proc_exit(self._linker)
+        self._wasi_linker = wasmtime.Linker(self._engine)  # wasmtime's own WASI, for polls on descriptors
+        self._wasi_linker.define_wasi()
+        define_poll_oneoff(self._linker, self._wasi_linker)
+        self._clock = EpochClock(self._engine)
+        self._modules: dict[str, wasmtime.Module] = {}
+        self._linked: dict[str, wasmtime.InstancePre] = {}
+        self._compiling: dict[str, asyncio.Task[wasmtime.Module]] = {}
+        self._running: set[WasmtimeInstance] = set()
+
+    def check(self, spec: RunSpec) -> None:
+        if spec.working_dir is not None and working_dir_mount(spec) is None:
+            raise UnsupportedPod(
+                f"container {spec.container!r}: workingDir {spec.working_dir!r} is not inside any volumeMount; a "
+                "wasm module sees only its mounted directories, so mount a volume at or above it",
+                reason="UnsupportedField")
+
+    async def prepare(self, module_path: Path, digest: str) -> None:
+        await self._module(module_path, digest)
+
+    async def start(self, spec: RunSpec, output: OutputSink) -> WasmtimeInstance:
+        self.check(spec)
+        module = await self._module(spec.module_path, spec.module_digest)
+        pre = self._linked.get(spec.module_digest)
+        if pre is None:
+            try:
+                pre = self._linker.instantiate_pre(module)
+            except wasmtime.WasmtimeError as exc:
+                raise ModuleError(f"cannot link module {spec.module_digest[:19]}: {summary(str(exc))}",
+                                  reason="StartError") from exc
+            self._linked[spec.module_digest] = pre
+        control = Control(self._clock, spec.memory_limit_bytes, spec.cpu_limit)
+        instance = WasmtimeInstance(spec, self._engine, pre, control, output)
+        try:
+            await instance.launch()
+        except StartFailed as exc:
+            raise ModuleError(str(exc), reason="StartError") from exc
+        self._running.add(instance)
+        instance.on_end(lambda: self._running.discard(instance))
+        return instance
+
+    async def release(self, pod_uid: str) -> None:
+        """Nothing is shared per Pod: volumes are host directories, preopened per instance."""
+
+    async def close(self) -> None:
+        """Stop every instance at once (no grace: the agent is going away) and wait for their threads."""
+        instances = list(self._running)
+        await asyncio.gather(*(instance.stop(0) for instance in instances))
+        await asyncio.to_thread(self._join, instances)
+        for task in self._compiling.values():
+            task.cancel()
+        await asyncio.gather(*self._compiling.values(), return_exceptions=True)
+
+    def _join(self, instances: list[WasmtimeInstance]) -> None:
+        for instance in instances:
+            instance.join(CLOSE_JOIN_SECONDS)
+        self._clock.join(CLOSE_JOIN_SECONDS)
+
+    async def _module(self, path: Path, digest: str) -> wasmtime.Module:
+        """The compiled module for `digest`: from memory, the disk cache, or compiled (once at a time)."""
+        module = self._modules.get(digest)
+        if module is not None:
+            return module
+        task = self._compiling.get(digest)
+        if task is None:
+            task = asyncio.create_task(asyncio.to_thread(self._load_or_compile, path, digest))
+            self._compiling[digest] = task
+            task.add_done_callback(lambda _: self._compiling.pop(digest, None))
+        module = await asyncio.shield(task)
+        self._modules[digest] = module
+        return module
+
+    def _load_or_compile(self, path: Path, digest: str) -> wasmtime.Module:
+        """Blocking: runs in a worker thread."""
+        cached = self.cache_path(digest)
+        if cached.exists():
+            try:
+                return wasmtime.Module.deserialize_file(self._engine, str(cached))
+            except wasmtime.WasmtimeError as exc:  # another engine version or configuration
+                log.info("compiled cache %s not usable (%s); compiling again", cached.name, summary(str(exc)))
+        data = path.read_bytes()
+        if not data.startswith(WASM_MAGIC):
+            raise ModuleError(f"not a wasm module ({digest[:19]}): it does not start with the wasm magic bytes",
+                              reason="InvalidModule")
+        try:
+            module = wasmtime.Module(self._engine, data)
+        except wasmtime.WasmtimeError as exc:
+            raise ModuleError(f"not a valid wasm module ({digest[:19]}): {summary(str(exc))}",
+                              reason="InvalidModule") from exc
+        if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in module.exports):
+            raise ModuleError(f"module {digest[:19]} exports no _start function: not a WASI command",
+                              reason="InvalidModule")
+        self._store_compiled(cached, module)
+        return module
+
+    def cache_path(self, digest: str) -> Path:
+        return self._cache_dir / f"{digest.removeprefix('sha256:')}.cwasm"
+
+    def _store_compiled(self, path: Path, module: wasmtime.Module) -> None:
+        tmp: Path | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
+                tmp = Path(handle.name)
+                handle.write(module.serialize())
+            os.replace(tmp, path)  # readers see the whole artifact or none
+        except OSError as exc:
+            log.warning("cannot cache compiled module %s: %s", path.name, exc)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)

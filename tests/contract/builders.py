@@ -1,0 +1,94 @@
+"""Manifests the contract tests create: small, valid on a real cluster, named by the caller."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# A node name no real node has: bound Pods then stay as they are (no kubelet acts on them).
+NOWHERE = "contract-nowhere"
+# A scheduler no cluster runs: unbound Pods stay unbound until a test binds them.
+NO_SCHEDULER = "wasmlet-contract-none"
+
+
+def pod(name: str, *, node: str | None = NOWHERE, image: str = "registry.example/wasm/app:1.0", **spec: Any) -> dict[str, Any]:
+    """A one-container Pod, bound to a node that does not exist, or (`node=None`) left unscheduled."""
+    body: dict[str, Any] = {"containers": [{"name": "main", "image": image}], **spec}
+    if node is not None:
+        body["nodeName"] = node
+    else:
+        body.setdefault("schedulerName", NO_SCHEDULER)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": body}
+
+
+def configmap(name: str, *, labels: dict[str, str] | None = None, data: dict[str, str] | None = None, **meta: Any) -> dict[str, Any]:
+    """A ConfigMap with optional labels, data and other metadata."""
+    metadata: dict[str, Any] = {"name": name, **meta}
+    if labels:
+        metadata["labels"] = labels
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data or {}}
+
+
+def node(name: str, **status: Any) -> dict[str, Any]:
+    """A Node that no scheduler or DaemonSet will use: unschedulable and tainted like a wasm node."""
+    taints = [{"key": "kubernetes.io/arch", "value": "wasm32-wasi", "effect": effect} for effect in ("NoSchedule", "NoExecute")]
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"type": "wasmlet-contract"}},
+        "spec": {"unschedulable": True, "taints": taints},
+        "status": status,
+    }
+
+
+def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
+    """An ownerReference to `obj`."""
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"]}
+
+
+def widget_crd(group: str) -> dict[str, Any]:
+    """A namespaced CRD `widgets.<group>` (v1) with the status and scale subresources."""
+    open_object = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {**open_object, "properties": {"replicas": {"type": "integer"}, "mode": {"type": "string", "default": "auto"}}},
+            "status": {**open_object, "properties": {"replicas": {"type": "integer"}, "selector": {"type": "string"}}},
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {
+                "plural": "widgets",
+                "singular": "widget",
+                "kind": "Widget",
+                "shortNames": ["wdg"],
+                "categories": ["contract"],
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def widget(api_version: str, name: str, **spec: Any) -> dict[str, Any]:
+    """A Widget custom resource."""
+    return {"apiVersion": api_version, "kind": "Widget", "metadata": {"name": name}, "spec": spec}
