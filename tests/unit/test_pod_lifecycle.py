@@ -165,3 +165,15 @@ def test_every_non_final_state_has_a_way_out() -> None:
         assert moves or state in (State.TERMINATED, State.FAILED)
 
 
+
+
+async def test_a_removed_pod_is_stopped_and_its_volumes_and_logs_are_cleaned_up(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: FakeRun(output=b"x\n", exit_code=None))
+    h.controller.sync(h.pod(restart="Always", volumes=[{"name": "scratch", "emptyDir": {}}]))
+    await h.until(lambda: h.status().get("phase") == "Running")
+    assert (tmp_path / "pods" / "uid-p" / "volumes" / "scratch").is_dir()
+    assert any((tmp_path / "logs").iterdir())
+    h.controller.remove("uid-p")
+    await h.until(lambda: h.controller.workers() == [])
+    assert not (tmp_path / "pods" / "uid-p").exists()
+    assert not any((tmp_path / "logs").iterdir())

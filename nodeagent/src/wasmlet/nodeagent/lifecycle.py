@@ -116,6 +116,7 @@ async def pull_backoff(w: PodWorker) -> State:
         waiting = record.state.get("waiting") or {}
         if waiting.get("reason") == "ErrImagePull":
             record.set_waiting("ImagePullBackOff", f"Back-off pulling module: {waiting.get('message', '')}")
+            w.event("Normal", "BackOff", f'Back-off pulling module "{record.image}"', record.name)
     w.report()
     await w.sleep(delay)
     return S.PULLING

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -401,7 +402,7 @@ class PodController:
             return
         slot.removed = True
         if slot.task.done():
-            del self._slots[uid]
+            self._forget(uid)
         else:
             slot.worker.request_stop(None)
 
@@ -446,8 +447,15 @@ class PodController:
         finally:
             slot = self._slots.get(worker.plan.uid)
             if slot is not None and slot.removed:
-                del self._slots[worker.plan.uid]
+                self._forget(worker.plan.uid)
             self.env.metrics.pods.set(sum(1 for s in self._slots.values() if not s.task.done()) - 1)
+
+    def _forget(self, uid: str) -> None:
+        """The Pod is gone for good: drop its worker, volumes and logs (the kubelet's pod cleanup)."""
+        slot = self._slots.pop(uid)
+        plan = slot.worker.plan
+        shutil.rmtree(self.env.pods_dir / uid, ignore_errors=True)
+        shutil.rmtree(pod_log_dir(self.env.logs_dir, plan.namespace, plan.name, uid), ignore_errors=True)
 
     def _adopt_terminal(self, pod: Obj) -> None:
         meta = pod["metadata"]
