@@ -20,6 +20,7 @@ from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.objects import ApiObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
+from wasmlet.nodeagent.podstore import PodStore, StoringReporter
 from wasmlet.nodeagent.runtime import Runtime, load_backend
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,9 @@ class Agent:
                 api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig),
                                                                  user_agent=f"wasmlet-agent/{settings.node_name}"))
             objects: ObjectStore = ApiObjects(api) if api else StaticObjects()
-            reporter = self._reporter or self._api_reporter(api)
+            store = PodStore(state / "agent.db")
+            stack.callback(store.close)
+            reporter = StoringReporter(self._reporter or self._api_reporter(api), store)
             env = AgentEnv(
                 node_name=settings.node_name, node_ip=settings.node_ip, runtimes=settings.runtimes,
                 runtime=runtimes.get,
@@ -88,32 +91,35 @@ class Agent:
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 backoff_base=self._backoff_base, metrics=self.metrics,
             )
-            self.controller = PodController(env, allow_file_modules=settings.manifests is not None)
+            self.controller = PodController(env, allow_file_modules=settings.manifests is not None, store=store)
             if settings.serve_kubelet_api:
                 runner = await self._serve_kubelet_api(state / "logs", state / "pki")
                 stack.push_async_callback(runner.cleanup)
             try:
-                await self._serve(api, env, reporter, stop)
+                await self._serve(api, env, reporter, store, stop)
             finally:
                 await self.controller.stop_all()
                 if self.node is not None:
                     await self._mark_not_ready()
                 await runtimes.close()
 
-    async def _serve(self, api: KubeClient | None, env: AgentEnv, reporter: Any, stop: asyncio.Event) -> None:
+    async def _serve(self, api: KubeClient | None, env: AgentEnv, reporter: StoringReporter, store: PodStore,
+                     stop: asyncio.Event) -> None:
         from wasmlet.nodeagent.sources import ApiPods, StaticPods
 
         assert self.controller is not None
         async with asyncio.TaskGroup() as group:
-            tasks = []
+            tasks = [group.create_task(reporter.run())]
             if api is not None:
                 from wasmlet.nodeagent.node import NodeController
 
+                # Edge autonomy: what the store says should run starts now, API or not; the API's
+                # list replaces it as soon as the API answers.
+                await self.controller.replace(store.pods("api"))
                 self.node = NodeController(api, self.settings)
                 tasks.append(group.create_task(self.node.run()))
-                tasks.append(group.create_task(reporter.run()))
-                await self._wait_registered(stop)
-                tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller).run()))
+                tasks.append(group.create_task(reporter.inner.run()))
+                tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller, store).run()))
             if self.settings.manifests is not None and api is None:
                 assert isinstance(env.objects, StaticObjects)
                 self.static = StaticPods(self.settings.manifests, self.settings.node_name, self.controller,
@@ -124,8 +130,9 @@ class Agent:
             log.info("stopping: %d pod(s) get their grace periods", len(self.controller.workers()))
             await self.controller.stop_all()
             log.info("every pod stopped")
+            reporter.flush()
             if api is not None:
-                await reporter.drain()
+                await reporter.inner.drain()
             for task in tasks:
                 task.cancel()
 
@@ -144,15 +151,6 @@ class Agent:
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
         log.info("kubelet API on https://%s:%d", s.kubelet_address, self.kubelet_port)
         return runner
-
-    async def _wait_registered(self, stop: asyncio.Event) -> None:
-        assert self.node is not None
-        waiter = asyncio.ensure_future(self.node.registered.wait())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (waiter, stopper):
-            task.cancel()
-        await asyncio.gather(waiter, stopper, return_exceptions=True)
 
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter

@@ -24,7 +24,8 @@ from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import Module, ModuleCache
 from wasmlet.nodeagent.objects import ObjectStore
 from wasmlet.nodeagent.podspec import PodPlan, parse_pod
-from wasmlet.nodeagent.runtime import ExitStatus, Instance, Runtime, RunSpec
+from wasmlet.nodeagent.podstore import PodStore
+from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Instance, Runtime, RunSpec
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,40 @@ class PodWorker:
         self._conditions: list[Obj] = []
         self.last_status: Obj = {}
 
+    def restore(self, status: Obj) -> None:
+        """Continue from the status a previous agent process left in the local store.
+
+        Its instances died with it. A Pod that had ended stays ended; a container that ended and
+        must not run again (succeeded init containers; any ended container unless restartPolicy
+        restarts it) keeps its end. A container that was running is started again whatever the
+        restartPolicy — the agent, not the module, stopped it — and the restart is counted.
+        """
+        self._start_time = status.get("startTime") or self._start_time
+        for saved in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            record = self.records.get(saved.get("name", ""))
+            if record is None:
+                continue
+            record.restart_count = int(saved.get("restartCount") or 0)
+            record.last_state = saved.get("lastState") or {}
+            record.image_id = ""  # fetched (and verified) again from the module cache
+            state = saved.get("state") or {}
+            if "terminated" in state:
+                record.state = state
+            elif "running" in state:
+                record.restart_count += 1
+                record.last_state = {"terminated": {
+                    "exitCode": EXIT_KILLED, "reason": "Error", "startedAt": state["running"].get("startedAt"),
+                    "finishedAt": now(), "message": "the agent restarted; the container was started again"}}
+        if status.get("phase") in ("Succeeded", "Failed"):
+            self._reason, self._message = status.get("reason") or "", status.get("message") or ""
+            self.state = State.FAILED if status.get("phase") == "Failed" else State.TERMINATED
+
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
+        if self.state in FINAL:  # restored as ended: nothing to run
+            self.report()
+            return
         deadline = asyncio.create_task(self._deadline()) if self.plan.active_deadline_seconds else None
         self.report()
         try:
@@ -356,9 +388,10 @@ class PodController:
     status and logs can still be served (`kubectl logs` on a completed Pod).
     """
 
-    def __init__(self, env: AgentEnv, allow_file_modules: bool = False) -> None:
+    def __init__(self, env: AgentEnv, allow_file_modules: bool = False, store: PodStore | None = None) -> None:
         self.env = env
         self._allow_file = allow_file_modules
+        self._store = store
         self._slots: dict[str, _Slot] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
 
@@ -433,6 +466,9 @@ class PodController:
             self._fail_unparseable(pod, exc)
             return None
         worker = PodWorker(plan, self.env, source_dir)
+        prior = self._store.status(plan.uid) if self._store else None
+        if prior:
+            worker.restore(prior)
         task = asyncio.create_task(self._run(worker), name=f"pod {plan.key}")
         slot = _Slot(worker, task, pod)
         self._slots[meta["uid"]] = slot
@@ -454,6 +490,8 @@ class PodController:
         """The Pod is gone for good: drop its worker, volumes and logs (the kubelet's pod cleanup)."""
         slot = self._slots.pop(uid)
         plan = slot.worker.plan
+        if self._store is not None:
+            self._store.delete_pod(uid)
         shutil.rmtree(self.env.pods_dir / uid, ignore_errors=True)
         shutil.rmtree(pod_log_dir(self.env.logs_dir, plan.namespace, plan.name, uid), ignore_errors=True)
 

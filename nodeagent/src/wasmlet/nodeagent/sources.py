@@ -25,6 +25,7 @@ from wasmlet.kube.reflector import Reflector
 from wasmlet.kube.resources import PODS
 from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.pods import PodController
+from wasmlet.nodeagent.podstore import PodStore
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,24 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 class ApiPods:
     """Feeds the controller the Pods bound to this node, from a list+watch of the API."""
 
-    def __init__(self, api: KubeClient, node_name: str, controller: PodController) -> None:
+    def __init__(self, api: KubeClient, node_name: str, controller: PodController, store: PodStore) -> None:
         self.reflector = Reflector(api, PODS, field_selector=f"spec.nodeName={node_name}")
         self._controller = controller
+        self._store = store
 
     async def run(self) -> None:
         await self.reflector.run(self)
 
     async def replace(self, objects: list[Obj]) -> None:
+        for pod in objects:
+            self._store.put_pod(pod)
         await self._controller.replace(objects)
 
     async def apply(self, event_type: str, obj: Obj) -> None:
         if event_type == "DELETED":
             self._controller.remove(obj["metadata"]["uid"])
         else:
+            self._store.put_pod(obj)
             self._controller.sync(obj)
 
 

@@ -1,0 +1,117 @@
+"""The agent's local store (SQLite in the state directory): what it must keep running offline.
+
+Every Pod the agent was told to run and its last known status (container states, restart
+counts). After a restart with the API server unreachable the agent runs its Pods from here;
+when the API returns, the API's list wins (Pods deleted meanwhile are stopped). Terminal
+statuses are written at once, so a run-to-completion container that succeeded is never run
+again, even after a SIGKILL; other status changes are written behind, coalesced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+Obj = dict[str, Any]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pods (
+    uid TEXT PRIMARY KEY,
+    pod TEXT NOT NULL,          -- the Pod object as last received (JSON)
+    source TEXT NOT NULL        -- 'api' or 'file'
+);
+CREATE TABLE IF NOT EXISTS statuses (
+    uid TEXT PRIMARY KEY,
+    status TEXT NOT NULL        -- the Pod status the agent last reported (JSON)
+);
+"""
+
+
+class PodStore:
+    """A small synchronous SQLite store; each call is one short transaction (WAL, no fsync wait)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # WAL + synchronous=NORMAL: a crash of the agent never loses a committed write; only a
+        # power loss may lose the last few, which the API (or a rerun) then corrects.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def put_pod(self, pod: Obj, source: str = "api") -> None:
+        uid = pod["metadata"]["uid"]
+        self._db.execute("INSERT INTO pods (uid, pod, source) VALUES (?, ?, ?) "
+                         "ON CONFLICT(uid) DO UPDATE SET pod = excluded.pod, source = excluded.source",
+                         (uid, json.dumps(pod, separators=(",", ":")), source))
+
+    def delete_pod(self, uid: str) -> None:
+        self._db.execute("DELETE FROM pods WHERE uid = ?", (uid,))
+        self._db.execute("DELETE FROM statuses WHERE uid = ?", (uid,))
+
+    def pods(self, source: str = "api") -> list[Obj]:
+        rows = self._db.execute("SELECT pod FROM pods WHERE source = ?", (source,)).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def put_statuses(self, statuses: dict[str, Obj]) -> None:
+        if not statuses:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany("INSERT INTO statuses (uid, status) VALUES (?, ?) "
+                             "ON CONFLICT(uid) DO UPDATE SET status = excluded.status",
+                             [(uid, json.dumps(s, separators=(",", ":"))) for uid, s in statuses.items()])
+        self._db.execute("COMMIT")
+
+    def status(self, uid: str) -> Obj | None:
+        row = self._db.execute("SELECT status FROM statuses WHERE uid = ?", (uid,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+class StoringReporter:
+    """Wraps a reporter: every status also goes to the store, terminal ones at once."""
+
+    def __init__(self, inner: Any, store: PodStore, interval: float = 0.25) -> None:
+        self.inner = inner
+        self._store = store
+        self._interval = interval
+        self._pending: dict[str, Obj] = {}
+
+    def update(self, ref: Any, status: Obj) -> None:
+        self.inner.update(ref, status)
+        self._pending[ref.uid] = status
+        if _settled(status):
+            self.flush()
+
+    def event(self, ref: Any, type_: str, reason: str, message: str, container: str | None) -> None:
+        self.inner.event(ref, type_, reason, message, container)
+
+    async def finished(self, ref: Any, deleting: bool) -> None:
+        self.flush()
+        await self.inner.finished(ref, deleting)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        self._store.put_statuses(pending)
+
+    async def run(self) -> None:
+        """Write the pending statuses behind, every `interval` seconds, until cancelled."""
+        try:
+            while True:
+                await asyncio.sleep(self._interval)
+                self.flush()
+        finally:
+            self.flush()
+
+
+def _settled(status: Obj) -> bool:
+    """A status worth writing at once: the Pod ended, or a container terminated (it may not rerun)."""
+    if status.get("phase") in ("Succeeded", "Failed"):
+        return True
+    containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    return any("terminated" in (c.get("state") or {}) for c in containers)
