@@ -148,10 +148,12 @@ async def test_an_unsupported_volume_type_fails_the_pod_at_once(tmp_path: Path) 
 async def test_a_pod_that_is_already_terminal_is_adopted_and_never_run(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: exits(0))
     pod = h.pod()
-    pod["status"] = {"phase": "Succeeded"}
+    pod["status"] = {"phase": "Succeeded", "containerStatuses": [
+        {"name": "main", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}
     h.controller.sync(pod)
-    assert h.controller.workers() == []
+    await h.until(lambda: h.worker().last_status.get("phase") == "Succeeded")
     assert h.runtime.starts == []
+    assert h.reporter.latest == {}  # nothing new to report
 
 
 def test_illegal_transitions_are_refused() -> None:

@@ -77,9 +77,9 @@ class Agent:
             if not settings.standalone:
                 api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig),
                                                                  user_agent=f"wasmlet-agent/{settings.node_name}"))
-            objects: ObjectStore = ApiObjects(api) if api else StaticObjects()
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
+            objects: ObjectStore = ApiObjects(api, store) if api else StaticObjects()
             reporter = StoringReporter(self._reporter or self._api_reporter(api), store)
             env = AgentEnv(
                 node_name=settings.node_name, node_ip=settings.node_ip, runtimes=settings.runtimes,

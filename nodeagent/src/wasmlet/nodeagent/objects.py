@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from wasmlet.kube import KubeClient, NotFound
-from wasmlet.kube.resources import CONFIGMAPS, SECRETS
+from wasmlet.kube import ApiUnavailable, KubeClient, NotFound
+from wasmlet.kube.resources import CONFIGMAPS, SECRETS, Resource
+from wasmlet.nodeagent.podstore import PodStore
 
 Obj = dict[str, Any]
 
@@ -19,22 +20,32 @@ class ObjectStore(Protocol):
 
 
 class ApiObjects:
-    """Reads them from the API server on demand (the kubelet's `Get` strategy, without a cache)."""
+    """Reads them from the API server on demand (the kubelet's `Get` strategy), and keeps the last
+    answer in the local store, so that Pods restarted while the API is unreachable still get
+    their configuration (edge autonomy, as KubeEdge's edged does)."""
 
-    def __init__(self, api: KubeClient) -> None:
+    def __init__(self, api: KubeClient, store: PodStore) -> None:
         self._api = api
+        self._store = store
 
     async def configmap(self, namespace: str, name: str) -> Obj | None:
-        try:
-            return await self._api.get(CONFIGMAPS, name, namespace)
-        except NotFound:
-            return None
+        return await self._get(CONFIGMAPS, namespace, name)
 
     async def secret(self, namespace: str, name: str) -> Obj | None:
+        return await self._get(SECRETS, namespace, name)
+
+    async def _get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
         try:
-            return await self._api.get(SECRETS, name, namespace)
+            obj: Obj | None = await self._api.get(resource, name, namespace)
         except NotFound:
-            return None
+            obj = None
+        except ApiUnavailable:
+            cached = self._store.object(resource.kind, namespace, name)
+            if cached is None:
+                raise
+            return cached
+        self._store.put_object(resource.kind, namespace, name, obj)
+        return obj
 
 
 class StaticObjects:

@@ -136,8 +136,8 @@ class PodWorker:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        if self.state in FINAL:  # restored as ended: nothing to run
-            self.report()
+        if self.state in FINAL:  # restored as ended: nothing to run, and nothing new to tell
+            self.last_status = self.build_status()
             return
         deadline = asyncio.create_task(self._deadline()) if self.plan.active_deadline_seconds else None
         self.report()
@@ -344,6 +344,10 @@ class PodWorker:
         return pod_phase(policy, init, main)
 
     def report(self) -> None:
+        self.last_status = self.build_status()
+        self.env.reporter.update(self.ref, self.last_status)
+
+    def build_status(self) -> Obj:
         phase = self.phase()
         init_done = all((r.terminated or {}).get("exitCode") == 0 for r in self.records.values() if r.init)
         main = [self.records[c.name] for c in self.plan.containers]
@@ -368,8 +372,7 @@ class PodWorker:
             "reason": self._reason or None,
             "message": self._message or None,
         }
-        self.last_status = status
-        self.env.reporter.update(self.ref, status)
+        return status
 
 
 @dataclass
@@ -411,9 +414,6 @@ class PodController:
             return
         slot = self._slots.get(uid)
         if slot is None:
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                self._adopt_terminal(pod)
-                return
             slot = self._start(pod, source_dir)
             if slot is None:
                 return
@@ -466,7 +466,10 @@ class PodController:
             self._fail_unparseable(pod, exc)
             return None
         worker = PodWorker(plan, self.env, source_dir)
+        # Resync safety: what this node last knew of the Pod, else what the API says if it ended.
         prior = self._store.status(plan.uid) if self._store else None
+        if prior is None and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            prior = pod["status"]
         if prior:
             worker.restore(prior)
         task = asyncio.create_task(self._run(worker), name=f"pod {plan.key}")
@@ -494,11 +497,6 @@ class PodController:
             self._store.delete_pod(uid)
         shutil.rmtree(self.env.pods_dir / uid, ignore_errors=True)
         shutil.rmtree(pod_log_dir(self.env.logs_dir, plan.namespace, plan.name, uid), ignore_errors=True)
-
-    def _adopt_terminal(self, pod: Obj) -> None:
-        meta = pod["metadata"]
-        if meta.get("deletionTimestamp"):
-            self._finish(PodRef(meta.get("namespace") or "default", meta["name"], meta["uid"]), deleting=True)
 
     def _finish(self, ref: PodRef, deleting: bool) -> None:
         task = asyncio.create_task(self.env.reporter.finished(ref, deleting))

@@ -27,6 +27,13 @@ CREATE TABLE IF NOT EXISTS statuses (
     uid TEXT PRIMARY KEY,
     status TEXT NOT NULL        -- the Pod status the agent last reported (JSON)
 );
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL,         -- ConfigMap or Secret a Pod referenced
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    object TEXT NOT NULL,       -- as last read from the API (JSON)
+    PRIMARY KEY (kind, namespace, name)
+);
 """
 
 
@@ -35,6 +42,9 @@ class PodStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # It holds Secrets the node's Pods use (as the kubelet's edge store does): owner only.
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         # WAL + synchronous=NORMAL: a crash of the agent never loses a committed write; only a
         # power loss may lose the last few, which the API (or a rerun) then corrects.
@@ -58,6 +68,21 @@ class PodStore:
     def pods(self, source: str = "api") -> list[Obj]:
         rows = self._db.execute("SELECT pod FROM pods WHERE source = ?", (source,)).fetchall()
         return [json.loads(row[0]) for row in rows]
+
+    def put_object(self, kind: str, namespace: str, name: str, obj: Obj | None) -> None:
+        """Remember the last answer for a ConfigMap/Secret; None (it does not exist) forgets it."""
+        if obj is None:
+            self._db.execute("DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+                             (kind, namespace, name))
+            return
+        self._db.execute("INSERT INTO objects (kind, namespace, name, object) VALUES (?, ?, ?, ?) "
+                         "ON CONFLICT(kind, namespace, name) DO UPDATE SET object = excluded.object",
+                         (kind, namespace, name, json.dumps(obj, separators=(",", ":"))))
+
+    def object(self, kind: str, namespace: str, name: str) -> Obj | None:
+        row = self._db.execute("SELECT object FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
+                               (kind, namespace, name)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def put_statuses(self, statuses: dict[str, Obj]) -> None:
         if not statuses:

@@ -1,0 +1,184 @@
+"""Fault injection with real processes: the API server goes away, the agent is SIGKILLed, watches
+break, the API answers 410/500 or slowly. The agent keeps its Pods running and tells the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from wasmlet.kube import KubeClient, load_config
+from wasmlet.kube.resources import PODS
+from tests.integration.agent_helpers import module_bytes, put_module_configmap, wait_for, wasm_pod
+from tests.integration.faults import agent_process, link_to
+
+NODE = "wasm-node-1"
+OUTAGE_SECONDS = 30
+
+
+def ticker(name: str, restart: str = "Always", **container: Any) -> dict[str, Any]:
+    args = container.pop("args", ["--interval-ms", "1000"])
+    return wasm_pod(name, NODE, "configmap://modules/ticker.wasm", restart=restart,
+                    terminationGracePeriodSeconds=0, automountServiceAccountToken=False,
+                    container={"args": args, **container})
+
+
+def status(pod: dict[str, Any]) -> tuple[str, int]:
+    """(phase, restart count of its first container); phase "Running" only once that container runs."""
+    st = pod.get("status") or {}
+    first = (st.get("containerStatuses") or [{}])[0]
+    phase = st.get("phase", "")
+    if phase == "Running" and "running" not in (first.get("state") or {}):
+        phase = "Running (container not started)"
+    return phase, first.get("restartCount", 0)
+
+
+async def all_pods(api: KubeClient) -> dict[str, tuple[str, int]]:
+    listing = await api.list(PODS, "default")
+    return {p["metadata"]["name"]: status(p) for p in listing["items"]}
+
+
+async def until(probe: Any, timeout: float, what: str) -> float:
+    """Poll `probe()` until it is truthy; return how long it took."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            while not await probe():
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout}s: {what}") from None
+    return time.monotonic() - started
+
+
+async def seed(api: KubeClient) -> None:
+    await put_module_configmap(api, "default", "modules", {"ticker.wasm": module_bytes("ticker"),
+                                                           "hello.wasm": module_bytes("hello")})
+
+
+async def test_an_api_outage_keeps_every_pod_running_and_the_truth_arrives_soon_after(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with KubeClient(load_config(kube_api.url)) as api, link_to(kube_api.url) as link, \
+            agent_process(link.url, tmp_path / "state") as agent:
+        await seed(api)
+        for i in range(50):
+            await api.create(PODS, ticker(f"svc-{i}"))
+        # These finish while the API is away: their end must reach the API after it returns.
+        for i in range(3):
+            await api.create(PODS, ticker(f"job-{i}", "Never", args=["--interval-ms", "1000", "--count", "12"]))
+        await until(lambda: _all_running(api, 53), 60, "53 Pods running")
+
+        await link.cut()
+        outage_started = time.monotonic()
+        while time.monotonic() - outage_started < OUTAGE_SECONDS:
+            phases = await agent.pod_phases()
+            assert [n for n in phases if n.startswith("svc-") and phases[n] == "Running"].__len__() == 50
+            assert await agent.healthy()
+            await asyncio.sleep(5)
+        assert {phases[f"job-{i}"] for i in range(3)} == {"Succeeded"}  # the agent knows; the API does not yet
+        assert {status(p)[0] for p in (await api.list(PODS, "default"))["items"]} == {"Running"}
+
+        await link.restore()
+        converged = await until(lambda: _converged(api), 15, "status converged after the outage")
+        pods = await all_pods(api)
+        assert all(restarts == 0 for _, restarts in pods.values()), pods
+        assert converged <= 15
+
+
+async def _all_running(api: KubeClient, count: int) -> bool:
+    pods = await all_pods(api)
+    return len(pods) == count and all(phase == "Running" for phase, _ in pods.values())
+
+
+async def _converged(api: KubeClient) -> bool:
+    pods = await all_pods(api)
+    return all(phase == ("Succeeded" if name.startswith("job-") else "Running") for name, (phase, _) in pods.items())
+
+
+async def test_a_sigkilled_agent_runs_its_pods_again_and_reruns_no_completed_container(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with KubeClient(load_config(kube_api.url)) as api:
+        await seed(api)
+        async with agent_process(kube_api.url, tmp_path / "state") as agent:
+            for i in range(3):
+                await api.create(PODS, ticker(f"svc-{i}"))
+            await api.create(PODS, wasm_pod("once", NODE, "configmap://modules/hello.wasm",
+                                            automountServiceAccountToken=False))
+            await until(lambda: _phases_are(api, {"svc-0": "Running", "svc-1": "Running", "svc-2": "Running",
+                                                  "once": "Succeeded"}), 30, "Pods started")
+            await agent.kill()
+            await agent.start()
+            await until(lambda: _restarted(api, 3), 30, "services running again after the SIGKILL")
+            metrics = await agent.get("/metrics")
+            assert _metric(metrics, 'wasmlet_container_starts_total{runtime="wasmer"}') == 3  # not `once`
+            assert status(await api.get(PODS, "once", "default"))[0] == "Succeeded"
+
+
+async def test_a_sigkilled_agent_restarts_offline_from_its_store_and_reconciles_when_the_api_returns(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with KubeClient(load_config(kube_api.url)) as api, link_to(kube_api.url) as link:
+        await seed(api)
+        agent_ctx = agent_process(link.url, tmp_path / "state")
+        async with agent_ctx as agent:
+            for i in range(3):
+                await api.create(PODS, ticker(f"svc-{i}"))
+            await api.create(PODS, wasm_pod("once", NODE, "configmap://modules/hello.wasm",
+                                            automountServiceAccountToken=False))
+            await until(lambda: _phases_are(api, {"svc-0": "Running", "svc-1": "Running", "svc-2": "Running",
+                                                  "once": "Succeeded"}), 30, "Pods started")
+            await agent.kill()
+            await link.cut()
+            await agent.start()  # no API: everything comes from the local store
+            await until(lambda: _agent_phases(agent, {"svc-0": "Running", "svc-1": "Running", "svc-2": "Running",
+                                                      "once": "Succeeded"}), 20, "Pods running offline")
+            # Meanwhile in the cluster: svc-0 is force-deleted, svc-new is created.
+            kube_api.remove("v1", "Pod", "default", "svc-0")
+            await api.create(PODS, ticker("svc-new"))
+            await link.restore()
+            await until(lambda: _agent_phases(agent, {"svc-1": "Running", "svc-2": "Running", "once": "Succeeded",
+                                                      "svc-new": "Running"}), 30, "reconciled with the API")
+            metrics = await agent.get("/metrics")
+            assert _metric(metrics, 'wasmlet_container_starts_total{runtime="wasmer"}') == 4  # 3 restored + new
+
+
+async def test_broken_watches_410_gone_500s_and_slow_answers_do_not_stop_convergence(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with KubeClient(load_config(kube_api.url)) as api, link_to(kube_api.url) as link, \
+            agent_process(link.url, tmp_path / "state") as agent:
+        await seed(api)
+        await api.create(PODS, ticker("before"))
+        await until(lambda: _phases_are(api, {"before": "Running"}), 20, "first Pod running")
+        # A watch cut mid-stream, and history compacted meanwhile: the resumed watch gets 410.
+        await link.cut()
+        kube_api.server.store.compact()
+        await api.create(PODS, ticker("during-cut"))
+        await link.restore()
+        # Then the API fails and crawls: three 500s on the Pod list and 10 s status writes.
+        kube_api.server["get /api/v1/pods"][:3] << 500
+        kube_api.server["patch /api/v1/namespaces/default/pods/after/status"][:1] << (lambda: asyncio.sleep(10))
+        await api.create(PODS, ticker("after"))
+        await until(lambda: _phases_are(api, {"before": "Running", "during-cut": "Running", "after": "Running"}),
+                    40, "every Pod running and reported")
+        assert await agent.healthy()
+        assert (await all_pods(api))["before"][1] == 0
+
+
+async def _phases_are(api: KubeClient, expected: dict[str, str]) -> bool:
+    pods = await all_pods(api)
+    return all(pods.get(name, ("", 0))[0] == phase for name, phase in expected.items())
+
+
+async def _restarted(api: KubeClient, count: int) -> bool:
+    pods = await all_pods(api)
+    services = [pods.get(f"svc-{i}", ("", 0)) for i in range(count)]
+    return all(phase == "Running" and restarts == 1 for phase, restarts in services)
+
+
+async def _agent_phases(agent: Any, expected: dict[str, str]) -> bool:
+    return bool(await agent.pod_phases() == expected)
+
+
+def _metric(text: str, name: str) -> float:
+    match = re.search(re.escape(name) + r" (\S+)", text)
+    return float(match.group(1)) if match else 0.0
