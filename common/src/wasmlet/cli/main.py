@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from wasmlet.cli.push import add_parser as add_push_parser
+from wasmlet.cli.status import add_parser as add_status_parser
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wasmlet", description="Run WebAssembly workloads the Kubernetes way.")
@@ -21,8 +24,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=60.0,
                      help="give up on run-to-completion Pods after this many seconds (default 60)")
     run.add_argument("--state-dir", type=Path, help="agent state (default: a fresh temporary folder)")
-    run.add_argument("--runtime", default="wasmer", choices=("wasmer",), help="runtime to offer (default wasmer)")
+    run.add_argument("--runtime", default="wasmer", choices=("wasmer", "wasmtime"),
+                     help="the runtime the local node offers; Pods name theirs in runtimeClassName (default wasmer)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only the summary")
+    add_push_parser(sub)
+    add_status_parser(sub)
     return p
 
 
@@ -32,6 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         from wasmlet.cli.run import run_command
 
         return run_command(args)
+    if args.command == "push":
+        from wasmlet.cli.push import push_command
+
+        return push_command(args)
+    if args.command == "status":
+        from wasmlet.cli.status import status_command
+
+        return status_command(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

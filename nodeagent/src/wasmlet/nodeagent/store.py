@@ -112,9 +112,11 @@ class BlobStore:
     # -- holds and eviction ------------------------------------------------------------------
 
     def hold(self, holder: str, hexdigest: str) -> None:
+        """`holder` (a Pod UID) uses the blob: eviction skips it until `release(holder)`."""
         self._holds.setdefault(holder, set()).add(hexdigest)
 
     def release(self, holder: str) -> None:
+        """Drop every hold of `holder`, and evict what no longer fits."""
         if self._holds.pop(holder, None):
             self.evict()
 
@@ -144,6 +146,7 @@ class BlobStore:
     # -- what references resolved to ---------------------------------------------------------
 
     def lookup(self, key: str) -> str | None:
+        """What `key` (`name:tag` or `name@digest`) last resolved to, if known."""
         return self._index.get(key)
 
     def remember(self, entries: dict[str, str]) -> None:

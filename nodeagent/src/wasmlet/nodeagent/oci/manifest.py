@@ -50,6 +50,7 @@ class Descriptor:
 
     @classmethod
     def parse(cls, obj: Any, where: str) -> Descriptor:
+        """Validate a descriptor object; `where` names it in the error (`layers[0]`)."""
         if not isinstance(obj, dict):
             raise PullError(f"invalid manifest: {where} is not an object")
         digest, size = obj.get("digest"), obj.get("size")
@@ -74,6 +75,7 @@ class Document:
 
     @property
     def is_index(self) -> bool:
+        """An image index or Docker manifest list: an entry must be picked first."""
         return self.media_type in INDEXES
 
 

@@ -57,6 +57,7 @@ class Reference:
 
     @property
     def pinned(self) -> bool:
+        """Pinned by digest: the content cannot change under the reference."""
         return self.digest is not None
 
     def at(self, digest: str) -> Reference:
