@@ -52,7 +52,7 @@ async def one_run(instances: int, workdir: Path) -> dict[str, float]:
     manifests.mkdir()
     shutil.copy(MODULES / "ticker.wasm", manifests / "ticker.wasm")
     args = ["--manifests", str(manifests), "--node-name", "density", "--node-ip", "127.0.0.1",
-            "--kubelet-port", str(PORT), "--state-dir", str(workdir / "state")]
+            "--kubelet-port", str(PORT), "--state-dir", str(workdir / "state"), "--kubelet-api-auth", "none"]
     async with agent_process(*args) as agent, aiohttp.ClientSession() as session:
         async with asyncio.timeout(30):
             while await running_count(session) < 0:

@@ -22,11 +22,17 @@ def module_bytes(name: str) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def running_agent(kubeconfig: str, state_dir: Path, node_name: str = "wasm-node-1",
+async def running_agent(api: Any, state_dir: Path, node_name: str = "wasm-node-1",
                         **overrides: Any) -> AsyncIterator[Agent]:
-    """An agent registered as `node_name`; stopped gracefully (Pods, then the Node) on exit."""
+    """An agent registered as `node_name`; stopped gracefully (Pods, then the Node) on exit.
+
+    `api` is the `kube_api` fixture (the agent then trusts its kubelet-client certificate, so
+    `kubectl logs` through it works) or a kubeconfig path/URL.
+    """
+    kubeconfig = getattr(api, "kubeconfig", api)
+    overrides.setdefault("client_ca_file", getattr(api, "kubelet_client_ca", None))
     settings = AgentSettings(node_name=node_name, node_ip="127.0.0.1", kubelet_port=0, state_dir=state_dir,
-                             kubeconfig=kubeconfig, lease_renew_seconds=1.0, **overrides).validate()
+                             kubeconfig=str(kubeconfig), lease_renew_seconds=1.0, **overrides).validate()
     agent = Agent(settings, backoff_base=0.2)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
@@ -51,13 +57,15 @@ async def put_module_configmap(api: KubeClient, namespace: str, name: str, modul
     })
 
 
-def wasm_pod(name: str, node: str, image: str, restart: str = "Never", **spec: Any) -> dict[str, Any]:
+def wasm_pod(name: str, node: str, image: str, restart: str = "Never", runtime: str = "wasmer",
+             **spec: Any) -> dict[str, Any]:
+    """A Pod bound to `node` that runs `image` with `runtime` (its runtimeClassName)."""
     container = {"name": "main", "image": image}
     container.update(spec.pop("container", {}))
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", **spec.pop("metadata", {})},
-        "spec": {"nodeName": node, "runtimeClassName": "wasmer", "restartPolicy": restart,
+        "spec": {"nodeName": node, "runtimeClassName": runtime, "restartPolicy": restart,
                  "tolerations": [{"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi",
                                   "effect": "NoExecute"},
                                  {"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi",

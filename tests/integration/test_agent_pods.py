@@ -41,7 +41,7 @@ async def seed(api: Any, **modules: str) -> None:
 
 
 async def test_env_comes_from_values_configmaps_secrets_and_the_downward_api(kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await seed(api, m="echo")
         env = [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "greeting"}}},
                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
@@ -57,7 +57,7 @@ async def test_env_comes_from_values_configmaps_secrets_and_the_downward_api(kub
 
 async def test_init_containers_run_first_and_share_an_empty_dir_with_the_main_container(
         kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await seed(api, m="files")
         image = "configmap://modules/files.wasm"
         pod = wasm_pod("init", NODE, image, container={
@@ -77,7 +77,7 @@ async def test_init_containers_run_first_and_share_an_empty_dir_with_the_main_co
 
 
 async def test_configmap_and_secret_volumes_are_files_with_items_and_modes(kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await seed(api, m="files")
         volumes = [{"name": "cfg", "configMap": {"name": "settings", "items": [{"key": "motd.txt", "path": "etc/motd"}]}},
                    {"name": "sec", "secret": {"secretName": "creds", "defaultMode": 0o400}}]
@@ -98,7 +98,7 @@ async def test_configmap_and_secret_volumes_are_files_with_items_and_modes(kube_
 
 async def test_a_crashing_container_restarts_with_backoff_and_reports_crash_loop(
         kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await seed(api, m="exit")
         await api.create(PODS, wasm_pod("crash", NODE, "configmap://modules/exit.wasm", restart="Always",
                                         container={"args": ["2"]}))
@@ -115,7 +115,7 @@ async def test_a_crashing_container_restarts_with_backoff_and_reports_crash_loop
 
 async def test_a_missing_configmap_key_is_create_container_config_error_until_it_appears(
         kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await seed(api, m="echo")
         env = [{"name": "LATE", "valueFrom": {"configMapKeyRef": {"name": "late", "key": "value"}}}]
         await api.create(PODS, wasm_pod("late", NODE, "configmap://modules/echo.wasm", container={"env": env}))
@@ -128,7 +128,7 @@ async def test_a_missing_configmap_key_is_create_container_config_error_until_it
 
 
 async def test_an_unsupported_volume_fails_the_pod_with_the_field_named(kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         pod = wasm_pod("nfs", NODE, "configmap://modules/echo.wasm",
                        volumes=[{"name": "data", "nfs": {"server": "nfs.local", "path": "/"}}])
         await api.create(PODS, pod)
@@ -139,11 +139,11 @@ async def test_an_unsupported_volume_fails_the_pod_with_the_field_named(kube_api
 
 async def test_after_an_agent_restart_a_succeeded_pod_is_not_run_again(kube_api: Any, tmp_path: Path) -> None:
     async with api_client(kube_api.kubeconfig) as api:
-        async with running_agent(kube_api.kubeconfig, tmp_path):
+        async with running_agent(kube_api, tmp_path):
             await seed(api, m="hello")
             await api.create(PODS, wasm_pod("once", NODE, "configmap://modules/hello.wasm"))
             first = await wait_for(api, PODS, "once", "default", lambda p: phase(p) == "Succeeded")
-        async with running_agent(kube_api.kubeconfig, tmp_path) as agent:
+        async with running_agent(kube_api, tmp_path) as agent:
             await wait_for(api, PODS, "once", "default", lambda p: True)
             again = await api.get(PODS, "once", "default")
             assert again["status"]["containerStatuses"] == first["status"]["containerStatuses"]

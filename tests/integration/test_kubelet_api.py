@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from wasmlet.kube.resources import PODS
 from tests.integration.agent_helpers import (
@@ -34,7 +35,7 @@ async def phase_is(api: Any, name: str, phase: str) -> dict[str, Any]:
 
 
 async def test_kubectl_logs_reaches_the_agent_with_tail_and_timestamps(kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await put_module_configmap(api, "default", "modules", {"echo.wasm": module_bytes("echo")})
         await api.create(PODS, wasm_pod("echo", NODE, "configmap://modules/echo.wasm",
                                         container={"args": ["a", "b", "c"], "env": [{"name": "K", "value": "v"}]}))
@@ -53,7 +54,7 @@ async def test_kubectl_logs_reaches_the_agent_with_tail_and_timestamps(kube_api:
 
 
 async def test_following_logs_streams_lines_until_the_container_ends(kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await put_module_configmap(api, "default", "modules", {"ticker.wasm": module_bytes("ticker")})
         await api.create(PODS, wasm_pod("ticker", NODE, "configmap://modules/ticker.wasm", restart="Always",
                                         terminationGracePeriodSeconds=0,
@@ -77,7 +78,7 @@ async def test_following_logs_streams_lines_until_the_container_ends(kube_api: A
 
 
 async def test_previous_serves_the_log_of_the_run_before_a_restart(kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await put_module_configmap(api, "default", "modules", {"exit.wasm": module_bytes("exit")})
         await api.create(PODS, wasm_pod("crashy", NODE, "configmap://modules/exit.wasm", restart="Always",
                                         container={"args": ["4"]}))
@@ -90,7 +91,7 @@ async def test_previous_serves_the_log_of_the_run_before_a_restart(kube_api: Any
 
 async def test_logs_of_a_container_that_never_started_are_refused_with_the_reason(
         kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await api.create(PODS, wasm_pod("nomodule", NODE, "configmap://absent/x.wasm"))
         await wait_for(api, PODS, "nomodule", "default",
                        lambda p: "waiting" in ((p.get("status") or {}).get("containerStatuses") or [{}])[0]
@@ -100,21 +101,46 @@ async def test_logs_of_a_container_that_never_started_are_refused_with_the_reaso
         assert "is waiting to start" in text
 
 
-async def test_pods_healthz_and_metrics_are_served_over_https(kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path) as agent:
+TOKEN = "monitoring-token"
+
+
+@pytest.mark.kmock(tokens={TOKEN: {"username": "system:serviceaccount:monitoring:prometheus"}})
+async def test_pods_healthz_and_metrics_are_served_over_https_to_authenticated_callers(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path) as agent:
         await put_module_configmap(api, "default", "modules", {"hello.wasm": module_bytes("hello")})
         await api.create(PODS, wasm_pod("hello", NODE, "configmap://modules/hello.wasm"))
         await phase_is(api, "hello", "Succeeded")
         base = f"https://127.0.0.1:{agent.kubelet_port}"
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{base}/healthz", ssl=False) as resp:
-                assert (resp.status, await resp.text()) == (200, "ok")
-            async with session.get(f"{base}/pods", ssl=False) as resp:
+                assert (resp.status, await resp.text()) == (200, "ok")  # open, as the kubelet's
+            async with session.get(f"{base}/pods", ssl=False, headers=bearer) as resp:
                 pods = await resp.json()
-            async with session.get(f"{base}/metrics", ssl=False) as resp:
+            async with session.get(f"{base}/metrics", ssl=False, headers=bearer) as resp:
                 metrics = await resp.text()
         assert pods["kind"] == "PodList"
         assert [(p["metadata"]["name"], p["status"]["phase"]) for p in pods["items"]] == [("hello", "Succeeded")]
         assert 'wasmlet_container_starts_total{runtime="wasmer"} 1.0' in metrics
         assert 'wasmlet_module_pulls_total{result="ok"} 1.0' in metrics
         assert "wasmlet_container_start_seconds_bucket" in metrics
+
+
+@pytest.mark.kmock(tokens={TOKEN: {"username": "prometheus"}})
+async def test_the_kubelet_api_refuses_callers_without_a_valid_token_or_certificate(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with running_agent(kube_api, tmp_path) as agent:
+        base = f"https://127.0.0.1:{agent.kubelet_port}"
+        async with aiohttp.ClientSession() as session:
+            for path, headers in (("/pods", {}), ("/metrics", {"Authorization": "Bearer forged"}),
+                                  ("/containerLogs/default/x/main", {"Authorization": "Basic eDp5"})):
+                async with session.get(f"{base}{path}", ssl=False, headers=headers) as resp:
+                    assert resp.status == 401, path
+
+
+async def test_with_authentication_switched_off_anyone_may_read(kube_api: Any, tmp_path: Path) -> None:
+    async with running_agent(kube_api.kubeconfig, tmp_path, kubelet_api_auth="none") as agent:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://127.0.0.1:{agent.kubelet_port}/pods", ssl=False) as resp:
+                assert resp.status == 200

@@ -44,3 +44,4 @@ RUNTIME_CLASSES = Resource("node.k8s.io", "v1", "runtimeclasses", namespaced=Fal
 CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False,
                 kind="CustomResourceDefinition")
 WASM_WORKLOADS = Resource("wasmlet.dev", "v1alpha1", "wasmworkloads", kind="WasmWorkload")
+TOKEN_REVIEWS = Resource("authentication.k8s.io", "v1", "tokenreviews", namespaced=False, kind="TokenReview")

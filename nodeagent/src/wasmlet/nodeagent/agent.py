@@ -93,7 +93,7 @@ class Agent:
             )
             self.controller = PodController(env, allow_file_modules=settings.manifests is not None, store=store)
             if settings.serve_kubelet_api:
-                runner = await self._serve_kubelet_api(state / "logs", state / "pki")
+                runner = await self._serve_kubelet_api(state / "logs", state / "pki", api)
                 stack.push_async_callback(runner.cleanup)
             try:
                 await self._serve(api, env, reporter, store, stop)
@@ -136,16 +136,23 @@ class Agent:
             for task in tasks:
                 task.cancel()
 
-    async def _serve_kubelet_api(self, logs_dir: Path, pki_dir: Path) -> Any:
+    async def _serve_kubelet_api(self, logs_dir: Path, pki_dir: Path, api: KubeClient | None) -> Any:
         from wasmlet.nodeagent.kubeletapi import KubeletApi, serve
+        from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware
         from wasmlet.nodeagent.tls import server_context
 
         assert self.controller is not None
         s = self.settings
         context = await asyncio.to_thread(server_context, s.tls_cert_file, s.tls_key_file, pki_dir, s.node_name,
-                                          s.node_ip)
-        runner = await serve(KubeletApi(self.controller, self.metrics, logs_dir), s.kubelet_address,
-                             s.kubelet_port, context)
+                                          s.node_ip, s.client_ca_file)
+        middlewares: tuple[Any, ...] = ()
+        if s.kubelet_api_auth == "webhook":
+            if api is None and s.client_ca_file is None:
+                log.warning("kubelet API: no API server to review tokens and no client_ca_file: only /healthz "
+                            "answers; set kubelet_api_auth: none to serve logs without authentication")
+            middlewares = (auth_middleware(TokenReviewer(api) if api else None),)
+        kubelet_api = KubeletApi(self.controller, self.metrics, logs_dir, middlewares=middlewares)
+        runner = await serve(kubelet_api, s.kubelet_address, s.kubelet_port, context)
         self.kubelet_port = runner.addresses[0][1]
         # Port 0 picks a free port; the Node must advertise the real one.
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)

@@ -35,6 +35,12 @@ class AgentSettings:
     tls_key_file: Path | None = None
     # Off only for `wasmlet run`, which needs no API on a port.
     serve_kubelet_api: bool = True
+    # Who may read logs, /pods, /metrics: "webhook" (a client certificate from client_ca_file, or a
+    # bearer token the API server confirms) or "none" — an explicit opt-out for standalone use.
+    kubelet_api_auth: str = "webhook"
+    # The CA of the API server's kubelet-client certificate (kubeadm: /etc/kubernetes/pki/ca.crt;
+    # in a Pod: the kube-root-ca.crt ConfigMap).
+    client_ca_file: Path | None = None
     # Desired state, module cache and container logs live here; it must survive restarts.
     state_dir: Path = Path("/var/lib/wasmlet")
     # A folder of Pod/WasmWorkload manifests to run as static Pods; with no API: standalone mode.
@@ -76,6 +82,10 @@ class AgentSettings:
             raise SettingsError(f"node_name: {self.node_name!r} is not a valid Node name")
         if not 0 <= self.kubelet_port <= 65535:
             raise SettingsError(f"kubelet_port: {self.kubelet_port} is not a port number")
+        if self.kubelet_api_auth not in ("webhook", "none"):
+            raise SettingsError(f"kubelet_api_auth: {self.kubelet_api_auth!r} is not webhook or none")
+        if self.client_ca_file is not None and not self.client_ca_file.is_file():
+            raise SettingsError(f"client_ca_file: {self.client_ca_file} is not a file")
         if self.max_pods < 1:
             raise SettingsError(f"max_pods: must be at least 1, not {self.max_pods}")
         if self.module_cache_max_bytes < self.module_max_bytes:

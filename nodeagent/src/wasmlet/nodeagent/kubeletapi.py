@@ -15,6 +15,7 @@ import json
 import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,12 +31,12 @@ class KubeletApi:
     """Routes of the kubelet API over one PodController."""
 
     def __init__(self, controller: PodController, metrics: AgentMetrics, logs_dir: Path,
-                 healthy: Callable[[], bool] = lambda: True) -> None:
+                 healthy: Callable[[], bool] = lambda: True, middlewares: tuple[Any, ...] = ()) -> None:
         self._controller = controller
         self._metrics = metrics
         self._logs_dir = logs_dir
         self._healthy = healthy
-        self.app = web.Application()
+        self.app = web.Application(middlewares=list(middlewares))
         self.app.router.add_get("/healthz", self.healthz)
         self.app.router.add_get("/pods", self.pods)
         self.app.router.add_get("/metrics", self.metrics)

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from wasmlet.kube.config import ConfigError
+from wasmlet.kube.config import ConfigError, load_config
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.config import AgentSettings, load_settings
 from wasmlet.nodeagent.errors import SettingsError
@@ -33,7 +33,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--node-label", action="append", metavar="KEY=VALUE", help="extra Node label (repeatable)")
     p.add_argument("--max-pods", type=int, help="Pods this node accepts (default 110)")
     p.add_argument("--runtimes", help="comma-separated runtimes to offer (default: wasmer)")
+    p.add_argument("--kubelet-api-auth", choices=("webhook", "none"),
+                   help="who may read logs/pods/metrics: webhook (client certificate or TokenReview; default) "
+                        "or none (explicit opt-out, for standalone use)")
+    p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the settings and credentials, print them, and exit (connects to nothing)")
     return p
 
 
@@ -42,6 +48,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         "kubeconfig": args.kubeconfig, "node_name": args.node_name, "node_ip": args.node_ip,
         "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
         "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
+        "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
     }
     return load_settings(args.config, dict(os.environ), flags)
 
@@ -55,12 +62,26 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"wasmlet-agent: invalid setting: {exc}", file=sys.stderr)
         return 2
+    if args.check_config:
+        return check_config(settings)
     try:
         asyncio.run(_run(settings))
     except ConfigError as exc:
         print(f"wasmlet-agent: {exc}", file=sys.stderr)
         return 2
     return exit_now(0)
+
+
+def check_config(settings: AgentSettings) -> int:
+    """`--check-config`: print the effective settings and the API endpoint they lead to."""
+    for name, value in sorted(vars(settings).items()):
+        print(f"{name}: {value}")
+    try:
+        print("api: none (standalone)" if settings.standalone else f"api: {load_config(settings.kubeconfig).server}")
+    except ConfigError as exc:
+        print(f"wasmlet-agent: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def _run(settings: AgentSettings) -> None:

@@ -23,7 +23,7 @@ VALIDITY = dt.timedelta(days=365)
 
 
 def server_context(cert_file: Path | None, key_file: Path | None, pki_dir: Path, node_name: str,
-                   node_ip: str) -> ssl.SSLContext:
+                   node_ip: str, client_ca_file: Path | None = None) -> ssl.SSLContext:
     """An SSL context for serving: the configured pair, else a self-signed one (made if needed)."""
     if cert_file is None or key_file is None:
         cert_file, key_file = pki_dir / "kubelet.crt", pki_dir / "kubelet.key"
@@ -33,6 +33,10 @@ def server_context(cert_file: Path | None, key_file: Path | None, pki_dir: Path,
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
+    if client_ca_file is not None:
+        # Optional, not required: token-bearing callers come without a certificate.
+        context.verify_mode = ssl.CERT_OPTIONAL
+        context.load_verify_locations(cafile=str(client_ca_file))
     return context
 
 
