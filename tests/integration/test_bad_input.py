@@ -1,0 +1,75 @@
+"""Bad input never takes the agent down: each bad Pod ends with a clear reason, `/healthz` stays
+ok, and a well-behaved Pod next to them runs on undisturbed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import wasmtime
+
+from wasmlet.kube.resources import PODS
+from tests.integration.agent_helpers import (
+    api_client,
+    module_bytes,
+    put_module_configmap,
+    running_agent,
+    wait_for,
+    wasm_pod,
+)
+
+NODE = "wasm-node-1"
+UNKNOWN_IMPORT = wasmtime.wat2wasm(
+    '(module (import "env" "launch_missiles" (func)) (memory (export "memory") 1)'
+    ' (func (export "_start") call 0))')
+
+
+def state(pod: dict[str, Any]) -> dict[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return statuses[0].get("state") or {}
+
+
+def waiting(pod: dict[str, Any]) -> dict[str, str]:
+    return state(pod).get("waiting") or {}
+
+
+async def test_corrupt_and_hostile_modules_fail_with_reasons_and_hurt_nobody(kube_api: Any, tmp_path: Path) -> None:
+    hello = module_bytes("hello")
+    modules = {"random.wasm": os.urandom(4096), "truncated.wasm": hello[: len(hello) // 2],
+               "unknown-import.wasm": UNKNOWN_IMPORT, "trap.wasm": module_bytes("trap"),
+               "ticker.wasm": module_bytes("ticker"), "empty.wasm": b""}
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path) as agent:
+        await put_module_configmap(api, "default", "modules", modules)
+        await api.create(PODS, wasm_pod("steady", NODE, "configmap://modules/ticker.wasm", restart="Always",
+                                        terminationGracePeriodSeconds=0, container={"args": ["--interval-ms", "200"]}))
+        for name in ("random", "truncated", "unknown-import", "trap", "empty"):
+            await api.create(PODS, wasm_pod(name, NODE, f"configmap://modules/{name}.wasm"))
+        await api.create(PODS, wasm_pod("bad-ref", NODE, "Not A Valid Reference!"))
+        await api.create(PODS, wasm_pod("nfs", NODE, "configmap://modules/ticker.wasm",
+                                        volumes=[{"name": "v", "nfs": {"server": "x", "path": "/"}}]))
+
+        for name in ("random", "truncated", "empty"):
+            pod = await wait_for(api, PODS, name, "default",
+                                 lambda p: waiting(p).get("reason") in ("ErrImagePull", "ImagePullBackOff"))
+            assert "wasm" in waiting(pod)["message"], waiting(pod)
+        pod = await wait_for(api, PODS, "unknown-import", "default",
+                             lambda p: "terminated" in state(p) or bool(waiting(p).get("reason", "").startswith("Err")))
+        detail = state(pod).get("terminated") or waiting(pod)
+        assert "launch_missiles" in detail.get("message", ""), detail
+        pod = await wait_for(api, PODS, "trap", "default", lambda p: (p.get("status") or {}).get("phase") == "Failed")
+        assert state(pod)["terminated"]["exitCode"] == 134
+        assert "unreachable" in state(pod)["terminated"]["message"]
+        pod = await wait_for(api, PODS, "nfs", "default", lambda p: (p.get("status") or {}).get("phase") == "Failed")
+        assert pod["status"]["reason"] == "UnsupportedVolume"
+        pod = await wait_for(api, PODS, "bad-ref", "default",
+                             lambda p: (p.get("status") or {}).get("phase") == "Failed" or bool(waiting(p)))
+        assert "InvalidImageName" in (pod["status"].get("reason", ""), waiting(pod).get("reason"))
+
+        steady = await api.get(PODS, "steady", "default")
+        assert "running" in state(steady)
+        assert steady["status"]["containerStatuses"][0]["restartCount"] == 0
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://127.0.0.1:{agent.kubelet_port}/healthz", ssl=False) as resp:
+                assert (resp.status, await resp.text()) == (200, "ok")
