@@ -1,4 +1,5 @@
-"""The node agent against the Kubernetes API over real HTTP, running real wasm modules with Wasmer."""
+"""The node agent against the Kubernetes API over real HTTP, running real wasm modules on each runtime
+(the `runtime` fixture: wasmer and wasmtime)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ async def test_the_agent_registers_its_node_with_labels_taints_lease_and_ready(k
         labels = node["metadata"]["labels"]
         assert labels["wasmlet.dev/agent"] == "true"
         assert labels["wasmlet.dev/runtime.wasmer"] == "true"
+        assert labels["wasmlet.dev/runtime.wasmtime"] == "true"
         assert labels["kubernetes.io/arch"] == "wasm32-wasi"
         assert "node-role.kubernetes.io/edge" in labels
         assert {(t["key"], t["effect"]) for t in node["spec"]["taints"]} == {
@@ -44,6 +46,7 @@ async def test_the_agent_registers_its_node_with_labels_taints_lease_and_ready(k
         assert node["status"]["capacity"]["pods"] == "110"
         assert node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == agent.kubelet_port > 0
         assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("wasmer://")
+        assert ",wasmtime://" in node["status"]["nodeInfo"]["containerRuntimeVersion"]
         lease = await wait_for(api, LEASES, NODE, "kube-node-lease", lambda lease: True)
         assert lease["spec"]["holderIdentity"] == NODE
         assert lease["spec"]["leaseDurationSeconds"] == 40
@@ -58,10 +61,10 @@ async def _get_node(kube_api: Any) -> dict[str, Any]:
 
 
 async def test_a_module_from_a_configmap_runs_to_completion_and_its_output_is_logged(
-        kube_api: Any, tmp_path: Path) -> None:
+        kube_api: Any, tmp_path: Path, runtime: str) -> None:
     async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path) as agent:
         await put_module_configmap(api, "default", "modules", {"hello.wasm": module_bytes("hello")})
-        await api.create(PODS, wasm_pod("hello", NODE, "configmap://modules/hello.wasm"))
+        await api.create(PODS, wasm_pod("hello", NODE, "configmap://modules/hello.wasm", runtime=runtime))
         pod = await wait_for(api, PODS, "hello", "default", lambda p: phase(p) == "Succeeded")
         terminated = container_state(pod)["terminated"]
         assert terminated["exitCode"] == 0
@@ -76,7 +79,7 @@ async def test_a_module_from_a_configmap_runs_to_completion_and_its_output_is_lo
         assert any(stream == "stderr" for stream, _ in lines)
 
 
-async def test_a_module_from_an_http_url_is_verified_by_its_sha256(kube_api: Any, tmp_path: Path) -> None:
+async def test_a_module_from_an_http_url_is_verified_by_its_sha256(kube_api: Any, tmp_path: Path, runtime: str) -> None:
     wasm = module_bytes("exit")
     app = aiohttp.web.Application()
 
@@ -92,9 +95,9 @@ async def test_a_module_from_an_http_url_is_verified_by_its_sha256(kube_api: Any
     url = f"http://127.0.0.1:{port}/exit.wasm"
     try:
         async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
-            good = wasm_pod("exit-7", NODE, url, container={"args": ["7"]},
+            good = wasm_pod("exit-7", NODE, url, runtime=runtime, container={"args": ["7"]},
                             metadata={"annotations": {"wasmlet.dev/sha256.main": hashlib.sha256(wasm).hexdigest()}})
-            bad = wasm_pod("tampered", NODE, url,
+            bad = wasm_pod("tampered", NODE, url, runtime=runtime,
                            metadata={"annotations": {"wasmlet.dev/sha256.main": "0" * 64}})
             await api.create(PODS, good)
             await api.create(PODS, bad)
@@ -110,10 +113,10 @@ async def test_a_module_from_an_http_url_is_verified_by_its_sha256(kube_api: Any
 
 
 async def test_a_long_running_module_is_running_and_ready_until_deleted_gracefully(
-        kube_api: Any, tmp_path: Path) -> None:
+        kube_api: Any, tmp_path: Path, runtime: str) -> None:
     async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
         await put_module_configmap(api, "default", "modules", {"ticker.wasm": module_bytes("ticker")})
-        await api.create(PODS, wasm_pod("ticker", NODE, "configmap://modules/ticker.wasm", restart="Always",
+        await api.create(PODS, wasm_pod("ticker", NODE, "configmap://modules/ticker.wasm", restart="Always", runtime=runtime,
                                         terminationGracePeriodSeconds=1,
                                         container={"args": ["--interval-ms", "100"]}))
         pod = await wait_for(api, PODS, "ticker", "default", lambda p: phase(p) == "Running")
@@ -126,8 +129,8 @@ async def test_a_long_running_module_is_running_and_ready_until_deleted_graceful
 
 async def test_a_pod_with_a_runtime_class_the_node_does_not_offer_fails_with_the_reason(
         kube_api: Any, tmp_path: Path) -> None:
-    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
-        pod = wasm_pod("wants-wasmtime", NODE, "configmap://modules/x.wasm", runtimeClassName="wasmtime")
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path, runtimes=("wasmer",)):
+        pod = wasm_pod("wants-wasmtime", NODE, "configmap://modules/x.wasm", runtime="wasmtime")
         await api.create(PODS, pod)
         pod = await wait_for(api, PODS, "wants-wasmtime", "default", lambda p: phase(p) == "Failed")
         assert pod["status"]["reason"] == "UnknownRuntimeClass"

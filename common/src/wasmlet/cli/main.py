@@ -24,8 +24,6 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=60.0,
                      help="give up on run-to-completion Pods after this many seconds (default 60)")
     run.add_argument("--state-dir", type=Path, help="agent state (default: a fresh temporary folder)")
-    run.add_argument("--runtime", default="wasmer", choices=("wasmer", "wasmtime"),
-                     help="the runtime the local node offers; Pods name theirs in runtimeClassName (default wasmer)")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only the summary")
     add_push_parser(sub)
     add_status_parser(sub)

@@ -39,7 +39,7 @@ def run_command(args: argparse.Namespace) -> int:
         state = args.state_dir or Path(scratch)
         try:
             settings = AgentSettings(node_name=NODE, node_ip="127.0.0.1", state_dir=state,
-                                     manifests=args.path.resolve(), runtimes=(args.runtime,),
+                                     manifests=args.path.resolve(), runtimes=("wasmer", "wasmtime"),
                                      serve_kubelet_api=False).validate()
         except SettingsError as exc:
             print(f"wasmlet run: {exc}", file=sys.stderr)

@@ -9,8 +9,10 @@ Shape of the backend:
   written atomically) so a restarted agent does not compile again. wasmtime refuses an
   artifact from another version or configuration; it is then compiled afresh.
 - Limits: `resources.limits.memory` caps each linear memory, and a refused grow ends the
-  instance `OOMKilled`; `resources.limits.cpu` is a CFS-style duty cycle; a stop ends even a
-  busy loop within a tick of its grace period (`wasmtime_control`, docs/runtimes.md).
+  instance `OOMKilled` (`wasmtime_memory`); `resources.limits.cpu` is a CFS-style duty cycle;
+  a stop ends a busy loop within a 10 ms epoch tick of its grace period (`wasmtime_control`)
+  and a sleeping module at once (`wasmtime_poll`). docs/runtimes.md has the semantics and the
+  measurements.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import importlib.metadata
 import logging
 import os
+import resource
 import tempfile
 from pathlib import Path
 
@@ -47,6 +50,7 @@ class WasmtimeRuntime:
     name = "wasmtime"
 
     def __init__(self, cache_dir: Path) -> None:
+        _raise_open_files_limit()
         self.version = f"wasmtime-py/{importlib.metadata.version('wasmtime')}"
         self._cache_dir = cache_dir / f"wasmtime-{importlib.metadata.version('wasmtime')}"
         config = wasmtime.Config()
@@ -57,9 +61,7 @@ class WasmtimeRuntime:
         self._linker = wasmtime.Linker(self._engine)
         self._linker.define_wasi()
         native.define_proc_exit(self._linker)
-        self._wasi_linker = wasmtime.Linker(self._engine)  # wasmtime's own WASI, for polls on descriptors
-        self._wasi_linker.define_wasi()
-        define_poll_oneoff(self._linker, self._wasi_linker)
+        define_poll_oneoff(self._linker, self._engine)
         self._clock = EpochClock(self._engine)
         self._modules: dict[str, wasmtime.Module] = {}
         self._linked: dict[str, wasmtime.InstancePre] = {}
@@ -88,11 +90,13 @@ class WasmtimeRuntime:
                                   reason="StartError") from exc
             self._linked[spec.module_digest] = pre
         control = Control(self._clock, spec.memory_limit_bytes, spec.cpu_limit)
-        instance = WasmtimeInstance(spec, self._engine, pre, control, output)
         try:
+            instance = WasmtimeInstance(spec, self._engine, pre, control, output)
             await instance.launch()
         except StartFailed as exc:
             raise ModuleError(str(exc), reason="StartError") from exc
+        except OSError as exc:  # out of file descriptors for the output pipes
+            raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
         self._running.add(instance)
         instance.on_end(lambda: self._running.discard(instance))
         return instance
@@ -166,3 +170,16 @@ class WasmtimeRuntime:
             log.warning("cannot cache compiled module %s: %s", path.name, exc)
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+
+
+def _raise_open_files_limit() -> None:
+    """Lift the soft limit on open files to the hard one, as Go programs (containerd, the kubelet)
+    do at start: every running instance holds four pipe ends plus its preopened directories,
+    and the usual soft limit of 1024 would stop a node at ~200 instances."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20  # Linux's default fs.nr_open
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.info("cannot raise the open files limit from %d: %s", soft, exc)

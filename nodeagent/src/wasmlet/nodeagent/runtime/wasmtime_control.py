@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 # 10 ms: a stop or memory kill lands within ~10 ms of the request, and a CPU limit is checked
@@ -72,20 +73,22 @@ class DutyCycle:
     Called on the module's own thread: `time.thread_time()` is that thread's CPU time.
     """
 
-    def __init__(self, cores: float, period: float = CPU_PERIOD) -> None:
+    def __init__(self, cores: float, period: float = CPU_PERIOD, wall_clock: Callable[[], float] = time.monotonic,
+                 cpu_clock: Callable[[], float] = time.thread_time) -> None:
         self.cores = cores
         self._quota = cores * period
         self._period = period
+        self._clocks = wall_clock, cpu_clock
         self._wall: float | None = None
         self._cpu = 0.0
 
     def start(self) -> None:
         """The first period begins (on the module's thread, as it starts running)."""
-        self._wall, self._cpu = time.monotonic(), time.thread_time()
+        self._wall, self._cpu = self._clocks[0](), self._clocks[1]()
 
     def pause(self) -> float:
         """Seconds to pause now (0: keep running)."""
-        now, cpu = time.monotonic(), time.thread_time()
+        now, cpu = self._clocks[0](), self._clocks[1]()
         if self._wall is None:
             self._wall, self._cpu = now, cpu
             return 0.0

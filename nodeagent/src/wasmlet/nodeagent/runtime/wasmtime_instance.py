@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -178,7 +177,11 @@ class WasmtimeInstance:
     @staticmethod
     def _preopen(wasi: wasmtime.WasiConfig, host: str, guest: str, writable: bool) -> None:
         try:
-            wasi.preopen_dir(host, guest, writable)
+            if hasattr(wasmtime, "DirPerms"):  # wasmtime-py releases that take permission flags
+                mode = "READ_WRITE" if writable else "READ_ONLY"
+                wasi.preopen_dir(host, guest, getattr(wasmtime.DirPerms, mode), getattr(wasmtime.FilePerms, mode))
+            else:  # 50.x: one flag
+                wasi.preopen_dir(host, guest, writable)
         except wasmtime.WasmtimeError as exc:
             raise wasmtime.WasmtimeError(f"volume at {guest}: cannot open directory {host}") from exc
 

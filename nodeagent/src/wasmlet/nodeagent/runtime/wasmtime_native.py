@@ -3,7 +3,8 @@
 - **Epoch deadline callback** (`wasmtime_store_epoch_deadline_callback`): runs on the thread
   executing wasm whenever the store's epoch deadline passes. It ends the instance (stop, memory
   limit) or pauses it (CPU limit), then lets it continue for one more tick.
-- **Host memory creator**: in `wasmtime_memory`.
+- **Host memory creator**: in `wasmtime_memory`; **`poll_oneoff`** (interruptible sleeps): in
+  `wasmtime_poll`. Both build on what is here (`define_wasi_function`, `bound`, `trap`).
 - **`proc_exit`**, defined over wasmtime's own: wasmtime's WASI turns an exit status of 126 or
   more into a trap without the status (`exit with invalid exit status outside of [0..126)`),
   and `exit(-1)` (status 255) is common. Ours records the status and ends the run with a trap,
