@@ -148,3 +148,14 @@ async def test_after_an_agent_restart_a_succeeded_pod_is_not_run_again(kube_api:
             again = await api.get(PODS, "once", "default")
             assert again["status"]["containerStatuses"] == first["status"]["containerStatuses"]
             assert agent.metrics.starts.labels("wasmer")._value.get() == 0
+
+
+async def test_wasmer_refuses_a_working_dir_it_cannot_honour_and_names_the_runtime_that_can(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
+        await seed(api, m="echo")
+        await api.create(PODS, wasm_pod("cwd", NODE, "configmap://modules/echo.wasm",
+                                        container={"workingDir": "/data"}))
+        pod = await wait_for(api, PODS, "cwd", "default", lambda p: phase(p) == "Failed")
+        assert pod["status"]["reason"] == "UnsupportedField"
+        assert "workingDir" in pod["status"]["message"] and "wasmtime" in pod["status"]["message"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib.metadata
+import importlib.util
 import logging
 import os
 from typing import Any
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 LEASE_NAMESPACE = "kube-node-lease"
+# runtime → (import name, distribution name)
+RUNTIME_PACKAGES = {"wasmer": ("wasmer_sdk", "wasmer-sdk"), "wasmtime": ("wasmtime", "wasmtime")}
 VERSION = importlib.metadata.version("wasmlet")
 # kubectl and the API server expect a Kubernetes-shaped kubelet version.
 KUBELET_VERSION = f"v1.34.0-wasmlet.{VERSION}"
@@ -93,6 +96,11 @@ class NodeController:
         self._settings = settings
         self._conditions: list[Obj] = []
         self._ready = (True, "KubeletReady", "wasmlet is posting ready status")
+        missing = [r for r in settings.runtimes if importlib.util.find_spec(RUNTIME_PACKAGES[r][0]) is None]
+        if missing:  # a node that cannot run the Pods it advertises for must not look Ready
+            self._ready = (False, "RuntimeUnavailable",
+                           f"runtime(s) {', '.join(missing)} offered but not installed "
+                           f"(pip install {' '.join(RUNTIME_PACKAGES[r][1] for r in missing)})")
         self._changed = asyncio.Event()
         self.registered = asyncio.Event()
 
@@ -194,7 +202,7 @@ def _memory_kib() -> int:
 
 
 def _runtime_version(runtime: str) -> str:
-    package = {"wasmer": "wasmer-sdk", "wasmtime": "wasmtime"}[runtime]
+    package = RUNTIME_PACKAGES[runtime][1]
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

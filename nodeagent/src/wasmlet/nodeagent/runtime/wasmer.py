@@ -75,6 +75,12 @@ class WasmerRuntime:
             raise UnsupportedPod(
                 f"container {spec.container!r}: resources.limits.memory cannot be enforced by the wasmer "
                 "runtime; use runtimeClassName: wasmtime, which caps linear memory", reason="UnsupportedField")
+        if spec.working_dir:
+            # Measured: the sandbox's cwd does not move a wasip1 module's relative paths (docs/wasmer-sdk.md).
+            raise UnsupportedPod(
+                f"container {spec.container!r}: workingDir cannot be honoured by the wasmer runtime; use "
+                "runtimeClassName: wasmtime, which preopens it as the module's current directory",
+                reason="UnsupportedField")
         for mount in spec.mounts:
             if mount.volume_type == "hostPath":
                 raise UnsupportedPod(
