@@ -1,4 +1,5 @@
-"""The canonical WasmWorkload CRD: structural, fully described, and consistent with itself.
+"""The canonical CRDs: structural and fully described (all of crds/), and the WasmWorkload CRD
+consistent with itself and with the operator; the peering CRDs what kopf expects.
 
 The API server rejects a non-structural v1 CRD; these checks catch that (and a few things it
 does not catch, like an undescribed field or a printer column pointing at nothing) without a
@@ -18,6 +19,7 @@ import yaml
 from wasmlet.api import keys
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "wasmworkloads.wasmlet.dev.yaml"
+ALL_CRDS = sorted(CRD_PATH.parent.glob("*.yaml"))
 
 # Not allowed anywhere in a structural schema (apiextensions v1 validation).
 FORBIDDEN = {"$ref", "definitions", "dependencies", "additionalItems", "patternProperties", "id", "$schema"}
@@ -78,8 +80,14 @@ def test_status_and_scale_subresources(version: dict[str, Any], schema: dict[str
     assert schema["properties"]["spec"]["properties"]["replicas"]["type"] == "integer"
 
 
-def test_every_schema_node_is_structural(schema: dict[str, Any]) -> None:
-    for path, node in walk(schema):
+def schema_of(path: Path) -> dict[str, Any]:
+    [version] = yaml.safe_load(path.read_text())["spec"]["versions"]
+    return dict(version["schema"]["openAPIV3Schema"])
+
+
+@pytest.mark.parametrize("crd_file", ALL_CRDS, ids=lambda p: p.name)
+def test_every_schema_node_is_structural(crd_file: Path) -> None:
+    for path, node in walk(schema_of(crd_file)):
         assert not FORBIDDEN & set(node), f"{path or '<root>'}: forbidden keyword {FORBIDDEN & set(node)}"
         if node.get(INT_OR_STRING):
             assert "type" not in node, f"{path}: int-or-string must not declare a type"
@@ -95,14 +103,38 @@ def test_every_schema_node_is_structural(schema: dict[str, Any]) -> None:
                 assert not NOT_IN_JUNCTORS & set(branch), f"{path}: {junctor} may hold value validations only"
 
 
-def test_metadata_is_only_typed(schema: dict[str, Any]) -> None:
-    assert set(schema["properties"]["metadata"]) <= {"type", "description"}
+@pytest.mark.parametrize("path", ALL_CRDS, ids=lambda p: p.name)
+def test_metadata_is_only_typed(path: Path) -> None:
+    assert set(schema_of(path)["properties"]["metadata"]) <= {"type", "description"}
 
 
-def test_every_property_has_a_description(schema: dict[str, Any]) -> None:
-    undocumented = [path for path, node in walk(schema)
-                    if path and not path.endswith(("[]", "{}")) and not str(node.get("description", "")).strip()]
+@pytest.mark.parametrize("path", ALL_CRDS, ids=lambda p: p.name)
+def test_every_property_has_a_description(path: Path) -> None:
+    undocumented = [where for where, node in walk(schema_of(path))
+                    if where and not where.endswith(("[]", "{}")) and not str(node.get("description", "")).strip()]
     assert undocumented == []
+
+
+@pytest.mark.parametrize(("name", "kind", "scope"), [
+    ("clusterkopfpeerings.kopf.dev", "ClusterKopfPeering", "Cluster"),
+    ("kopfpeerings.kopf.dev", "KopfPeering", "Namespaced"),
+])
+def test_the_peering_crds_are_what_kopf_uses(name: str, kind: str, scope: str) -> None:
+    from wasmlet.kube.resources import CLUSTER_KOPF_PEERINGS, KOPF_PEERINGS
+
+    crd = yaml.safe_load((CRD_PATH.parent / f"{name}.yaml").read_text())
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == name
+    assert (spec["group"], spec["scope"], spec["names"]["kind"]) == ("kopf.dev", scope, kind)
+    [version] = spec["versions"]
+    assert (version["name"], version["served"], version["storage"]) == ("v1", True, True)
+    assert "subresources" not in version  # kopf writes its keep-alives with the object, into status
+    resource = CLUSTER_KOPF_PEERINGS if scope == "Cluster" else KOPF_PEERINGS
+    assert (resource.group, resource.version, resource.plural) == ("kopf.dev", "v1", spec["names"]["plural"])
+    # status maps operator identities (not known in advance) to entries kopf may extend.
+    entry = version["schema"]["openAPIV3Schema"]["properties"]["status"]["additionalProperties"]
+    assert entry["x-kubernetes-preserve-unknown-fields"] is True
+    assert set(entry["properties"]) == {"priority", "lifetime", "lastseen"}
 
 
 def test_defaults_are_where_the_design_says(schema: dict[str, Any]) -> None:
