@@ -12,16 +12,14 @@ Backoffs are states, not sleeps hidden in handlers; cleanup happens in one place
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from wasmlet.nodeagent.errors import AgentError, ModuleError, PodConfigError, PullError, UnsupportedPod
-from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Instance, RunSpec
-from wasmlet.nodeagent.status import ContainerRecord, now
+from wasmlet.nodeagent.errors import ModuleError, PodConfigError, PullError, UnsupportedPod
+from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, RunSpec
 from wasmlet.nodeagent.volumes import mounts_for, prepare_volumes, resolve_env
 
 if TYPE_CHECKING:
@@ -229,10 +227,6 @@ async def terminating(w: PodWorker) -> State:
     return S.TERMINATED
 
 
-async def final(w: PodWorker) -> State:  # pragma: no cover - never called; final states end the loop
-    raise RuntimeError("final states have no handler")
-
-
 HANDLERS: dict[State, Handler] = {
     S.ADMITTING: admitting,
     S.PULLING: pulling,
@@ -254,5 +248,3 @@ def exit_for_deadline() -> ExitStatus:
     return ExitStatus(EXIT_KILLED, "DeadlineExceeded", "Pod was active on the node longer than the specified deadline")
 
 
-__all__ = ["FINAL", "HANDLERS", "State", "TRANSITIONS", "check_transition", "AgentError", "ContainerRecord",
-           "Instance", "now"]

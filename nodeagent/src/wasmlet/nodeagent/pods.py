@@ -475,7 +475,7 @@ class PodController:
         task = asyncio.create_task(self._run(worker), name=f"pod {plan.key}")
         slot = _Slot(worker, task, pod)
         self._slots[meta["uid"]] = slot
-        self.env.metrics.pods.set(sum(1 for s in self._slots.values() if not s.task.done()))
+        self._count_running()
         return slot
 
     async def _run(self, worker: PodWorker) -> None:
@@ -487,7 +487,11 @@ class PodController:
             slot = self._slots.get(worker.plan.uid)
             if slot is not None and slot.removed:
                 self._forget(worker.plan.uid)
-            self.env.metrics.pods.set(sum(1 for s in self._slots.values() if not s.task.done()) - 1)
+            self._count_running(ending=worker)
+
+    def _count_running(self, ending: PodWorker | None = None) -> None:
+        running = [s for s in self._slots.values() if not s.task.done() and s.worker is not ending]
+        self.env.metrics.pods.set(len(running))
 
     def _forget(self, uid: str) -> None:
         """The Pod is gone for good: drop its worker, volumes and logs (the kubelet's pod cleanup)."""
