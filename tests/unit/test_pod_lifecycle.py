@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from wasmlet.nodeagent.lifecycle import TRANSITIONS, State, check_transition
-from wasmlet.nodeagent.runtime import RunSpec
 from wasmlet.nodeagent.runtime.fake import FakeRun
 from tests.unit.agent_harness import Harness
 
