@@ -177,3 +177,47 @@ def test_an_invalid_spec_is_reported_with_the_field_and_keeps_the_counts() -> No
     assert ready["message"] == "invalid spec: spec.module.sha256: is required with url"
     assert ready["observedGeneration"] == 7
     assert {c["type"] for c in status["conditions"]} == {"Ready", "Progressing", "Degraded"}
+
+
+def test_a_stuck_container_is_the_ready_reason_too() -> None:
+    w = workload(replicas=1)
+    status = workload_status(w, [pod(w, "a", ready=False, waiting="CreateContainerConfigError")], template_hash(w),
+                             now=NOW)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "CreateContainerConfigError")
+    assert ready["message"] == "0/1 replicas ready; pod a: CreateContainerConfigError for main"
+
+
+def test_job_like_workloads_get_job_style_outcome_conditions() -> None:
+    w = workload(replicas=2, restartPolicy="OnFailure")
+    running = workload_status(w, [pod(w, "a", phase="Succeeded", ready=False), pod(w, "b")], template_hash(w), now=NOW)
+    assert set(conditions(running)) == {"Ready", "Progressing", "Degraded"}  # no outcome yet
+    done = workload_status(w, [pod(w, "a", phase="Succeeded", ready=False), pod(w, "b", phase="Succeeded", ready=False)],
+                           template_hash(w), now=NOW)
+    assert conditions(done)["Complete"] == ("True", "ReplicasSucceeded")
+    failed = workload_status(w, [pod(w, "a", phase="Succeeded", ready=False), pod(w, "b", phase="Failed", ready=False)],
+                             template_hash(w), now=NOW)
+    assert conditions(failed)["Failed"] == ("True", "ReplicasFailed") and "Complete" not in conditions(failed)
+    service = workload(replicas=1)
+    assert "Complete" not in conditions(workload_status(service, [], template_hash(service), now=NOW))
+
+
+def test_a_failed_service_replica_is_named_in_degraded() -> None:
+    w = workload(replicas=1)
+    failed = pod(w, "a", phase="Failed", ready=False)
+    failed["status"].update(reason="DeadlineExceeded", message="too long")
+    status = workload_status(w, [failed], template_hash(w), now=NOW)
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["reason"], degraded["message"]) == ("ReplicasFailed",
+                                                         "1 replica(s) failed; pod a: DeadlineExceeded: too long")
+    remembered = workload_status(w, [pod(w, "b", ready=False)], template_hash(w),
+                                 problems=Problems(failing="replicas keep failing; last: pod a: Error"), now=NOW)
+    assert conditions(remembered)["Degraded"] == ("True", "ReplicasFailed")
+
+
+def test_the_unschedulable_message_is_the_ready_message() -> None:
+    w = workload(replicas=3)
+    message = "2 of 3 replica(s) cannot be placed: 0/1 nodes are available: 1 node(s) had too many pods."
+    status = workload_status(w, [pod(w, "a")], template_hash(w), problems=Problems(unschedulable=message), now=NOW)
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], ready["message"]) == ("Unschedulable", message)

@@ -277,3 +277,85 @@ def test_run_to_completion_workloads_rerun_with_a_new_template() -> None:
 ])
 def test_int_or_percent_rounds_like_deployments(value: int | str, total: int, up: bool, expected: int) -> None:
     assert planning.resolve_int_or_percent(value, total, round_up=up) == expected
+
+
+# -- placement: memory -----------------------------------------------------------------------
+
+
+def with_memory(body: dict[str, Any], memory: str) -> dict[str, Any]:
+    body["status"]["allocatable"]["memory"] = memory
+    return body
+
+
+def test_memory_requests_must_fit_the_nodes_allocatable_memory() -> None:
+    spec = pod_spec(workload(resources={"requests": {"memory": "100Mi"}}))
+    nodes = [with_memory(node("a"), "256Mi"), with_memory(node("b"), "1Gi")]
+    result = place(4, spec, nodes, load={}, memory={"a": 2**20 * 100, "b": 2**20 * 950}, replicas_on={})
+    assert result.nodes == ("a",)  # a: 100 + 100 ≤ 256; then neither has room
+    assert result.unplaced == 3
+    assert result.message == "0/2 nodes are available: 2 node(s) had insufficient memory."
+
+
+def test_a_memory_limit_without_a_request_counts_as_the_request() -> None:
+    spec = pod_spec(workload(resources={"limits": {"memory": "1Gi"}}))
+    assert rejection(spec, with_memory(node("a"), "512Mi"), 0) == "node(s) had insufficient memory"
+    assert rejection(spec, with_memory(node("a"), "2Gi"), 0, 2**30) is None
+
+
+def test_without_a_memory_request_memory_is_not_checked() -> None:
+    assert rejection(pod_spec(workload()), with_memory(node("a"), "1Mi"), 0, 2**40) is None
+
+
+# -- planning: failures and disruptions ------------------------------------------------------
+
+
+def failed(w: WasmWorkload, name: str, node_name: str = "a", *, reason: str | None = None) -> dict[str, Any]:
+    body = pod(w, name, node_name, phase="Failed", ready=False)
+    if reason:
+        body["status"]["reason"] = reason
+    return body
+
+
+def test_a_failed_service_replica_is_replaced_unless_backing_off() -> None:
+    w = workload(replicas=1)
+    plan = planning.plan(w, [failed(w, "f1")], nodes_by_name("a"), NOW)
+    assert plan.create == 1 and [(d.name, d.cause) for d in plan.delete] == [("f1", "failed")]
+    assert [objects_name(p) for p in plan.failed] == ["f1"]
+
+    later = NOW + datetime.timedelta(seconds=20)
+    waiting = planning.plan(w, [failed(w, "f1")], nodes_by_name("a"), NOW, replace_failed_after=later)
+    assert (waiting.create, waiting.delete) == (0, ())  # the Failed Pod stays, visible, until then
+    assert waiting.requeue_after == pytest.approx(20)
+    after = planning.plan(w, [failed(w, "f1")], nodes_by_name("a"), later, replace_failed_after=later)
+    assert after.create == 1 and len(after.delete) == 1
+
+
+@pytest.mark.parametrize("reason", ["Evicted", "Preempting", "OutOfpods", "NodeShutdown"])
+def test_a_disrupted_replica_of_a_job_like_workload_runs_again(reason: str) -> None:
+    w = workload(replicas=1, restartPolicy="Never")
+    plan = planning.plan(w, [failed(w, "e1", reason=reason)], nodes_by_name("a"), NOW)
+    assert plan.create == 1 and [d.name for d in plan.delete] == ["e1"]
+
+
+def test_a_disruption_target_condition_also_marks_a_disruption() -> None:
+    w = workload(replicas=1, restartPolicy="Never")
+    body = failed(w, "e1")
+    body["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"})
+    assert planning.plan(w, [body], nodes_by_name("a"), NOW).create == 1
+
+
+def test_a_module_failure_of_a_job_like_workload_is_final() -> None:
+    w = workload(replicas=1, restartPolicy="Never")
+    plan = planning.plan(w, [failed(w, "f1")], nodes_by_name("a"), NOW)
+    assert (plan.create, plan.delete, plan.failed) == (0, (), ())
+
+
+def test_deletions_say_their_cause() -> None:
+    w = workload(replicas=1, updateStrategy={"type": "Recreate"})
+    pods = [pod(w, "old", "a", hash="previous"), pod(w, "gone", "lost")]
+    causes = {d.name: d.cause for d in planning.plan(w, pods, nodes_by_name("a"), NOW).delete}
+    assert causes == {"gone": "lost-node", "old": "update"}
+
+
+def objects_name(body: dict[str, Any]) -> str:
+    return str(body["metadata"]["name"])

@@ -52,7 +52,7 @@ def test_the_pod_spec_carries_runtime_tolerations_and_selector() -> None:
     spec = build_pod(w, name="p", node_name="n")["spec"]
     assert spec["runtimeClassName"] == "wasmtime"
     edge = {"key": "edge", "operator": "Exists", "effect": "NoExecute"}
-    assert spec["tolerations"] == [*keys.wasm_tolerations(), edge]
+    assert spec["tolerations"] == [*keys.wasm_tolerations(), *keys.lost_node_tolerations(), edge]
     assert spec["nodeSelector"] == {"zone": "a", "kubernetes.io/arch": "wasm32-wasi"}
     assert spec["restartPolicy"] == "Always"
     assert spec["terminationGracePeriodSeconds"] == 30

@@ -125,6 +125,7 @@ def test_env_volumes_and_tolerations_pass_through_as_copies() -> None:
     ({"volumes": [{"name": "v", "hostPath": {}}]}, "spec.volumes[0].hostPath.path", "required"),
     ({"volumeMounts": [{"name": "nope", "mountPath": "/x"}]}, "spec.volumeMounts[0].name", "no volume named"),
     ({"resources": {"limits": {"memory": 1.5}}}, "spec.resources.limits.memory", "quantity"),
+    ({"resources": {"requests": {"memory": "64MB"}}}, "spec.resources.requests.memory", "quantity"),
     ({"activeDeadlineSeconds": 0}, "spec.activeDeadlineSeconds", ">= 1"),
     ({"nodeSelector": {"kubernetes.io/arch": "amd64"}}, "spec.nodeSelector", "wasm32-wasi"),
     ({"nodeSelector": {"zone": 1}}, "spec.nodeSelector.zone", "string"),

@@ -32,6 +32,14 @@ TAINT_KEY = LABEL_ARCH
 TAINT_VALUE = WASM_ARCH
 TAINT_EFFECTS = ("NoSchedule", "NoExecute")
 
+# The node lifecycle controller's taints for a node that stopped reporting. Admission gives every
+# Pod a 300 s toleration for them (DefaultTolerationSeconds), after which the taint manager evicts
+# it; operator-built Pods tolerate them for ever instead, so the workload's
+# `placement.rescheduleAfterSeconds` alone decides when replicas of a lost node go (null: never,
+# for edge nodes that keep running while their link is down).
+TAINT_NOT_READY = "node.kubernetes.io/not-ready"
+TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
+
 RUNTIMES = ("wasmer", "wasmtime")
 DEFAULT_RUNTIME = "wasmer"
 
@@ -58,3 +66,8 @@ def wasm_tolerations() -> list[dict[str, str]]:
         {"key": TAINT_KEY, "operator": "Equal", "value": TAINT_VALUE, "effect": effect}
         for effect in TAINT_EFFECTS
     ]
+
+
+def lost_node_tolerations() -> list[dict[str, str]]:
+    """Tolerations without tolerationSeconds for the not-ready/unreachable NoExecute taints."""
+    return [{"key": key, "operator": "Exists", "effect": "NoExecute"} for key in (TAINT_NOT_READY, TAINT_UNREACHABLE)]

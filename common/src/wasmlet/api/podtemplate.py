@@ -77,7 +77,7 @@ def _template(workload: WasmWorkload, container_name: str) -> Json:
         # be one more volume type for the agent to support. Admission still needs the SA.
         "automountServiceAccountToken": False,
         "nodeSelector": {**(spec.node_selector or {}), keys.LABEL_ARCH: keys.WASM_ARCH},
-        "tolerations": keys.wasm_tolerations() + _copy(spec.tolerations),
+        "tolerations": keys.wasm_tolerations() + keys.lost_node_tolerations() + _copy(spec.tolerations),
         "containers": [_container(workload, container_name)],
     }
     if spec.active_deadline_seconds is not None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmlet.api import keys
+from wasmlet.api.quantity import parse_quantity
 
 Json = dict[str, Any]
 
@@ -323,8 +324,12 @@ def _resources(spec: Mapping[str, Any], path: str) -> Json | None:
     for part in ("limits", "requests"):
         quantities = _as_mapping(resources.get(part), f"{path}.resources.{part}")
         for name, value in quantities.items():
-            if isinstance(value, bool) or not isinstance(value, (int, str)):
-                raise InvalidWorkload(f"{path}.resources.{part}.{name}", "must be a quantity (e.g. 64Mi, 500m)")
+            try:
+                if not isinstance(value, (int, str)):
+                    raise ValueError(value)
+                parse_quantity(value)
+            except ValueError:
+                raise InvalidWorkload(f"{path}.resources.{part}.{name}", "must be a quantity (e.g. 64Mi, 500m)") from None
     return copy.deepcopy(dict(resources))
 
 

@@ -45,3 +45,6 @@ CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", names
                 kind="CustomResourceDefinition")
 WASM_WORKLOADS = Resource("wasmlet.dev", "v1alpha1", "wasmworkloads", kind="WasmWorkload")
 TOKEN_REVIEWS = Resource("authentication.k8s.io", "v1", "tokenreviews", namespaced=False, kind="TokenReview")
+# kopf's peering objects, through which operator replicas agree which one is active.
+CLUSTER_KOPF_PEERINGS = Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False, kind="ClusterKopfPeering")
+KOPF_PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings", kind="KopfPeering")

@@ -3,13 +3,18 @@
 Layers, one direction (each imports only those below it):
 
     main             composition root: settings → credentials → kopf
-    handlers         thin kopf handlers: map events to the reconcile queue; no decisions
-    queue            per-workload exclusion, coalescing, retries, periodic resync
-    reconciler       the service: read → plan → place → apply → status
-    planning, placement, status, objects
+    handlers         thin kopf handlers: login, startup/cleanup, probe, WasmWorkload events
+    memo             kopf's memo: settings, identity, the running services
+    services         the running parts: client, caches and watches, queue, peering gate, metrics server
+    queue            per-workload exclusion, coalescing, holds, retries, periodic resync
+    reconciler       the service: read → plan → place → apply → status → events
+    planning, status, events
                      PURE: decisions over plain Pod/Node/WasmWorkload data, no I/O
     cluster          the only module that talks to the API server (via wasmlet.kube)
-    errors, settings, memo
+    placement, cache, peering
+                     PURE: where replicas go; the in-memory caches; kopf's peering rule
+    objects          PURE: readers of Pod and Node bodies
+    errors, settings, metrics
                      what every layer may use
 
 The operator never imports the node agent: the Pod is the contract (wasmlet.api).

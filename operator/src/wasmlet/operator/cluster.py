@@ -1,25 +1,34 @@
-"""The operator's only door to the API server: read workloads, Nodes and Pods; write Pods,
-workload status and Events. Failures leave here as `errors.OperatorError`, never as client
-exceptions.
+"""The operator's only door to the API server: watch Pods, wasm Nodes and the peering object into
+caches; write Pods, workload status and Events. Failures leave here as `errors.OperatorError`,
+never as client exceptions.
 
-Every read goes to the API server (no cache): a reconcile sees the Pods the previous one
-created, so two reconciles in a row never double-create. The cost is a few requests per
-reconcile; an informer cache with "expectations" is the next step when that matters.
+Reads come from the caches (cache.py): Pods and Nodes through list-and-watch reflectors started
+by `run_reflectors`, WasmWorkloads from kopf's watch (`observe_workload`). Every write puts its
+answer into the cache at once, so a reconcile sees what the previous one did before the watch
+reports it. The only reads that still go to the API are rare: a Node some Pod is bound to that is
+not a wasm node (e.g. its agent label was removed by hand).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import secrets
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from wasmlet.api import keys
 from wasmlet.kube import AlreadyExists, ApiError, KubeClient, NotFound
-from wasmlet.kube.resources import EVENTS, NODES, PODS, WASM_WORKLOADS, Resource
+from wasmlet.kube.reflector import Reflector, ReflectorHandler
+from wasmlet.kube.resources import (
+    CLUSTER_KOPF_PEERINGS, EVENTS, KOPF_PEERINGS, NODES, PODS, WASM_WORKLOADS,
+)  # fmt: skip
 from wasmlet.operator import objects
+from wasmlet.operator.cache import ObjectCache, PodCache
 from wasmlet.operator.errors import OperatorError, from_api_error
+from wasmlet.operator.metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,8 @@ Json = dict[str, Any]
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 NAME_SUFFIX_LENGTH = 5
 REPORTING_COMPONENT = "wasmlet-operator"
+
+Listener = Callable[[str | None, Json | None], None]  # (event type, object); (None, None) after a (re)list
 
 
 def new_pod_name(workload: str) -> str:
@@ -42,41 +53,73 @@ def new_pod_name(workload: str) -> str:
 
 
 class Cluster:
-    """API verbs in the operator's words. `namespace` is the operator's scope (None: all)."""
+    """API verbs and cached reads in the operator's words. `namespace` is its scope (None: all)."""
 
-    def __init__(self, api: KubeClient, *, namespace: str | None = None, retry_seconds: float = 5.0) -> None:
+    def __init__(self, api: KubeClient, *, namespace: str | None = None, retry_seconds: float = 5.0,
+                 watch_timeout: int = 300, metrics: OperatorMetrics | None = None) -> None:
         self._api = api
         self._namespace = namespace
         self._retry = retry_seconds
+        self._watch_timeout = watch_timeout
+        self._metrics = metrics or OperatorMetrics()
+        self.pods = PodCache()
+        self.nodes = ObjectCache()
+        self.workloads = ObjectCache()
 
     def _error(self, exc: ApiError, action: str) -> OperatorError:
         return from_api_error(exc, action, delay=self._retry)
 
-    async def get_workload(self, namespace: str, name: str) -> Json | None:
-        """The WasmWorkload, or None once it is gone."""
+    def _wrote(self, verb: str, plural: str) -> None:
+        self._metrics.api_writes.labels(verb, plural).inc()
+
+    # -- reads (cached) ------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        """Both watches have delivered their first complete listing."""
+        return self.pods.synced and self.nodes.synced
+
+    def observe_workload(self, event_type: str | None, body: Json) -> bool:
+        """A WasmWorkload event from kopf's watch; returns whether the cache took it."""
+        if event_type == "DELETED":
+            return self.workloads.delete(body) is not None
+        return self.workloads.upsert(body)
+
+    async def relist_workloads(self) -> None:
+        """Replace the WasmWorkload cache with a fresh listing (after kopf's watch was paused)."""
         try:
-            return await self._api.get(WASM_WORKLOADS, name, namespace)
-        except NotFound:
-            return None
+            listing = await self._api.list(WASM_WORKLOADS, self._namespace)
         except ApiError as exc:
-            raise self._error(exc, f"get wasmworkload {namespace}/{name}") from exc
+            raise self._error(exc, "list wasmworkloads") from exc
+        self.workloads.replace(listing.get("items") or [])
 
-    async def workload_pods(self, namespace: str, name: str) -> list[Json]:
+    def workload(self, namespace: str, name: str) -> Json | None:
+        """The WasmWorkload, or None once it is gone."""
+        return self.workloads.get(namespace, name)
+
+    def workload_pods(self, namespace: str, name: str) -> list[Json]:
         """The Pods labelled for the workload (ownership is checked by the caller)."""
-        selector = f"{keys.LABEL_WORKLOAD}={name}"
-        return await self._list(PODS, namespace, selector, f"list pods of {namespace}/{name}")
+        return self.pods.workload_pods(namespace, name)
 
-    async def scope_pods(self) -> list[Json]:
-        """Every Pod the operator may see, to count what already occupies each node."""
-        return await self._list(PODS, self._namespace, None, "list pods")
-
-    async def wasm_nodes(self) -> dict[str, Json]:
+    def wasm_nodes(self) -> dict[str, Json]:
         """The Nodes registered by wasmlet agents, by name."""
-        nodes = await self._list(NODES, None, f"{keys.LABEL_AGENT}=true", "list nodes")
-        return {objects.node_name(node): node for node in nodes}
+        return {objects.node_name(node): node for node in self.nodes.values()}
+
+    def node_usage(self) -> tuple[Counter[str], Counter[str]]:
+        """Per node: the Pods occupying it, and the memory they request (Pods the operator sees:
+        all of them cluster-wide, its namespace's when namespaced)."""
+        return self.pods.node_usage()
+
+    def reserve(self, node: str, pod_spec: Mapping[str, Any]) -> None:
+        """Count a placed Pod on its node until it is created (see `PodCache.reserve`)."""
+        self.pods.reserve(node, objects.pod_memory_request(pod_spec))
+
+    def unreserve(self, node: str, pod_spec: Mapping[str, Any]) -> None:
+        """The placed Pod was created, or will not be."""
+        self.pods.unreserve(node, objects.pod_memory_request(pod_spec))
 
     async def get_node(self, name: str) -> Json | None:
-        """One Node, or None if it was deleted."""
+        """One Node straight from the API (not a wasm node, so not cached), or None if deleted."""
         try:
             return await self._api.get(NODES, name)
         except NotFound:
@@ -84,15 +127,21 @@ class Cluster:
         except ApiError as exc:
             raise self._error(exc, f"get node {name}") from exc
 
+    # -- writes (written through to the caches) -----------------------------------------------
+
     async def create_pod(self, pod: Json) -> Json:
         """Create the Pod; AlreadyExists propagates (the caller picks another name)."""
         meta = pod["metadata"]
         try:
-            return await self._api.create(PODS, pod, meta["namespace"])
+            created = await self._api.create(PODS, pod, meta["namespace"])
         except AlreadyExists:
             raise
         except ApiError as exc:
             raise self._error(exc, f"create pod {meta['namespace']}/{meta['name']}") from exc
+        finally:
+            self._wrote("create", "pods")
+        self.pods.upsert(created)
+        return created
 
     async def delete_pod(self, namespace: str, name: str, *, uid: str | None, force: bool) -> None:
         """Delete the Pod (gracefully unless `force`); the uid precondition protects a successor
@@ -103,15 +152,22 @@ class Cluster:
             pass
         except ApiError as exc:
             raise self._error(exc, f"delete pod {namespace}/{name}") from exc
+        finally:
+            self._wrote("delete", "pods")
+        self.pods.mark_deleting(namespace, name, uid)
 
     async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """JSON merge patch on /status (custom resources reject strategic merge patch)."""
         try:
-            await self._api.patch(WASM_WORKLOADS, name, {"status": dict(patch)}, namespace, subresource="status")
+            updated = await self._api.patch(WASM_WORKLOADS, name, {"status": dict(patch)}, namespace,
+                                            subresource="status")
         except NotFound:
-            pass  # deleted meanwhile: nothing left to report on
+            return  # deleted meanwhile: nothing left to report on
         except ApiError as exc:
             raise self._error(exc, f"patch status of {namespace}/{name}") from exc
+        finally:
+            self._wrote("patch", "wasmworkloads/status")
+        self.workloads.upsert(updated)
 
     async def record_event(self, workload: Mapping[str, Any], kind: str, reason: str, message: str, *,
                            now: datetime.datetime) -> None:
@@ -141,10 +197,68 @@ class Cluster:
             await self._api.create(EVENTS, event, namespace)
         except ApiError as exc:
             log.warning("cannot post event %s for %s/%s: %s", reason, namespace, meta.get("name"), exc)
+        finally:
+            self._wrote("create", "events")
 
-    async def _list(self, resource: Resource, namespace: str | None, selector: str | None, action: str) -> list[Json]:
+    async def ensure_peering(self, name: str) -> bool:
+        """Create the peering object kopf and the gate coordinate through, unless it exists: a
+        ClusterKopfPeering for a cluster-wide operator, a KopfPeering in its namespace otherwise
+        (kopf's choice). Returns whether it exists now; the caller tries again later if not."""
+        kind = "ClusterKopfPeering" if self._namespace is None else "KopfPeering"
+        body: Json = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
         try:
-            listing = await self._api.list(resource, namespace, label_selector=selector)
+            if self._namespace is None:
+                await self._api.create(CLUSTER_KOPF_PEERINGS, body)
+            else:
+                await self._api.create(KOPF_PEERINGS, body, self._namespace)
+        except AlreadyExists:
+            return True
         except ApiError as exc:
-            raise self._error(exc, action) from exc
-        return list(listing.get("items") or [])
+            log.warning("cannot create the peering object %s %s; this replica stays paused until it exists "
+                        "(are crds/ installed? or run one replica with --standalone): %s", kind, name, exc)
+            return False
+        log.info("created the peering object %s %s", kind, name)
+        return True
+
+    # -- watches ------------------------------------------------------------------------------
+
+    async def run_reflectors(self, on_pod: Listener, on_node: Listener,
+                             peering: tuple[str, ReflectorHandler] | None = None) -> None:
+        """List and watch Pods (in scope), wasm Nodes and the peering object until cancelled."""
+        pods = Reflector(self._api, PODS, namespace=self._namespace, watch_timeout=self._watch_timeout)
+        nodes = Reflector(self._api, NODES, label_selector=f"{keys.LABEL_AGENT}=true",
+                          watch_timeout=self._watch_timeout)
+        feeds: list[Coroutine[Any, Any, None]] = [
+            pods.run(_Feed(self.pods, on_pod)),
+            nodes.run(_Feed(self.nodes, on_node)),
+        ]
+        if peering is not None:
+            name, handler = peering
+            selected = f"metadata.name={name}"
+            if self._namespace is None:
+                gate = Reflector(self._api, CLUSTER_KOPF_PEERINGS, field_selector=selected,
+                                 watch_timeout=self._watch_timeout)
+            else:
+                gate = Reflector(self._api, KOPF_PEERINGS, namespace=self._namespace, field_selector=selected,
+                                 watch_timeout=self._watch_timeout)
+            feeds.append(gate.run(handler))
+        async with asyncio.TaskGroup() as group:
+            for feed in feeds:
+                group.create_task(feed)
+
+
+class _Feed:
+    """A reflector handler that keeps a cache and tells a listener what changed."""
+
+    def __init__(self, cache: ObjectCache, listener: Callable[[str | None, Json | None], None]) -> None:
+        self._cache = cache
+        self._listener = listener
+
+    async def replace(self, objects: list[Json]) -> None:
+        self._cache.replace(objects)
+        self._listener(None, None)
+
+    async def apply(self, event_type: str, obj: Json) -> None:
+        changed = self._cache.delete(obj) is not None if event_type == "DELETED" else self._cache.upsert(obj)
+        if changed:
+            self._listener(event_type, obj)

@@ -7,23 +7,11 @@ the startup handlers ran), so every copy shares the one `Services` instance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
-from typing import Any
 
 from wasmlet.kube import ClusterConfig
-from wasmlet.operator.queue import ReconcileQueue
+from wasmlet.operator.services import Services
 from wasmlet.operator.settings import OperatorSettings
-
-
-@dataclass
-class Services:
-    """Built by the startup handler, torn down by the cleanup handler; never module globals."""
-
-    queue: ReconcileQueue
-    queue_task: asyncio.Task[None]
-    resources: contextlib.AsyncExitStack
-    node_fingerprints: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -32,10 +20,19 @@ class OperatorMemo:
 
     settings: OperatorSettings
     cluster_config: ClusterConfig
+    identity: str  # this replica's name among its peers (kopf's peering identity)
+    priority: int  # this replica's peering priority
+    stop_flag: asyncio.Event = field(default_factory=asyncio.Event)  # kopf's: set it to stop the operator
     services: Services | None = None
+    fatal: BaseException | None = None  # why the services died, if they did (the process then exits 1)
 
     def require_services(self) -> Services:
         """The running services (a handler before startup or after cleanup is a bug)."""
         if self.services is None:
             raise RuntimeError("wasmlet operator services are not running")
         return self.services
+
+    def fail(self, error: BaseException) -> None:
+        """The services died: stop the operator (kopf runs the cleanup handlers) and remember why."""
+        self.fatal = error
+        self.stop_flag.set()

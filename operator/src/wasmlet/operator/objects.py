@@ -11,9 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from wasmlet.api import keys
+from wasmlet.api.quantity import parse_quantity
 
 Json = dict[str, Any]
 TERMINAL_PHASES = ("Succeeded", "Failed")
+# Pod `status.reason`s of a Failed Pod that say the node or the cluster ended it, not the module:
+# kubelet eviction and admission rejections (OutOf*), preemption, graceful node shutdown.
+DISRUPTION_REASONS = frozenset({
+    "Evicted", "Preempting", "NodeShutdown", "Terminated", "Shutdown", "NodeLost", "NodeAffinity",
+    "OutOfpods", "OutOfcpu", "OutOfmemory", "UnexpectedAdmissionError",
+})
 
 
 def parse_time(value: str | None) -> datetime.datetime | None:
@@ -98,6 +105,42 @@ def is_controlled_by(pod: Mapping[str, Any], name: str, uid: str | None) -> bool
     return all(ref.get("name") == name for ref in controllers)
 
 
+def is_disrupted(pod: Mapping[str, Any]) -> bool:
+    """Failed because of its node or the cluster (evicted, preempted, rejected at admission, node
+    shutdown), as the `DisruptionTarget` condition or the kubelet's reason says: such a Pod says
+    nothing about the module, so it is replaced even for run-to-completion workloads."""
+    if pod_phase(pod) != "Failed":
+        return False
+    status = pod.get("status") or {}
+    return status.get("reason") in DISRUPTION_REASONS or _condition_status(status, "DisruptionTarget") == "True"
+
+
+def failure(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """Why a Failed Pod failed: its `status.reason` (or the container's), and the message."""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if terminated and not status.get("reason"):
+            code = terminated.get("exitCode")
+            return str(terminated.get("reason") or "Error"), str(terminated.get("message") or f"exit code {code}")
+    return str(status.get("reason") or "Failed"), str(status.get("message") or "")
+
+
+def pod_memory_request(pod_spec: Mapping[str, Any]) -> float:
+    """The memory a Pod asks of its node, as kube-scheduler counts it: the containers' requests
+    (a limit without a request counts as the request, as API defaulting makes it), or the
+    largest init container's if more, plus the RuntimeClass overhead."""
+
+    def wanted(container: Mapping[str, Any]) -> float:
+        resources = container.get("resources") or {}
+        value = (resources.get("requests") or {}).get("memory") or (resources.get("limits") or {}).get("memory")
+        return _quantity(value)
+
+    total = sum(wanted(c) for c in pod_spec.get("containers") or [])
+    init = max((wanted(c) for c in pod_spec.get("initContainers") or []), default=0.0)
+    return max(total, init) + _quantity((pod_spec.get("overhead") or {}).get("memory"))
+
+
 def waiting_problem(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first container stuck in a kubelet problem state (reason, message), if any."""
     for status in pod.get("status", {}).get("containerStatuses") or []:
@@ -160,6 +203,15 @@ def node_pod_capacity(node: Mapping[str, Any]) -> int | None:
         return None
 
 
+def node_allocatable_memory(node: Mapping[str, Any]) -> float | None:
+    """status.allocatable.memory in bytes (None when the node does not say: no limit is assumed)."""
+    value = (node.get("status", {}).get("allocatable") or {}).get("memory")
+    try:
+        return parse_quantity(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def node_taints(node: Mapping[str, Any]) -> list[Json]:
     """spec.taints."""
     return list(node.get("spec", {}).get("taints") or [])
@@ -183,6 +235,16 @@ def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
     if key != taint.get("key"):
         return False
     return operator == "Exists" or (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def _quantity(value: Any) -> float:
+    """A quantity, or 0 when absent or unreadable (the API validated it; be lenient here)."""
+    if value is None:
+        return 0.0
+    try:
+        return parse_quantity(value)
+    except ValueError:
+        return 0.0
 
 
 def _condition_status(status: Mapping[str, Any], kind: str) -> str | None:

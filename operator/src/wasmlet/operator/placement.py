@@ -2,9 +2,10 @@
 
 Pure. The filters are the ones a kubelet would otherwise refuse the Pod for: the node is a
 Ready wasmlet agent offering the runtime, not cordoned, matches the nodeSelector, has no taint
-the Pod does not tolerate, and has room in `allocatable.pods`. Among the fitting nodes a replica
-goes to the one with the fewest replicas of this workload (when spreading), then the least
-loaded, then the first by name (so equal inputs give equal answers).
+the Pod does not tolerate, and has room: `allocatable.pods`, and `allocatable.memory` when the
+Pod requests memory (what kube-scheduler's NodeResourcesFit checks). Among the fitting nodes a
+replica goes to the one with the fewest replicas of this workload (when spreading), then the
+least loaded, then the first by name (so equal inputs give equal answers).
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ class PlacementResult:
     rejections: Mapping[str, int] = field(default_factory=dict)
 
 
-def rejection(pod_spec: Mapping[str, Any], node: Mapping[str, Any], load: int) -> str | None:
-    """Why the Pod cannot go to `node` (a kube-scheduler style phrase), or None if it fits."""
+def rejection(pod_spec: Mapping[str, Any], node: Mapping[str, Any], load: int, memory_used: float = 0.0) -> str | None:
+    """Why the Pod cannot go to `node` (a kube-scheduler style phrase), or None if it fits.
+
+    `load` counts the Pods occupying the node, `memory_used` the memory they request.
+    """
     labels = objects.node_labels(node)
     if labels.get(keys.LABEL_AGENT) != "true":
         return "node(s) are not wasmlet agents"
@@ -55,25 +59,34 @@ def rejection(pod_spec: Mapping[str, Any], node: Mapping[str, Any], load: int) -
     capacity = objects.node_pod_capacity(node)
     if capacity is not None and load >= capacity:
         return "node(s) had too many pods"
+    wanted = objects.pod_memory_request(pod_spec)
+    allocatable = objects.node_allocatable_memory(node)
+    if wanted and allocatable is not None and memory_used + wanted > allocatable:
+        return "node(s) had insufficient memory"
     return None
 
 
 def place(count: int, pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], *,
-          load: Mapping[str, int], replicas_on: Mapping[str, int], spread: bool = True) -> PlacementResult:
+          load: Mapping[str, int], replicas_on: Mapping[str, int], spread: bool = True,
+          memory: Mapping[str, float] | None = None) -> PlacementResult:
     """Choose nodes for `count` new replicas.
 
-    `load` counts the Pods (of any workload) bound to each node and still occupying it;
-    `replicas_on` counts this workload's active replicas per node. Both grow as replicas are
-    placed, so one call spreads a batch as it would spread replicas placed one at a time.
+    `load` counts the Pods (of any workload) bound to each node and still occupying it, `memory`
+    the memory those Pods request; `replicas_on` counts this workload's active replicas per node.
+    All grow as replicas are placed, so one call places a batch as it would place replicas one at
+    a time.
     """
     load = Counter(load)
+    used: Counter[str] = Counter(memory or {})
+    wanted = objects.pod_memory_request(pod_spec)
     mine = Counter(replicas_on)
     chosen: list[str] = []
     for _ in range(count):
         fitting: list[Mapping[str, Any]] = []
         reasons: Counter[str] = Counter()
         for node in nodes:
-            why = rejection(pod_spec, node, load[objects.node_name(node)])
+            name = objects.node_name(node)
+            why = rejection(pod_spec, node, load[name], used[name])
             if why is None:
                 fitting.append(node)
             else:
@@ -85,6 +98,7 @@ def place(count: int, pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, 
         name = objects.node_name(best)
         chosen.append(name)
         load[name] += 1
+        used[name] += wanted
         mine[name] += 1
     return PlacementResult(tuple(chosen))
 

@@ -7,8 +7,11 @@ ones go. The rules, in the order they apply:
   (nothing will ever stop them), a node NotReady for `placement.rescheduleAfterSeconds` gets its
   Pods deleted gracefully (its agent stops them if it returns). Both are replaced.
 * Finished Pods: for run-to-completion workloads (restartPolicy OnFailure/Never) a finished Pod
-  of the current template is done and counts towards `replicas`; every other finished Pod is
-  deleted and (for `Always`) replaced.
+  of the current template is done and counts towards `replicas`, unless its node or the cluster
+  ended it (evicted, preempted, rejected at admission: `objects.is_disrupted`); every other
+  finished Pod is deleted and (for `Always`, and disrupted ones) replaced. A Failed Pod of the
+  current template is replaced only from `replace_failed_after` on: the caller backs off, so a
+  module that every node rejects does not turn into a create/delete loop.
 * Pods of an old template are replaced: `Recreate` deletes them all and creates new ones once
   they are gone; `RollingUpdate` surges and retires them within maxSurge/maxUnavailable (the
   Deployment arithmetic). Run-to-completion workloads always use Recreate.
@@ -22,7 +25,7 @@ import datetime
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wasmlet.api.podtemplate import template_hash
@@ -40,6 +43,7 @@ class Deletion:
     uid: str | None
     reason: str
     force: bool = False
+    cause: str = "scale"  # for metrics: scale, update, failed, finished, lost-node
 
 
 @dataclass(frozen=True)
@@ -51,58 +55,88 @@ class Plan:
     template_hash: str
     replicas_on: Mapping[str, int]
     requeue_after: float | None = None
+    failed: tuple[Mapping[str, Any], ...] = ()  # Failed Pods of the current template replaced now, or waiting to be
 
 
 def plan(workload: WasmWorkload, pods: Sequence[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, Any]],
-         now: datetime.datetime) -> Plan:
+         now: datetime.datetime, *, replace_failed_after: datetime.datetime | None = None) -> Plan:
     """Plan one reconcile of `workload`.
 
     `pods` are the workload's own Pods, `nodes` every known Node by name (a Pod's node missing
-    from it has been deleted).
+    from it has been deleted). Failed Pods of the current template stay (not replaced, so the
+    user sees them) until `replace_failed_after`.
     """
     spec = workload.spec
     current = template_hash(workload)
     recreate = spec.update_strategy.type == "Recreate" or spec.runs_to_completion
-    deletions: list[Deletion] = []
     lost, requeue = _lost_nodes(workload, pods, nodes, now)
-    new: list[Mapping[str, Any]] = []
-    old: list[Mapping[str, Any]] = []
-    done = 0
-    old_terminating = False
+    holding = replace_failed_after is not None and now < replace_failed_after
+    found = _sort(workload, pods, current, lost, holding=holding)
+    deletions = found.deletions
+    create = 0
+    if found.old and recreate:
+        deletions += [Deletion(objects.pod_name(p), _uid(p), "template changed", cause="update") for p in found.old]
+    elif found.old:
+        create, retire = _rolling_update(workload, found.new, found.old)
+        deletions += retire
+    elif not (recreate and found.old_terminating):  # Recreate: new Pods only once the old ones are gone
+        wanted = spec.replicas - found.done
+        create = max(0, wanted - len(found.new))
+        extra = len(found.new) - max(0, wanted)
+        if extra > 0:
+            deletions += [Deletion(objects.pod_name(p), _uid(p), "scaled down") for p in _victims(found.new, extra)]
+    replicas_on = Counter(objects.pod_node(p) or "" for p in found.new + found.old)
+    if found.failed and holding:
+        assert replace_failed_after is not None
+        wait = (replace_failed_after - now).total_seconds()
+        requeue = wait if requeue is None else min(requeue, wait)
+    return Plan(create, tuple(deletions), current, dict(replicas_on), requeue, tuple(found.failed))
+
+
+@dataclass
+class _Sorted:
+    """The workload's Pods by what they are to this reconcile."""
+
+    new: list[Mapping[str, Any]] = field(default_factory=list)  # active, current template
+    old: list[Mapping[str, Any]] = field(default_factory=list)  # active, another template
+    done: int = 0  # finished replicas that keep their place (job-like successes, held failures)
+    failed: list[Mapping[str, Any]] = field(default_factory=list)  # Failed, current template, to be replaced
+    old_terminating: bool = False  # an old-template Pod is still stopping
+    deletions: list[Deletion] = field(default_factory=list)
+
+
+def _sort(workload: WasmWorkload, pods: Sequence[Mapping[str, Any]], current: str, lost: Mapping[str, bool], *,
+          holding: bool) -> _Sorted:
+    """Sort the Pods; delete those of lost nodes and finished ones that are not replicas any more."""
+    found = _Sorted()
     for pod in pods:
         name, uid, node = objects.pod_name(pod), _uid(pod), objects.pod_node(pod)
         node_deleted = lost.get(node or "") is True
+        current_template = objects.pod_hash(pod) == current
         if objects.is_terminating(pod):
             if node_deleted:  # what the pod garbage collector does for Pods of deleted Nodes
-                deletions.append(Deletion(name, uid, f"node {node} was deleted", force=True))
-            elif objects.pod_hash(pod) != current and node not in lost:
-                old_terminating = True
+                found.deletions.append(Deletion(name, uid, f"node {node} was deleted", force=True, cause="lost-node"))
+            elif not current_template and node not in lost:
+                found.old_terminating = True
         elif objects.is_terminal(pod):
-            if spec.runs_to_completion and objects.pod_hash(pod) == current:
-                done += 1
+            if workload.spec.runs_to_completion and current_template and not objects.is_disrupted(pod):
+                found.done += 1
+            elif current_template and objects.pod_phase(pod) == "Failed":
+                found.failed.append(pod)
+                if holding:
+                    found.done += 1  # stays, and keeps its place, until the back-off ends
+                else:
+                    found.deletions.append(Deletion(name, uid, f"pod failed: {objects.failure(pod)[0]}",
+                                                    cause="failed"))
             else:
-                deletions.append(Deletion(name, uid, f"pod is {objects.pod_phase(pod)}"))
+                found.deletions.append(Deletion(name, uid, f"pod is {objects.pod_phase(pod)}", cause="finished"))
         elif node in lost:
-            deletions.append(Deletion(name, uid, f"node {node} is lost", force=node_deleted))
-        elif objects.pod_hash(pod) == current:
-            new.append(pod)
+            found.deletions.append(Deletion(name, uid, f"node {node} is lost", force=node_deleted, cause="lost-node"))
+        elif current_template:
+            found.new.append(pod)
         else:
-            old.append(pod)
-
-    create = 0
-    if old and recreate:
-        deletions += [Deletion(objects.pod_name(p), _uid(p), "template changed") for p in old]
-    elif old:
-        create, retire = _rolling_update(workload, new, old)
-        deletions += retire
-    elif not (recreate and old_terminating):  # Recreate: new Pods only once the old ones are gone
-        wanted = spec.replicas - done
-        create = max(0, wanted - len(new))
-        extra = len(new) - max(0, wanted)
-        if extra > 0:
-            deletions += [Deletion(objects.pod_name(p), _uid(p), "scaled down") for p in _victims(new, extra)]
-    replicas_on = Counter(objects.pod_node(p) or "" for p in new + old)
-    return Plan(create, tuple(deletions), current, dict(replicas_on), requeue)
+            found.old.append(pod)
+    return found
 
 
 def resolve_int_or_percent(value: int | str, total: int, *, round_up: bool) -> int:
@@ -136,7 +170,7 @@ def _rolling_update(workload: WasmWorkload, new: list[Mapping[str, Any]],
             if ready_spare <= 0:
                 break  # victims are ordered unready first: every later one is ready too
             ready_spare -= 1
-        retire.append(Deletion(objects.pod_name(pod), _uid(pod), "rolling update"))
+        retire.append(Deletion(objects.pod_name(pod), _uid(pod), "rolling update", cause="update"))
     if len(new) > desired:
         retire += [Deletion(objects.pod_name(p), _uid(p), "scaled down") for p in _victims(new, len(new) - desired)]
     return create, retire

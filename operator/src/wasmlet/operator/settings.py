@@ -41,16 +41,35 @@ class OperatorSettings:
     retry_seconds: float = _setting(
         5.0, "first delay before retrying a failed reconcile (doubles up to 5 minutes)", metavar="SECONDS")
     watch_timeout_seconds: int = _setting(
-        300, "server-side timeout of kopf's watch requests: a silent connection is noticed this fast",
-        metavar="SECONDS")
+        300, "server-side timeout of the watch requests (kopf's and the caches'): a silent connection is "
+             "noticed this fast", metavar="SECONDS")
     liveness_endpoint: str | None = _setting(
         None, "serve kopf's liveness probe here, e.g. http://0.0.0.0:8080/healthz; unset: none",
         metavar="URL")
+    metrics_endpoint: str | None = _setting(
+        None, "serve Prometheus metrics here, e.g. http://0.0.0.0:9090/metrics; unset: none (like the "
+              "liveness endpoint, the deployment opens the port)", metavar="URL")
+    peering_name: str = _setting(
+        "wasmlet", "the ClusterKopfPeering (cluster-wide) or KopfPeering (namespaced) through which replicas "
+                   "agree that one of them is active (created if missing; its CRDs are in crds/)", metavar="NAME")
+    standalone: bool = _setting(
+        False, "no peering: nothing keeps a second replica from acting too, so run exactly one (and without "
+               "the peering CRDs)")
+    peering_priority: int | None = _setting(
+        None, "this replica's peering priority; the highest live one is active, equal ones all pause (kopf's "
+              "rule); unset: a random one in 1..999999999, distinct per replica. Above that range a replica "
+              "takes over from the deployed ones (e.g. to debug)", metavar="N")
 
     def __post_init__(self) -> None:
         for name in ("resync_seconds", "retry_seconds", "watch_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} / --{_flag(name)}: must be > 0, got {getattr(self, name)!r}")
+        if not self.peering_name and not self.standalone:
+            raise SettingsError(f"{_env_name('peering_name')} / --peering-name: must not be empty (or set --standalone)")
+        for name in ("liveness_endpoint", "metrics_endpoint"):
+            url = getattr(self, name)
+            if url is not None and not url.startswith("http://"):
+                raise SettingsError(f"{_env_name(name)} / --{_flag(name)}: must be an http:// URL, got {url!r}")
 
     @property
     def clusterwide(self) -> bool:
@@ -88,11 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(f"--{_flag(f.name)}", dest=f.name, action="store_true", default=None, help=help_text)
         else:
             parser.add_argument(f"--{_flag(f.name)}", dest=f.name, metavar=f.metadata["metavar"], help=help_text)
+    parser.add_argument("--check-config", action="store_true",
+                        help="validate the settings and credentials, print them, and exit (connects to nothing)")
     return parser
 
 
 def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
-    kind = str(f.type)
+    kind = str(f.type).removesuffix(" | None")
     try:
         if kind == "bool":
             if raw.lower() in ("1", "true", "yes", "on"):

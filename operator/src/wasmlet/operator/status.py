@@ -30,8 +30,9 @@ OWNED_KEYS = (
 class Problems:
     """What kept the last reconcile from doing its job (all optional)."""
 
-    unschedulable: str | None = None  # the placement message when replicas could not be placed
+    unschedulable: str | None = None  # why replicas could not be placed (counts and node reasons)
     create_error: str | None = None  # the API's answer when creating a Pod failed
+    failing: str | None = None  # replicas keep failing and are replaced with back-off: the last failure
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def workload_status(workload: WasmWorkload, pods: Sequence[Mapping[str, Any]], t
     spec = workload.spec
     active = [p for p in pods if objects.is_active(p)]
     current = [p for p in pods if objects.pod_hash(p) == template_hash and not objects.is_terminating(p)]
+    failed = [p for p in current if objects.pod_phase(p) == "Failed"]
     ready = sum(1 for p in active if objects.is_ready(p))
     counts = {
         "replicas": len(active),
@@ -58,12 +60,14 @@ def workload_status(workload: WasmWorkload, pods: Sequence[Mapping[str, Any]], t
         "updatedReplicas": sum(1 for p in active if objects.pod_hash(p) == template_hash),
         "availableReplicas": ready,  # no minReadySeconds: ready is available
         "succeeded": sum(1 for p in current if objects.pod_phase(p) == "Succeeded"),
-        "failed": sum(1 for p in current if objects.pod_phase(p) == "Failed"),
+        "failed": len(failed),
     }
+    degraded = _degraded(active, failed, problems)
     conditions = [
-        _ready(workload, counts, problems),
+        _ready(workload, counts, problems, degraded),
         _progressing(workload, counts, problems),
-        _degraded(active, counts),
+        degraded,
+        *_outcome(workload, counts),
     ]
     digest = workload.spec.module.digest or next(filter(None, map(objects.image_digest, current)), None)
     return {
@@ -129,7 +133,8 @@ def status_patch(desired: Mapping[str, Any], current: Mapping[str, Any] | None) 
     return patch or None
 
 
-def _ready(workload: WasmWorkload, counts: Mapping[str, int], problems: Problems) -> Condition:
+def _ready(workload: WasmWorkload, counts: Mapping[str, int], problems: Problems,
+           degraded: Condition) -> Condition:
     spec = workload.spec
     desired = spec.replicas
     ready, succeeded, failed = counts["readyReplicas"], counts["succeeded"], counts["failed"]
@@ -146,7 +151,10 @@ def _ready(workload: WasmWorkload, counts: Mapping[str, int], problems: Problems
         return Condition("Ready", False, "FailedCreate", problems.create_error)
     if problems.unschedulable:
         return Condition("Ready", False, "Unschedulable", problems.unschedulable)
-    return Condition("Ready", False, "ReplicasNotReady", f"{ready}/{desired} replicas ready")
+    summary = f"{ready}/{desired} replicas ready"
+    if degraded.status:  # the Reason column then says why (`CreateContainerConfigError`), not just "not ready"
+        return Condition("Ready", False, degraded.reason, f"{summary}; {degraded.message}")
+    return Condition("Ready", False, "ReplicasNotReady", summary)
 
 
 def _progressing(workload: WasmWorkload, counts: Mapping[str, int], problems: Problems) -> Condition:
@@ -164,12 +172,33 @@ def _progressing(workload: WasmWorkload, counts: Mapping[str, int], problems: Pr
     return Condition("Progressing", True, "ReplicasUpToDate", "every replica runs the current template")
 
 
-def _degraded(active: Sequence[Mapping[str, Any]], counts: Mapping[str, int]) -> Condition:
+def _degraded(active: Sequence[Mapping[str, Any]], failed: Sequence[Mapping[str, Any]],
+              problems: Problems) -> Condition:
+    """A replica that will not get better by itself, named: a stuck container, a failed Pod."""
     for pod in active:
         problem = objects.waiting_problem(pod)
         if problem:
             reason, message = problem
             return Condition("Degraded", True, reason, f"pod {objects.pod_name(pod)}: {message or reason}")
-    if counts["failed"]:
-        return Condition("Degraded", True, "ReplicasFailed", f"{counts['failed']} replicas failed")
+    if failed:
+        reason, message = objects.failure(failed[0])
+        detail = f"{reason}: {message}" if message else reason
+        return Condition("Degraded", True, "ReplicasFailed",
+                         f"{len(failed)} replica(s) failed; pod {objects.pod_name(failed[0])}: {detail}")
+    if problems.failing:
+        return Condition("Degraded", True, "ReplicasFailed", problems.failing)
     return Condition("Degraded", False, "AsExpected", "no replica reports a problem")
+
+
+def _outcome(workload: WasmWorkload, counts: Mapping[str, int]) -> list[Condition]:
+    """The Job-style `Complete`/`Failed` conditions of a run-to-completion workload, once decided,
+    so `kubectl wait --for=condition=Complete ww/NAME` works as it does for Jobs."""
+    spec = workload.spec
+    succeeded, failed = counts["succeeded"], counts["failed"]
+    if not spec.runs_to_completion or spec.replicas == 0:
+        return []
+    if succeeded >= spec.replicas:
+        return [Condition("Complete", True, "ReplicasSucceeded", f"{succeeded}/{spec.replicas} replicas succeeded")]
+    if failed and counts["replicas"] == 0 and succeeded + failed >= spec.replicas:
+        return [Condition("Failed", True, "ReplicasFailed", f"{failed}/{spec.replicas} replicas failed")]
+    return []

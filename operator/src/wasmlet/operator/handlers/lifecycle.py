@@ -1,19 +1,14 @@
-"""Login, startup and cleanup: where the operator's services are built and torn down."""
+"""Login, startup, cleanup and the liveness probe: where the operator's services live."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
 import kopf
 
-from wasmlet.kube import KubeClient
-from wasmlet.operator.cluster import Cluster
-from wasmlet.operator.memo import OperatorMemo, Services
-from wasmlet.operator.queue import ReconcileQueue
-from wasmlet.operator.reconciler import Reconciler
+from wasmlet.operator.memo import OperatorMemo
+from wasmlet.operator.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -36,32 +31,33 @@ async def login(memo: OperatorMemo, **_: Any) -> kopf.ConnectionInfo:
 
 
 async def startup(memo: OperatorMemo, **_: Any) -> None:
-    """Open the API client and start the reconcile queue before kopf starts watching."""
+    """Start the services before kopf starts watching (kopf runs startup handlers first)."""
     settings = memo.settings
-    resources = contextlib.AsyncExitStack()
-    api = await resources.enter_async_context(KubeClient(memo.cluster_config, user_agent="wasmlet-operator"))
-    reconciler = Reconciler(Cluster(api, namespace=settings.namespace, retry_seconds=settings.retry_seconds))
-    queue = ReconcileQueue(reconciler.reconcile, resync_seconds=settings.resync_seconds,
-                           retry_seconds=settings.retry_seconds)
-    task = asyncio.create_task(queue.run(), name="wasmlet reconcile queue")
-    memo.services = Services(queue=queue, queue_task=task, resources=resources)
-    log.info("wasmlet operator started (%s)", f"namespace {settings.namespace}" if settings.namespace
-             else "cluster-wide")
+    memo.services = await Services.start(settings, memo.cluster_config, identity=memo.identity,
+                                         priority=memo.priority, on_fatal=memo.fail)
+    scope = f"namespace {settings.namespace}" if settings.namespace else "cluster-wide"
+    peering = "standalone" if settings.standalone else f"peering {settings.peering_name} as {memo.identity}, " \
+                                                       f"priority {memo.priority}"
+    log.info("wasmlet operator started (%s, %s)", scope, peering)
 
 
 async def cleanup(memo: OperatorMemo, **_: Any) -> None:
-    """Stop the queue (cancelling reconciles in flight) and close the API client."""
+    """Stop the services: watches, queue (reconciles in flight), metrics server, API client."""
     services, memo.services = memo.services, None
-    if services is None:
-        return
-    services.queue_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await services.queue_task
-    await services.resources.aclose()
+    if services is not None:
+        await services.stop()
+    # Stopped by a signal, kopf still waits for the stop flag it was given, then gives up after 5 s.
+    memo.stop_flag.set()
+
+
+async def probe(memo: OperatorMemo, **_: Any) -> dict[str, Any]:
+    """The liveness endpoint's report; fails (HTTP 500) once the services have died."""
+    return memo.require_services().health()
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    """Register login, startup and cleanup on `registry`."""
+    """Register login, startup, cleanup and the probe on `registry`."""
     kopf.on.login(registry=registry)(login)
     kopf.on.startup(registry=registry)(startup)
     kopf.on.cleanup(registry=registry)(cleanup)
+    kopf.on.probe(registry=registry, id="wasmlet")(probe)

@@ -1,33 +1,27 @@
-"""WasmWorkload handlers: a created, changed or (at start) resumed workload is reconciled now.
+"""WasmWorkload events: put them in the cache and queue the workload. No decisions here.
 
-Reconciling inside the change handler lets kopf retry failures (kopf.TemporaryError with the
-error's delay). An invalid spec is not a failure: the reconcile reports it in status
-(Ready=False, InvalidSpec) and returns normally, so kopf does not retry it.
+An event handler, not kopf's change handlers (on.create/update/resume): those make kopf write
+its bookkeeping into every workload (a last-handled-configuration annotation per change, retry
+progress), one more API write per change, and the reconcile queue already retries with backoff.
+With event handlers kopf writes nothing on our objects and needs no finalizer.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from wasmlet.api import keys
-from wasmlet.operator import errors
 from wasmlet.operator.memo import OperatorMemo
 
 
-async def workload_changed(namespace: str | None, name: str, memo: OperatorMemo, **_: Any) -> None:
-    """Reconcile the workload now, exclusive with queued reconciles of it."""
-    assert namespace is not None  # WasmWorkloads are namespaced
-    try:
-        await memo.require_services().queue.run_now((namespace, name))
-    except errors.OperatorError as exc:
-        raise errors.to_kopf(exc) from exc
+async def workload_event(event: Mapping[str, Any], memo: OperatorMemo, **_: Any) -> None:
+    """Any WasmWorkload event: the raw body goes to the cache; the queue decides if it is work."""
+    memo.require_services().workload_event(event.get("type"), dict(event["object"]))
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
-    """Register the WasmWorkload change handlers on `registry` (one id: one retry state)."""
-    resource = (keys.GROUP, keys.VERSION, keys.WORKLOAD_PLURAL)
-    kopf.on.resume(*resource, registry=registry, id="reconcile")(workload_changed)
-    kopf.on.create(*resource, registry=registry, id="reconcile")(workload_changed)
-    kopf.on.update(*resource, registry=registry, id="reconcile")(workload_changed)
+    """Register the WasmWorkload event handler on `registry`."""
+    kopf.on.event(keys.GROUP, keys.VERSION, keys.WORKLOAD_PLURAL, registry=registry, id="cache")(workload_event)
