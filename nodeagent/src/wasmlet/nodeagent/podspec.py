@@ -11,14 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from wasmlet.api import keys
+from wasmlet.api import keys, quantity
 from wasmlet.nodeagent.errors import UnsupportedPod
 from wasmlet.nodeagent.oci.reference import InvalidReference, default_pull_policy, parse_reference
 
 SUPPORTED_VOLUMES = ("configMap", "secret", "emptyDir", "hostPath", "downwardAPI", "projected")
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
-_FACTORS = {None: 1, "m": 0.001, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
 
 @dataclass(frozen=True)
@@ -136,11 +133,11 @@ def parse_module_ref(image: str, sha256: str | None = None, allow_file: bool = F
 
 
 def parse_quantity(value: Any, path: str) -> float:
-    """A Kubernetes quantity (`128Mi`, `1G`, `500m`) as a number of base units."""
-    match = _QUANTITY.match(str(value).strip())
-    if not match:
-        raise UnsupportedPod(f"{path}: {value!r} is not a quantity", reason="InvalidPod")
-    return float(match.group(1)) * _FACTORS[match.group(2)]
+    """A Kubernetes quantity (`128Mi`, `1G`, `500m`) as a number of base units; the field's path on error."""
+    try:
+        return quantity.parse_quantity(value)
+    except ValueError as exc:
+        raise UnsupportedPod(f"{path}: {exc}", reason="InvalidPod") from exc
 
 
 def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume_names: set[Any],
