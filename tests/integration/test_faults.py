@@ -101,12 +101,7 @@ async def test_a_sigkilled_agent_runs_its_pods_again_and_reruns_no_completed_con
     async with KubeClient(load_config(kube_api.url)) as api:
         await seed(api)
         async with agent_process(kube_api.url, tmp_path / "state") as agent:
-            for i in range(3):
-                await api.create(PODS, ticker(f"svc-{i}"))
-            await api.create(PODS, wasm_pod("once", NODE, "configmap://modules/hello.wasm",
-                                            automountServiceAccountToken=False))
-            await until(lambda: _phases_are(api, {"svc-0": "Running", "svc-1": "Running", "svc-2": "Running",
-                                                  "once": "Succeeded"}), 30, "Pods started")
+            await three_services_and_a_finished_job(api)
             await agent.kill()
             await agent.start()
             await until(lambda: _restarted(api, 3), 30, "services running again after the SIGKILL")
@@ -119,19 +114,12 @@ async def test_a_sigkilled_agent_restarts_offline_from_its_store_and_reconciles_
         kube_api: Any, tmp_path: Path) -> None:
     async with KubeClient(load_config(kube_api.url)) as api, link_to(kube_api.url) as link:
         await seed(api)
-        agent_ctx = agent_process(link.url, tmp_path / "state")
-        async with agent_ctx as agent:
-            for i in range(3):
-                await api.create(PODS, ticker(f"svc-{i}"))
-            await api.create(PODS, wasm_pod("once", NODE, "configmap://modules/hello.wasm",
-                                            automountServiceAccountToken=False))
-            await until(lambda: _phases_are(api, {"svc-0": "Running", "svc-1": "Running", "svc-2": "Running",
-                                                  "once": "Succeeded"}), 30, "Pods started")
+        async with agent_process(link.url, tmp_path / "state") as agent:
+            await three_services_and_a_finished_job(api)
             await agent.kill()
             await link.cut()
             await agent.start()  # no API: everything comes from the local store
-            await until(lambda: _agent_phases(agent, {"svc-0": "Running", "svc-1": "Running", "svc-2": "Running",
-                                                      "once": "Succeeded"}), 20, "Pods running offline")
+            await until(lambda: _agent_phases(agent, STARTED), 20, "Pods running offline")
             # Meanwhile in the cluster: svc-0 is force-deleted, svc-new is created.
             kube_api.remove("v1", "Pod", "default", "svc-0")
             await api.create(PODS, ticker("svc-new"))
@@ -162,6 +150,16 @@ async def test_broken_watches_410_gone_500s_and_slow_answers_do_not_stop_converg
                     40, "every Pod running and reported")
         assert await agent.healthy()
         assert (await all_pods(api))["before"][1] == 0
+
+
+STARTED = {"svc-0": "Running", "svc-1": "Running", "svc-2": "Running", "once": "Succeeded"}
+
+
+async def three_services_and_a_finished_job(api: KubeClient) -> None:
+    for i in range(3):
+        await api.create(PODS, ticker(f"svc-{i}"))
+    await api.create(PODS, wasm_pod("once", NODE, "configmap://modules/hello.wasm", automountServiceAccountToken=False))
+    await until(lambda: _phases_are(api, STARTED), 30, "Pods started")
 
 
 async def _phases_are(api: KubeClient, expected: dict[str, str]) -> bool:
