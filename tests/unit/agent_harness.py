@@ -46,6 +46,10 @@ class Harness:
                      "containers": containers or [{"name": "main", "image": f"file:{self.tmp}/m.wasm"}], **spec},
         }
 
+    def sync(self, pod: dict[str, Any]) -> None:
+        """Feed a Pod as a static Pod would come: its `file:` module is allowed."""
+        self.controller.sync(pod, source="file")
+
     def worker(self, name: str = "p") -> PodWorker:
         return next(w for w in self.controller.workers() if w.plan.name == name)
 

@@ -21,7 +21,7 @@ def terminated(status: dict, index: int = 0) -> dict:
 
 async def test_a_module_that_exits_zero_makes_the_pod_succeed(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: exits(0))
-    h.controller.sync(h.pod())
+    h.sync(h.pod())
     await h.until(lambda: h.finished())
     status = h.status()
     assert status["phase"] == "Succeeded"
@@ -34,7 +34,7 @@ async def test_a_module_that_exits_zero_makes_the_pod_succeed(tmp_path: Path) ->
 
 async def test_a_nonzero_exit_with_restart_never_fails_the_pod(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: exits(3))
-    h.controller.sync(h.pod())
+    h.sync(h.pod())
     await h.until(lambda: h.finished())
     assert h.status()["phase"] == "Failed"
     assert terminated(h.status())["exitCode"] == 3
@@ -43,7 +43,7 @@ async def test_a_nonzero_exit_with_restart_never_fails_the_pod(tmp_path: Path) -
 
 async def test_restart_always_backs_off_and_counts_restarts(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: exits(1))
-    h.controller.sync(h.pod(restart="Always"))
+    h.sync(h.pod(restart="Always"))
     await h.until(lambda: len(h.runtime.starts) >= 3)
     assert any(e[2] == "BackOff" for e in h.events)
     worker = h.worker()
@@ -55,7 +55,7 @@ async def test_restart_always_backs_off_and_counts_restarts(tmp_path: Path) -> N
 async def test_on_failure_restarts_a_failed_container_until_it_succeeds(tmp_path: Path) -> None:
     codes = iter([1, 1, 0])
     h = Harness(tmp_path, lambda spec: exits(next(codes)))
-    h.controller.sync(h.pod(restart="OnFailure"))
+    h.sync(h.pod(restart="OnFailure"))
     await h.until(lambda: h.finished())
     assert h.status()["phase"] == "Succeeded"
     assert h.status()["containerStatuses"][0]["restartCount"] == 2
@@ -63,7 +63,7 @@ async def test_on_failure_restarts_a_failed_container_until_it_succeeds(tmp_path
 
 async def test_a_running_pod_reports_running_and_ready(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: FakeRun(exit_code=None))
-    h.controller.sync(h.pod(restart="Always"))
+    h.sync(h.pod(restart="Always"))
     await h.until(lambda: h.status().get("phase") == "Running")
     ready = {c["type"]: c["status"] for c in h.status()["conditions"]}
     assert ready["Ready"] == ready["ContainersReady"] == "True"
@@ -74,11 +74,11 @@ async def test_a_running_pod_reports_running_and_ready(tmp_path: Path) -> None:
 async def test_deleting_a_pod_stops_it_and_asks_for_removal(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: FakeRun(exit_code=None))
     pod = h.pod(restart="Always")
-    h.controller.sync(pod)
+    h.sync(pod)
     await h.until(lambda: h.status().get("phase") == "Running")
     pod["metadata"]["deletionTimestamp"] = "2026-11-21T00:00:00Z"
     pod["metadata"]["deletionGracePeriodSeconds"] = 1
-    h.controller.sync(pod)
+    h.sync(pod)
     await h.until(lambda: h.finished())
     assert terminated(h.status())["exitCode"] == 143
     assert any(e[2] == "Killing" for e in h.events)
@@ -89,7 +89,7 @@ async def test_init_containers_run_in_order_before_the_main_container(tmp_path: 
     h = Harness(tmp_path, lambda spec: exits(0))
     image = f"file:{tmp_path}/m.wasm"
     pod = h.pod(initContainers=[{"name": "one", "image": image}, {"name": "two", "image": image}])
-    h.controller.sync(pod)
+    h.sync(pod)
     await h.until(lambda: h.finished())
     assert [s.container for s in h.runtime.starts] == ["one", "two", "main"]
     assert all(s["state"]["terminated"]["exitCode"] == 0 for s in h.status()["initContainerStatuses"])
@@ -98,7 +98,7 @@ async def test_init_containers_run_in_order_before_the_main_container(tmp_path: 
 async def test_a_failing_init_container_with_restart_never_fails_the_pod(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: exits(2 if spec.container == "init" else 0))
     pod = h.pod(initContainers=[{"name": "init", "image": f"file:{tmp_path}/m.wasm"}])
-    h.controller.sync(pod)
+    h.sync(pod)
     await h.until(lambda: h.finished())
     assert h.status()["phase"] == "Failed"
     assert [s.container for s in h.runtime.starts] == ["init"]
@@ -106,7 +106,7 @@ async def test_a_failing_init_container_with_restart_never_fails_the_pod(tmp_pat
 
 async def test_an_unknown_runtime_class_fails_the_pod_with_a_precise_reason(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: exits(0))
-    h.controller.sync(h.pod(runtimeClassName="wasmtime"))
+    h.sync(h.pod(runtimeClassName="wasmtime"))
     await h.until(lambda: h.finished())
     assert h.status()["phase"] == "Failed"
     assert h.status()["reason"] == "UnknownRuntimeClass"
@@ -118,7 +118,7 @@ async def test_a_missing_configmap_key_is_a_create_container_config_error(tmp_pa
     h.objects.replace([{"kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"}, "data": {}}])
     container = {"name": "main", "image": f"file:{tmp_path}/m.wasm",
                  "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "missing"}}}]}
-    h.controller.sync(h.pod(containers=[container]))
+    h.sync(h.pod(containers=[container]))
     await h.until(lambda: any(e[2] == "Failed" for e in h.events))
     waiting = h.worker().records["main"].state["waiting"]
     assert waiting["reason"] == "CreateContainerConfigError"
@@ -129,7 +129,7 @@ async def test_a_missing_configmap_key_is_a_create_container_config_error(tmp_pa
 
 async def test_active_deadline_seconds_fails_a_running_pod(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: FakeRun(exit_code=None))
-    h.controller.sync(h.pod(restart="Always", activeDeadlineSeconds=1))
+    h.sync(h.pod(restart="Always", activeDeadlineSeconds=1))
     await h.until(lambda: h.finished())
     assert h.status()["phase"] == "Failed"
     assert h.status()["reason"] == "DeadlineExceeded"
@@ -137,7 +137,7 @@ async def test_active_deadline_seconds_fails_a_running_pod(tmp_path: Path) -> No
 
 async def test_an_unsupported_volume_type_fails_the_pod_at_once(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: exits(0))
-    h.controller.sync(h.pod(volumes=[{"name": "v", "nfs": {"server": "x", "path": "/"}}]))
+    h.sync(h.pod(volumes=[{"name": "v", "nfs": {"server": "x", "path": "/"}}]))
     status = h.status()
     assert status["phase"] == "Failed"
     assert status["reason"] == "UnsupportedVolume"
@@ -149,7 +149,7 @@ async def test_a_pod_that_is_already_terminal_is_adopted_and_never_run(tmp_path:
     pod = h.pod()
     pod["status"] = {"phase": "Succeeded", "containerStatuses": [
         {"name": "main", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}
-    h.controller.sync(pod)
+    h.sync(pod)
     await h.until(lambda: h.worker().last_status.get("phase") == "Succeeded")
     assert h.runtime.starts == []
     assert h.reporter.latest == {}  # nothing new to report
@@ -170,7 +170,7 @@ def test_every_non_final_state_has_a_way_out() -> None:
 
 async def test_a_removed_pod_is_stopped_and_its_volumes_and_logs_are_cleaned_up(tmp_path: Path) -> None:
     h = Harness(tmp_path, lambda spec: FakeRun(output=b"x\n", exit_code=None))
-    h.controller.sync(h.pod(restart="Always", volumes=[{"name": "scratch", "emptyDir": {}}]))
+    h.sync(h.pod(restart="Always", volumes=[{"name": "scratch", "emptyDir": {}}]))
     await h.until(lambda: h.status().get("phase") == "Running")
     assert (tmp_path / "pods" / "uid-p" / "volumes" / "scratch").is_dir()
     assert any((tmp_path / "logs").iterdir())
@@ -178,3 +178,11 @@ async def test_a_removed_pod_is_stopped_and_its_volumes_and_logs_are_cleaned_up(
     await h.until(lambda: h.controller.workers() == [])
     assert not (tmp_path / "pods" / "uid-p").exists()
     assert not any((tmp_path / "logs").iterdir())
+
+
+async def test_a_pod_from_the_api_may_not_name_a_node_file_as_its_module(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: exits(0))
+    h.controller.sync(h.pod())  # source "api"
+    assert h.status()["phase"] == "Failed"
+    assert h.status()["reason"] == "InvalidImageName"
+    assert h.runtime.starts == []

@@ -18,7 +18,8 @@ from wasmlet.kube import ApiError, KubeClient, load_config
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import ModuleCache
-from wasmlet.nodeagent.objects import ApiObjects, ObjectStore, StaticObjects
+from wasmlet.nodeagent.mirror import MirrorReporter
+from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
 from wasmlet.nodeagent.runtime import Runtime, load_backend
@@ -62,6 +63,7 @@ class Agent:
         self.controller: PodController | None = None
         self.static: Any = None
         self.node: Any = None
+        self.mirrors: MirrorReporter | None = None
         self.metrics = AgentMetrics()
         self.kubelet_port: int | None = None
         self.started = asyncio.Event()
@@ -79,8 +81,15 @@ class Agent:
                                                                  user_agent=f"wasmlet-agent/{settings.node_name}"))
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
-            objects: ObjectStore = ApiObjects(api, store) if api else StaticObjects()
-            reporter = StoringReporter(self._reporter or self._api_reporter(api), store)
+            static_objects = StaticObjects()
+            objects: ObjectStore = static_objects
+            base = self._reporter or self._api_reporter(api)
+            if api is not None:
+                objects = ApiObjects(api, store)
+                if settings.manifests is not None:  # mixed mode: static Pods next to the API's
+                    objects = LayeredObjects(static_objects, objects)
+                    base = self.mirrors = MirrorReporter(base, api, settings.node_name)
+            reporter = StoringReporter(base, store)
             env = AgentEnv(
                 node_name=settings.node_name, node_ip=settings.node_ip, runtimes=settings.runtimes,
                 runtime=runtimes.get,
@@ -120,10 +129,12 @@ class Agent:
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
                 tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller, store).run()))
-            if self.settings.manifests is not None and api is None:
-                assert isinstance(env.objects, StaticObjects)
+            if self.settings.manifests is not None:
+                statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
+                assert isinstance(statics, StaticObjects)
+                on_scan = self.mirrors.sync if self.mirrors is not None else None
                 self.static = StaticPods(self.settings.manifests, self.settings.node_name, self.controller,
-                                         env.objects)
+                                         statics, on_scan=on_scan)
                 tasks.append(group.create_task(self.static.run()))
             self.started.set()
             await stop.wait()

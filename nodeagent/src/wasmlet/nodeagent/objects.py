@@ -63,3 +63,17 @@ class StaticObjects:
 
     async def secret(self, namespace: str, name: str) -> Obj | None:
         return self.items.get(("Secret", namespace, name))
+
+
+class LayeredObjects:
+    """Mixed mode: the manifest folder's ConfigMaps and Secrets first, then the API's."""
+
+    def __init__(self, static: StaticObjects, api: ObjectStore) -> None:
+        self.static = static
+        self._api = api
+
+    async def configmap(self, namespace: str, name: str) -> Obj | None:
+        return await self.static.configmap(namespace, name) or await self._api.configmap(namespace, name)
+
+    async def secret(self, namespace: str, name: str) -> Obj | None:
+        return await self.static.secret(namespace, name) or await self._api.secret(namespace, name)

@@ -382,6 +382,7 @@ class _Slot:
     pod: Obj = field(default_factory=dict)
     removed: bool = False
     deleted: bool = False
+    source: str = "api"
 
 
 class PodController:
@@ -398,23 +399,23 @@ class PodController:
         self._slots: dict[str, _Slot] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
 
-    async def replace(self, pods: list[Obj], source_dirs: dict[str, Path] | None = None) -> None:
-        """The complete desired set: start what is new, stop what is gone."""
+    async def replace(self, pods: list[Obj], source_dirs: dict[str, Path] | None = None, source: str = "api") -> None:
+        """The complete desired set of one source ("api" or "file"): start what is new, stop what is gone."""
         wanted = {p["metadata"]["uid"]: p for p in pods}
-        for uid in list(self._slots):
-            if uid not in wanted:
+        for uid, slot in list(self._slots.items()):
+            if uid not in wanted and slot.source == source:
                 self.remove(uid)
         for uid, pod in wanted.items():
-            self.sync(pod, (source_dirs or {}).get(uid))
+            self.sync(pod, (source_dirs or {}).get(uid), source)
 
-    def sync(self, pod: Obj, source_dir: Path | None = None) -> None:
+    def sync(self, pod: Obj, source_dir: Path | None = None, source: str = "api") -> None:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid")
         if not uid:
             return
         slot = self._slots.get(uid)
         if slot is None:
-            slot = self._start(pod, source_dir)
+            slot = self._start(pod, source_dir, source)
             if slot is None:
                 return
         slot.pod = pod
@@ -458,10 +459,11 @@ class PodController:
                  if s.worker.plan.namespace == namespace and s.worker.plan.name == name]
         return found[-1] if found else None
 
-    def _start(self, pod: Obj, source_dir: Path | None) -> _Slot | None:
+    def _start(self, pod: Obj, source_dir: Path | None, source: str) -> _Slot | None:
         meta = pod["metadata"]
         try:
-            plan = parse_pod(pod, allow_file_modules=self._allow_file)
+            # Only a manifest on the node itself may name a node file as its module.
+            plan = parse_pod(pod, allow_file_modules=self._allow_file and source == "file")
         except UnsupportedPod as exc:
             self._fail_unparseable(pod, exc)
             return None
@@ -473,7 +475,7 @@ class PodController:
         if prior:
             worker.restore(prior)
         task = asyncio.create_task(self._run(worker), name=f"pod {plan.key}")
-        slot = _Slot(worker, task, pod)
+        slot = _Slot(worker, task, pod, source=source)
         self._slots[meta["uid"]] = slot
         self._count_running()
         return slot

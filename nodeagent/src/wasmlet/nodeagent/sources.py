@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from wasmlet.api import keys
 from wasmlet.kube import KubeClient
 from wasmlet.kube.reflector import Reflector
 from wasmlet.kube.resources import PODS
+from wasmlet.nodeagent.mirror import is_mirror
 from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.pods import PodController
 from wasmlet.nodeagent.podstore import PodStore
@@ -46,11 +48,14 @@ class ApiPods:
         await self.reflector.run(self)
 
     async def replace(self, objects: list[Obj]) -> None:
-        for pod in objects:
+        pods = [pod for pod in objects if not is_mirror(pod)]  # mirrors show static Pods: already ours
+        for pod in pods:
             self._store.put_pod(pod)
-        await self._controller.replace(objects)
+        await self._controller.replace(pods)
 
     async def apply(self, event_type: str, obj: Obj) -> None:
+        if is_mirror(obj):
+            return
         if event_type == "DELETED":
             self._controller.remove(obj["metadata"]["uid"])
         else:
@@ -70,7 +75,7 @@ class StaticPods:
     """Rescans a manifest folder and feeds the controller its Pods."""
 
     def __init__(self, folder: Path, node_name: str, controller: PodController, objects: StaticObjects,
-                 interval: float = 2.0) -> None:
+                 interval: float = 2.0, on_scan: Callable[[list[Obj]], Awaitable[None]] | None = None) -> None:
         self.folder = folder
         self._node = node_name
         self._controller = controller
@@ -78,6 +83,7 @@ class StaticPods:
         self._interval = interval
         self.problems: list[ManifestProblem] = []
         self.synced = asyncio.Event()
+        self._on_scan = on_scan
 
     async def run(self) -> None:
         while True:
@@ -91,7 +97,9 @@ class StaticPods:
                 log.error("manifest %s: %s", problem.path, problem.message)
         self.problems = problems
         self._objects.replace(objects)
-        await self._controller.replace(pods, sources)
+        await self._controller.replace(pods, sources, source="file")
+        if self._on_scan is not None:
+            await self._on_scan(pods)
         self.synced.set()
         return pods
 
