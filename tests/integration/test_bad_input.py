@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import wasmtime
 
-from wasmlet.kube.resources import PODS
+from wasmlet.kube.resources import PODS, WASM_WORKLOADS
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,
@@ -18,6 +18,18 @@ from tests.integration.agent_helpers import (
     running_agent,
     wait_for,
     wasm_pod,
+)
+from tests.integration.operator_helpers import (
+    NS,
+    condition,
+    eventually,
+    free_port,
+    http_get,
+    pods_count,
+    running_operator,
+    wait_workload,
+    wasm_node,
+    workload,
 )
 
 NODE = "wasm-node-1"
@@ -73,3 +85,26 @@ async def test_corrupt_and_hostile_modules_fail_with_reasons_and_hurt_nobody(kub
         async with aiohttp.ClientSession() as session:
             async with session.get(f"https://127.0.0.1:{agent.kubelet_port}/healthz", ssl=False) as resp:
                 assert (resp.status, await resp.text()) == (200, "ok")
+
+
+async def test_a_workload_with_every_field_wrong_gets_a_reason_and_the_operator_serves_on(
+        kube_api: Any, tmp_path: Path) -> None:
+    kube_api.seed_namespace(NS)
+    kube_api.put(wasm_node("wasm-1"))
+    liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    async with api_client(kube_api.kubeconfig) as api, running_operator(kube_api, liveness_endpoint=liveness):
+        wrong = workload("chaos", replicas=-3, runtime="docker", restartPolicy="Sometimes", args="not-a-list",
+                         env=[{"value": "no name"}], network="internet", nodeSelector=["a"],
+                         resources={"limits": {"memory": "lots", "cpu": "fast"}},
+                         updateStrategy={"type": "YOLO"}, placement={"rescheduleAfterSeconds": "soon"},
+                         volumes=[{"name": "v", "nfs": {}}], activeDeadlineSeconds=-1)
+        wrong["spec"]["module"] = {"image": "x/y:1", "url": "ftp://nope", "sha256": "short"}
+        await api.create(WASM_WORKLOADS, wrong, NS)
+        await api.create(WASM_WORKLOADS, workload("fine"), NS)
+        chaos = await wait_workload(kube_api, "chaos", lambda b: condition(b).get("reason") == "InvalidSpec")
+        assert condition(chaos)["status"] == "False"
+        assert "spec." in condition(chaos)["message"]
+        await eventually(lambda: pods_count(api, "fine", 1), what="the healthy workload's pod")
+        assert await pods_count(api, "chaos", 0) is not None
+        status, _ = await http_get(liveness)
+        assert status == 200
