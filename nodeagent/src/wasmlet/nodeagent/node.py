@@ -8,7 +8,6 @@ least every `node_status_seconds`; a renewal that fails is retried quickly with 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import importlib.metadata
 import importlib.util
 import logging
@@ -16,10 +15,11 @@ import os
 from typing import Any
 
 from wasmlet.api import keys
-from wasmlet.kube import AlreadyExists, ApiError, KubeClient, NotFound
+from wasmlet.kube import AlreadyExists, ApiError, Conflict, KubeClient, NotFound
 from wasmlet.kube.backoff import Backoff
 from wasmlet.kube.resources import LEASES, NODES
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.status import now, now_micro
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def node_object(settings: AgentSettings) -> Obj:
 
 
 def node_status(settings: AgentSettings, ready: bool, reason: str, message: str, previous: list[Obj]) -> Obj:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = now()
     before = {c.get("type"): c for c in previous}
 
     def condition(ctype: str, status: str, why: str, text: str) -> Obj:
@@ -102,6 +102,7 @@ class NodeController:
                            f"runtime(s) {', '.join(missing)} offered but not installed "
                            f"(pip install {' '.join(RUNTIME_PACKAGES[r][1] for r in missing)})")
         self._changed = asyncio.Event()
+        self._lease: Obj | None = None
         self.registered = asyncio.Event()
 
     def set_ready(self, ready: bool, reason: str, message: str) -> None:
@@ -153,22 +154,28 @@ class NodeController:
                 await asyncio.sleep(delay)
 
     async def _put_lease(self) -> None:
+        """Renew from the copy the last write returned, as the kubelet does: one request per renewal.
+        The Lease is read again only when that copy is stale (409) or the Lease is gone."""
         name = self._settings.node_name
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         spec = {"holderIdentity": name, "leaseDurationSeconds": self._settings.lease_duration_seconds,
-                "renewTime": stamp}
+                "renewTime": now_micro()}
+        if self._lease is None:
+            try:
+                self._lease = await self._api.get(LEASES, name, LEASE_NAMESPACE)
+            except NotFound:
+                self._lease = await self._api.create(LEASES, {
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": name, "namespace": LEASE_NAMESPACE,
+                                 "ownerReferences": await self._node_owner()},
+                    "spec": spec,
+                })
+                return
+        lease = {**self._lease, "spec": {**self._lease.get("spec", {}), **spec}}
         try:
-            lease = await self._api.get(LEASES, name, LEASE_NAMESPACE)
-        except NotFound:
-            await self._api.create(LEASES, {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": LEASE_NAMESPACE,
-                             "ownerReferences": await self._node_owner()},
-                "spec": spec,
-            })
-            return
-        lease["spec"] = {**lease.get("spec", {}), **spec}
-        await self._api.replace(LEASES, lease)  # resourceVersion in the body: a stale lease gives 409
+            self._lease = await self._api.replace(LEASES, lease)  # resourceVersion in the body: stale → 409
+        except (Conflict, NotFound):
+            self._lease = None
+            raise
 
     async def _node_owner(self) -> list[Obj]:
         node = await self._api.get(NODES, self._settings.node_name)

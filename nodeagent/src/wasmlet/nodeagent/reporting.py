@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -19,6 +18,7 @@ from wasmlet.kube import ApiError, ApiUnavailable, Conflict, Invalid, KubeClient
 from wasmlet.kube.backoff import Backoff
 from wasmlet.kube.resources import EVENTS, PODS
 from wasmlet.nodeagent.pods import PodRef
+from wasmlet.nodeagent.status import now
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class ConsoleReporter:
 
 
 def _event(ref: PodRef, node: str, type_: str, reason: str, message: str, container: str | None) -> Obj:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = now()
     involved: Obj = {"apiVersion": "v1", "kind": "Pod", "namespace": ref.namespace, "name": ref.name, "uid": ref.uid}
     if container:
         involved["fieldPath"] = f"spec.containers{{{container}}}"

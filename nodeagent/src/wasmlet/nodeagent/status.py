@@ -16,7 +16,13 @@ CONDITION_TYPES = ("PodReadyToStartContainers", "Initialized", "ContainersReady"
 
 
 def now() -> str:
+    """RFC 3339 in seconds, as Kubernetes writes Time fields."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> str:
+    """RFC 3339 in microseconds, as Kubernetes writes MicroTime fields (a Lease's renewTime)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass
