@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,20 @@ async def test_a_pod_from_the_api_may_not_name_a_node_file_as_its_module(tmp_pat
     assert h.status()["phase"] == "Failed"
     assert h.status()["reason"] == "InvalidImageName"
     assert h.runtime.starts == []
+
+
+async def test_a_pod_stopped_while_its_start_waits_for_a_runtime_slot_ends_without_error(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: FakeRun(exit_code=None))
+    started = asyncio.Event()
+
+    async def never_starts(spec: object, output: object) -> object:
+        started.set()
+        await asyncio.Event().wait()  # a Wasmer client with all 200 places taken queues the spawn
+        raise AssertionError("unreachable")
+
+    h.runtime.start = never_starts  # type: ignore[method-assign]
+    h.sync(h.pod(restart="Always"))
+    await started.wait()
+    await h.controller.stop_all()
+    assert h.finished()
+    assert "running" not in h.status()["containerStatuses"][0]["state"]

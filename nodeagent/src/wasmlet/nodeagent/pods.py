@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from wasmlet.nodeagent.backoff import RestartBackoff
-from wasmlet.nodeagent.errors import AgentError, UnsupportedPod
+from wasmlet.nodeagent.errors import AgentError, ModuleError, UnsupportedPod
 from wasmlet.nodeagent.lifecycle import FINAL, HANDLERS, State, check_transition, exit_for_deadline
 from wasmlet.nodeagent.logs import ContainerLog, pod_log_dir
 from wasmlet.nodeagent.metrics import AgentMetrics
