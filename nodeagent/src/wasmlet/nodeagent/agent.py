@@ -141,7 +141,6 @@ class Agent:
             log.info("stopping: %d pod(s) get their grace periods", len(self.controller.workers()))
             await self.controller.stop_all()
             log.info("every pod stopped")
-            reporter.flush()
             if api is not None:
                 await reporter.inner.drain()
             for task in tasks:

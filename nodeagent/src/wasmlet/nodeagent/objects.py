@@ -27,6 +27,7 @@ class ApiObjects:
     def __init__(self, api: KubeClient, store: PodStore) -> None:
         self._api = api
         self._store = store
+        self._stored: dict[tuple[str, str, str], str | None] = {}  # what the store holds: resourceVersion
 
     async def configmap(self, namespace: str, name: str) -> Obj | None:
         return await self._get(CONFIGMAPS, namespace, name)
@@ -44,7 +45,11 @@ class ApiObjects:
             if cached is None:
                 raise
             return cached
-        self._store.put_object(resource.kind, namespace, name, obj)
+        key = (resource.kind, namespace, name)
+        version = obj["metadata"].get("resourceVersion") if obj else None
+        if key not in self._stored or self._stored[key] != version:  # every Pod start reads: write on change
+            self._store.put_object(resource.kind, namespace, name, obj)
+            self._stored[key] = version
         return obj
 
 
