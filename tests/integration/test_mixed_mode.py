@@ -3,16 +3,14 @@ kubelet mirrors its static Pods."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from wasmlet.kube import NotFound
 from wasmlet.kube.resources import PODS
-from tests.integration.agent_helpers import MODULES, api_client, running_agent, wait_for
+from tests.integration.agent_helpers import MODULES, api_client, running_agent, wait_for, wait_gone
 
 NODE = "wasm-node-1"
 MIRROR = f"edge-ticker-{NODE}"
@@ -46,11 +44,5 @@ async def test_static_pods_run_next_to_api_pods_and_show_as_mirror_pods(kube_api
         assert agent.metrics.starts.labels("wasmer")._value.get() == 1  # the watch never ran the mirror
         # The file removed: the static Pod stops and its mirror goes.
         (manifests / "ticker.yaml").unlink()
-        async with asyncio.timeout(30):
-            while True:
-                try:
-                    await api.get(PODS, MIRROR, "default")
-                except NotFound:
-                    break
-                await asyncio.sleep(0.1)
+        await wait_gone(api, MIRROR, timeout=30)
         assert all(w.plan.name != MIRROR for w in agent.controller.workers() if w.instances)
