@@ -36,7 +36,7 @@ class Harness:
             reporter=self.reporter, pods_dir=tmp / "pods", logs_dir=tmp / "logs", backoff_base=backoff,
             backoff_cap=backoff * 4,
         )
-        self.controller = PodController(self.env, allow_file_modules=True)
+        self.controller = PodController(self.env)
 
     def pod(self, name: str = "p", restart: str = "Never", containers: list[dict[str, Any]] | None = None,
             **spec: Any) -> dict[str, Any]:

@@ -100,7 +100,7 @@ class Agent:
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 backoff_base=self._backoff_base, metrics=self.metrics,
             )
-            self.controller = PodController(env, allow_file_modules=settings.manifests is not None, store=store)
+            self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:
                 runner = await self._serve_kubelet_api(state / "logs", state / "pki", api)
                 stack.push_async_callback(runner.cleanup)

@@ -392,9 +392,8 @@ class PodController:
     status and logs can still be served (`kubectl logs` on a completed Pod).
     """
 
-    def __init__(self, env: AgentEnv, allow_file_modules: bool = False, store: PodStore | None = None) -> None:
+    def __init__(self, env: AgentEnv, store: PodStore | None = None) -> None:
         self.env = env
-        self._allow_file = allow_file_modules
         self._store = store
         self._slots: dict[str, _Slot] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
@@ -463,7 +462,7 @@ class PodController:
         meta = pod["metadata"]
         try:
             # Only a manifest on the node itself may name a node file as its module.
-            plan = parse_pod(pod, allow_file_modules=self._allow_file and source == "file")
+            plan = parse_pod(pod, allow_file_modules=source == "file")
         except UnsupportedPod as exc:
             self._fail_unparseable(pod, exc)
             return None
