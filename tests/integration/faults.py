@@ -163,5 +163,8 @@ async def agent_process(api_url: str, state_dir: Path, **env: str) -> AsyncItera
     await agent.start()
     try:
         yield agent
+    except BaseException:
+        print(f"--- the agent's log (last 8000 characters) ---\n{agent.log()[-8000:]}")  # shown on failure
+        raise
     finally:
         await agent.stop()

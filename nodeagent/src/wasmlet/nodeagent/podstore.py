@@ -2,9 +2,10 @@
 
 Every Pod the agent was told to run and its last known status (container states, restart
 counts). After a restart with the API server unreachable the agent runs its Pods from here;
-when the API returns, the API's list wins (Pods deleted meanwhile are stopped). Terminal
-statuses are written at once, so a run-to-completion container that succeeded is never run
-again, even after a SIGKILL; other status changes are written behind, coalesced.
+when the API returns, the API's list wins (Pods deleted meanwhile are stopped). A status in
+which a container runs or ended is written at once, before the API is told: a run-to-completion
+container that succeeded is never run again, and a container that ran is counted as restarted,
+even after a SIGKILL. Statuses with only waiting containers are written behind, coalesced.
 """
 
 from __future__ import annotations
@@ -108,10 +109,10 @@ class StoringReporter:
         self._pending: dict[str, Obj] = {}
 
     def update(self, ref: Any, status: Obj) -> None:
-        self.inner.update(ref, status)
         self._pending[ref.uid] = status
         if _settled(status):
             self.flush()
+        self.inner.update(ref, status)
 
     def event(self, ref: Any, type_: str, reason: str, message: str, container: str | None) -> None:
         self.inner.event(ref, type_, reason, message, container)
@@ -135,8 +136,10 @@ class StoringReporter:
 
 
 def _settled(status: Obj) -> bool:
-    """A status worth writing at once: the Pod ended, or a container terminated (it may not rerun)."""
+    """A status worth writing at once, before the API can see it: the Pod ended, or a container
+    runs or ended. A restarted agent must know that a container ran (its restart is counted) and
+    that it ended (it may not run again); only the waiting states are written behind."""
     if status.get("phase") in ("Succeeded", "Failed"):
         return True
     containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
-    return any("terminated" in (c.get("state") or {}) for c in containers)
+    return any({"running", "terminated"} & (c.get("state") or {}).keys() for c in containers)
