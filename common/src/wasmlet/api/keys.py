@@ -26,6 +26,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
 # Pod annotation carrying the sha256 of an http(s) module, per container.
 ANNOTATION_SHA256_PREFIX = f"{GROUP}/sha256."
+# Pod annotation making a container an HTTP handler (wasmlet.api.http), per container.
+ANNOTATION_HTTP_PREFIX = f"{GROUP}/http."
 
 # The taint that keeps ordinary Pods and DaemonSets off wasm nodes; wasm Pods tolerate it.
 TAINT_KEY = LABEL_ARCH
@@ -53,6 +55,11 @@ FILE_SCHEME = "file:"
 def runtime_label(runtime: str) -> str:
     """The node label that says a node offers `runtime`."""
     return f"{LABEL_RUNTIME_PREFIX}{runtime}"
+
+
+def http_annotation(container: str) -> str:
+    """The Pod annotation that makes `container` an HTTP handler served on one of its ports."""
+    return f"{ANNOTATION_HTTP_PREFIX}{container}"
 
 
 def sha256_annotation(container: str) -> str:
