@@ -69,3 +69,39 @@ def test_image_pull_policy_defaults_follow_the_kubelet() -> None:
     latest = parse_pod(pod(containers=[{"name": "a", "image": "reg/app"}])).containers[0]
     pinned = parse_pod(pod(containers=[{"name": "a", "image": "reg/app:1.2"}])).containers[0]
     assert (latest.image_pull_policy, pinned.image_pull_policy) == ("Always", "IfNotPresent")
+
+
+def http_pod(annotation: str | None, ports: list[dict] | None = None, container: str = "web") -> dict:
+    body = pod(containers=[{"name": "web", "image": "configmap://mods/web.wasm",
+                            "ports": [{"name": "http", "containerPort": 8080}] if ports is None else ports},
+                           {"name": "side", "image": "configmap://mods/side.wasm",
+                            "ports": [{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 9000}]}])
+    if annotation is not None:
+        body["metadata"]["annotations"][f"wasmlet.dev/http.{container}"] = annotation
+    return body
+
+
+def test_an_annotated_container_is_an_http_handler_and_every_tcp_port_is_the_pods() -> None:
+    plan = parse_pod(http_pod('{"port": 8080, "path": "/api", "maxConcurrency": 4}'))
+    web, side = plan.containers
+    assert web.http is not None and (web.http.port, web.http.path, web.http.max_concurrency) == (8080, "/api", 4)
+    assert web.http.request_timeout_seconds == 10 and web.http.max_body_bytes == 1048576  # the defaults
+    assert side.http is None
+    assert plan.tcp_ports == [8080, 9000]
+
+
+@pytest.mark.parametrize(("annotation", "ports", "container", "complaint"), [
+    ("{not json", None, "web", r"wasmlet.dev/http.web'\]: is not JSON"),
+    ('{"port": 8080, "maxConcurrency": "many"}', None, "web", r"\.maxConcurrency: must be an integer"),
+    ('{"port": 8080, "path": "api"}', None, "web", r"\.path: must be a string starting with /"),
+    ('{"port": 8080, "colour": "blue"}', None, "web", r"\.colour: unknown field"),
+    ('{"port": 8081}', None, "web", r"\.port: 8081 is not a TCP containerPort of container 'web' \(its ports: 8080/TCP\)"),
+    ('{"port": 8080}', None, "wbe", r"the Pod has no container named 'wbe'"),
+    ('{"port": 8080}', [{"containerPort": 0}], "web", r"ports\[0\]\.containerPort: must be a port number"),
+    ('{"port": 8080}', [{"containerPort": 8080, "protocol": "HTTP"}], "web", r"ports\[0\]\.protocol: must be one of"),
+])
+def test_a_bad_http_handler_fails_the_pod_naming_the_field(annotation: str, ports: list | None, container: str,
+                                                           complaint: str) -> None:
+    with pytest.raises(UnsupportedPod, match=complaint) as failure:
+        parse_pod(http_pod(annotation, ports, container))
+    assert failure.value.reason in ("InvalidHttpHandler", "InvalidPod")

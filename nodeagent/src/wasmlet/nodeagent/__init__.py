@@ -6,3 +6,7 @@ and sources (`sources`) → `modules`, `logs`, `reporting` → `runtime` backend
 only `wasmlet.api`. Runtime backends are imported lazily, when a Pod first asks for one, to keep
 the idle agent small.
 """
+
+import importlib.metadata
+
+VERSION = importlib.metadata.version("wasmlet")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmlet.kube import ApiError, KubeClient, load_config
+from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import ModuleCache
@@ -98,7 +99,7 @@ class Agent:
                                     insecure_registries=settings.insecure_registries),
                 objects=objects, reporter=reporter, pods_dir=state / "pods", logs_dir=state / "logs",
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
-                backoff_base=self._backoff_base, metrics=self.metrics,
+                backoff_base=self._backoff_base, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
             )
             self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:

@@ -73,6 +73,11 @@ async def admitting(w: PodWorker) -> State:
         offered = ", ".join(w.env.runtimes)
         return w.fail("UnknownRuntimeClass", f"runtimeClassName {runtime_name!r} is not offered by node "
                       f"{w.env.node_name} (it offers: {offered})")
+    conflict = w.env.ports.claim(w.plan.uid, w.plan.key, w.plan.tcp_ports)
+    if conflict is not None:
+        port, holder = conflict
+        return w.fail("PortInUse", f"port {port}/TCP is already used by Pod {holder} on node {w.env.node_name} "
+                      "(a wasm Pod's ports are its node's)")
     return S.PULLING
 
 

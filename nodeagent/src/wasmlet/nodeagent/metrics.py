@@ -2,10 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Start latency is milliseconds for a warm module: buckets resolve 1 ms to 10 s.
 START_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# An HTTP request to a wasm handler takes about a millisecond; timeouts go up to minutes.
+REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HTTP_LABELS = ("namespace", "pod", "container")
+
+
+class HttpMetrics:
+    """Per-Pod request metrics of HTTP handler containers (docs/http.md); a Pod's series go with it."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("wasmlet_http_requests", "HTTP requests answered, by status code.",
+                                [*HTTP_LABELS, "code"], registry=registry)
+        self.errors = Counter("wasmlet_http_request_errors",
+                              "HTTP requests the agent answered for the module, by reason (X-Wasmlet-Error).",
+                              [*HTTP_LABELS, "reason"], registry=registry)
+        self.duration = Histogram("wasmlet_http_request_duration_seconds",
+                                  "From a request's arrival to its response.", HTTP_LABELS,
+                                  buckets=REQUEST_BUCKETS, registry=registry)
+        self.in_flight = Gauge("wasmlet_http_instances_in_flight", "Instances running for HTTP requests now.",
+                               HTTP_LABELS, registry=registry)
+        self._series: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}
+
+    def observe(self, labels: tuple[str, str, str], code: int, reason: str, seconds: float) -> None:
+        series = self._series.setdefault(labels[:2], set())
+        self.requests.labels(*labels, str(code)).inc()
+        series.add((self.requests, (*labels, str(code))))
+        if reason:
+            self.errors.labels(*labels, reason).inc()
+            series.add((self.errors, (*labels, reason)))
+        self.duration.labels(*labels).observe(seconds)
+        series.add((self.duration, labels))
+
+    def track(self, labels: tuple[str, str, str]) -> None:
+        """Start the in-flight gauge of a handler at 0, so that it is there before the first request."""
+        self.in_flight.labels(*labels).set(0)
+        self._series.setdefault(labels[:2], set()).add((self.in_flight, labels))
+
+    def forget(self, namespace: str, pod: str) -> None:
+        """Drop every series of the Pod (it is gone): /metrics does not grow with Pod churn."""
+        for metric, labels in self._series.pop((namespace, pod), set()):
+            try:
+                metric.remove(*labels)
+            except KeyError:
+                pass
 
 
 class AgentMetrics:
@@ -25,3 +70,4 @@ class AgentMetrics:
         self.pulls = Counter("wasmlet_module_pulls", "Module fetches, by result (ok, error).",
                              ["result"], registry=self.registry)
         self.pods = Gauge("wasmlet_pods", "Pods the agent is running now.", registry=self.registry)
+        self.http = HttpMetrics(self.registry)

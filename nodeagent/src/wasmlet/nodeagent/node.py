@@ -8,7 +8,6 @@ least every `node_status_seconds`; a renewal that fails is retried quickly with 
 from __future__ import annotations
 
 import asyncio
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -18,6 +17,7 @@ from wasmlet.api import keys
 from wasmlet.kube import AlreadyExists, ApiError, Conflict, KubeClient, NotFound
 from wasmlet.kube.backoff import Backoff
 from wasmlet.kube.resources import LEASES, NODES
+from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.status import now, now_micro
 
@@ -27,7 +27,6 @@ Obj = dict[str, Any]
 LEASE_NAMESPACE = "kube-node-lease"
 # runtime → (import name, distribution name)
 RUNTIME_PACKAGES = {"wasmer": ("wasmer_sdk", "wasmer-sdk"), "wasmtime": ("wasmtime", "wasmtime")}
-VERSION = importlib.metadata.version("wasmlet")
 # kubectl and the API server expect a Kubernetes-shaped kubelet version.
 KUBELET_VERSION = f"v1.34.0-wasmlet.{VERSION}"
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from wasmlet.api.http import HttpHandler
 from wasmlet.nodeagent.backoff import RestartBackoff
 from wasmlet.nodeagent.errors import AgentError, ModuleError, UnsupportedPod
 from wasmlet.nodeagent.lifecycle import FINAL, HANDLERS, State, check_transition, exit_for_deadline
@@ -25,8 +26,10 @@ from wasmlet.nodeagent.modules import Module, ModuleCache
 from wasmlet.nodeagent.objects import ObjectStore
 from wasmlet.nodeagent.podspec import PodPlan, parse_pod
 from wasmlet.nodeagent.podstore import PodStore
+from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Instance, Runtime, RunSpec
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
+from wasmlet.nodeagent.wagi import HandlerInstance
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,8 @@ class AgentEnv:
     backoff_base: float = 10.0
     backoff_cap: float = 300.0
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
+    ports: NodePorts = field(default_factory=NodePorts)
+    server_software: str = "wasmlet"
 
 
 class PodWorker:
@@ -82,6 +87,7 @@ class PodWorker:
         self.state = State.ADMITTING
         self.records = {c.name: ContainerRecord(c.name, c.module.ref, c.init)
                         for c in plan.init_containers + plan.containers}
+        self.containers = {c.name: c for c in plan.init_containers + plan.containers}
         self.modules: dict[str, Module] = {}
         self.specs: dict[str, RunSpec] = {}
         self.volume_paths: dict[str, Path] = {}
@@ -215,7 +221,11 @@ class PodWorker:
         self.event("Normal", "Created", f"Created container {name}", name)
         began = time.perf_counter()
         try:
-            instance = await self._unless_stopped(runtime.start(spec, container_log.write))
+            handler = self.containers[name].http
+            if handler is None:
+                instance = await self._unless_stopped(runtime.start(spec, container_log.write))
+            else:
+                instance = await self._serve(handler, runtime, spec, container_log)
         except BaseException:
             container_log.close()
             raise
@@ -231,6 +241,17 @@ class PodWorker:
         watcher = asyncio.create_task(self._watch(name, instance))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+
+    async def _serve(self, handler: HttpHandler, runtime: Runtime, spec: RunSpec,
+                     container_log: ContainerLog) -> Instance:
+        """An HTTP handler container: serve its port, one instance per request (wagi)."""
+        labels = (self.plan.namespace, self.plan.name, spec.container)
+        instance = HandlerInstance(handler=handler, runtime=runtime, spec=spec, host=self.env.node_ip,
+                                   log_sink=container_log.write, metrics=self.env.metrics.http, labels=labels,
+                                   server_software=self.env.server_software)
+        await instance.open()
+        self.env.metrics.http.track(labels)
+        return instance
 
     async def _unless_stopped(self, starting: Awaitable[Instance]) -> Instance:
         """Start, but give up when the Pod is stopped meanwhile (a start may queue for a runtime slot)."""
@@ -322,6 +343,8 @@ class PodWorker:
         for container_log in self._logs.values():
             container_log.close()
         self.env.modules.release(self.plan.uid)  # its modules may be evicted from the cache again
+        self.env.ports.release(self.plan.uid)
+        self.env.metrics.http.forget(self.plan.namespace, self.plan.name)
         if self.plan.runtime in self.env.runtimes and self.modules:
             runtime = await self.env.runtime(self.plan.runtime)
             await runtime.release(self.plan.uid)
@@ -366,6 +389,9 @@ class PodWorker:
             "conditions": self._conditions,
             "hostIP": self.env.node_ip,
             "hostIPs": [{"ip": self.env.node_ip}],
+            # The node's network is the Pod's (as for hostNetwork Pods): its ports are served there.
+            "podIP": self.env.node_ip,
+            "podIPs": [{"ip": self.env.node_ip}],
             "startTime": self._start_time,
             "containerStatuses": [r.to_status() for r in main],
             "initContainerStatuses": [self.records[c.name].to_status() for c in self.plan.init_containers],

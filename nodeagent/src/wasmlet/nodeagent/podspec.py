@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wasmlet.api import keys, quantity
+from wasmlet.api.http import HttpHandler, InvalidHandler, parse_handler
 from wasmlet.nodeagent.errors import UnsupportedPod
 from wasmlet.nodeagent.oci.reference import InvalidReference, default_pull_policy, parse_reference
 
 SUPPORTED_VOLUMES = ("configMap", "secret", "emptyDir", "hostPath", "downwardAPI", "projected")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,15 @@ class ModuleRef:
     kind: str
     ref: str
     sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    """One `ports[]` entry: on a wasm node it is a port of the node's own address."""
+
+    port: int
+    protocol: str = "TCP"
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,8 @@ class ContainerPlan:
     image_pull_policy: str
     init: bool = False
     cpu_limit: float | None = None  # cores
+    ports: tuple[ContainerPort, ...] = ()
+    http: HttpHandler | None = None  # an HTTP handler: one instance per request (docs/http.md)
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,11 @@ class PodPlan:
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def tcp_ports(self) -> list[int]:
+        """The node ports this Pod needs: every TCP port of its containers."""
+        return sorted({p.port for c in self.containers for p in c.ports if p.protocol == "TCP"})
+
 
 def parse_pod(pod: dict[str, Any], default_runtime: str = keys.DEFAULT_RUNTIME,
               allow_file_modules: bool = False) -> PodPlan:
@@ -85,6 +103,8 @@ def parse_pod(pod: dict[str, Any], default_runtime: str = keys.DEFAULT_RUNTIME,
     def plan(c: dict[str, Any], path: str, init: bool) -> ContainerPlan:
         return _container(c, path, annotations, names, init, allow_file_modules)
 
+    containers = [plan(c, f"spec.containers[{i}]", False) for i, c in enumerate(spec["containers"])]
+    _check_http_annotations(annotations, {c.name for c in containers})
     restart = spec.get("restartPolicy") or "Always"
     if restart not in ("Always", "OnFailure", "Never"):
         raise UnsupportedPod(f"spec.restartPolicy: {restart!r} is not Always, OnFailure or Never", reason="InvalidPod")
@@ -95,7 +115,7 @@ def parse_pod(pod: dict[str, Any], default_runtime: str = keys.DEFAULT_RUNTIME,
         name=str(meta.get("name") or ""),
         runtime=str(spec.get("runtimeClassName") or default_runtime),
         restart_policy=restart,
-        containers=[plan(c, f"spec.containers[{i}]", False) for i, c in enumerate(spec["containers"])],
+        containers=containers,
         init_containers=[plan(c, f"spec.initContainers[{i}]", True)
                          for i, c in enumerate(spec.get("initContainers") or [])],
         volumes=volumes,
@@ -164,6 +184,8 @@ def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume
     args = [str(a) for a in c.get("args") or []]
     argv = (command or [name]) + args
     default_policy = default_pull_policy(image) if module.kind == "oci" else "IfNotPresent"
+    ports = _ports(c, path)
+    http = None if init else _http_handler(annotations, name, ports)
     return ContainerPlan(
         name=name,
         module=module,
@@ -176,7 +198,53 @@ def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume
         image_pull_policy=str(c.get("imagePullPolicy") or default_policy),
         init=init,
         cpu_limit=parse_quantity(cpu, f"{path}.resources.limits.cpu") if cpu else None,
+        ports=ports,
+        http=http,
     )
+
+
+def _ports(c: dict[str, Any], path: str) -> tuple[ContainerPort, ...]:
+    ports: list[ContainerPort] = []
+    for index, entry in enumerate(c.get("ports") or []):
+        where = f"{path}.ports[{index}]"
+        if not isinstance(entry, dict):
+            raise UnsupportedPod(f"{where}: must be an object", reason="InvalidPod")
+        number = entry.get("containerPort")
+        if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= 65535:
+            raise UnsupportedPod(f"{where}.containerPort: must be a port number from 1 to 65535, not {number!r}",
+                                 reason="InvalidPod")
+        protocol = entry.get("protocol") or "TCP"
+        if protocol not in PROTOCOLS:
+            raise UnsupportedPod(f"{where}.protocol: must be one of {', '.join(PROTOCOLS)}, not {protocol!r}",
+                                 reason="InvalidPod")
+        ports.append(ContainerPort(number, protocol, str(entry.get("name") or "")))
+    return tuple(ports)
+
+
+def _http_handler(annotations: dict[str, str], container: str, ports: tuple[ContainerPort, ...]) -> HttpHandler | None:
+    key = keys.http_annotation(container)
+    if key not in annotations:
+        return None
+    where = f"metadata.annotations[{key!r}]"
+    try:
+        handler = parse_handler(annotations[key])
+    except InvalidHandler as exc:
+        field_path = where if exc.field == "annotation" else f"{where}.{exc.field}"
+        raise UnsupportedPod(f"{field_path}: {exc.message}", reason="InvalidHttpHandler") from None
+    if not any(p.port == handler.port and p.protocol == "TCP" for p in ports):
+        declared = ", ".join(f"{p.port}/{p.protocol}" for p in ports) or "none"
+        raise UnsupportedPod(f"{where}.port: {handler.port} is not a TCP containerPort of container {container!r} "
+                             f"(its ports: {declared})", reason="InvalidHttpHandler")
+    return handler
+
+
+def _check_http_annotations(annotations: dict[str, str], containers: set[str]) -> None:
+    """An HTTP annotation must name a (regular) container of the Pod: a typo must not pass silently."""
+    for key in annotations:
+        if key.startswith(keys.ANNOTATION_HTTP_PREFIX) and key[len(keys.ANNOTATION_HTTP_PREFIX):] not in containers:
+            raise UnsupportedPod(f"metadata.annotations[{key!r}]: the Pod has no container named "
+                                 f"{key[len(keys.ANNOTATION_HTTP_PREFIX):]!r} (init containers cannot serve HTTP)",
+                                 reason="InvalidHttpHandler")
 
 
 def volume_type(volume: dict[str, Any]) -> str:

@@ -49,6 +49,7 @@ class RunSpec:
     memory_limit_bytes: int | None = None
     network: bool = False
     cpu_limit: float | None = None  # cores (`resources.limits.cpu`: 500m → 0.5)
+    stdin: bytes | None = None  # the module's stdin, then end of file (an HTTP request's body); None: closed
 
 
 @dataclass(frozen=True)

@@ -116,14 +116,15 @@ class WasmerRuntime:
             command = sandbox.command(package, spec.argv[1:], cwd=spec.working_dir, env=spec.env)
             # output_bytes=0: the pipes are read live into the log; the SDK would otherwise keep its own
             # copy of up to 16 MiB per stream per process.
-            process = await command.spawn(stdout="pipe", stderr="pipe", output_bytes=0)
+            process = await command.spawn(stdin="pipe" if spec.stdin is not None else "closed",
+                                          stdout="pipe", stderr="pipe", output_bytes=0)
         except sdk.WasmerError as exc:
             _release_slot(shard)
             raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
         except BaseException:
             _release_slot(shard)
             raise
-        return WasmerInstance(process, output, on_exit=lambda: _release_slot(shard))
+        return WasmerInstance(process, output, on_exit=lambda: _release_slot(shard), stdin=spec.stdin)
 
     async def release(self, pod_uid: str) -> None:
         """Drop the Pod's sandbox once none of its containers runs any more."""
@@ -200,13 +201,14 @@ class WasmerRuntime:
 class WasmerInstance:
     """A spawned Wasmer process whose output is pumped to the sink until it ends."""
 
-    def __init__(self, process: Any, output: OutputSink, on_exit: Any) -> None:
+    def __init__(self, process: Any, output: OutputSink, on_exit: Any, stdin: bytes | None = None) -> None:
         self._process = process
         self._on_exit = on_exit
         self._pumps = [
             asyncio.create_task(_pump(process.stdout, "stdout", output)),
             asyncio.create_task(_pump(process.stderr, "stderr", output)),
         ]
+        self._feeder = asyncio.create_task(_feed(process.stdin, stdin)) if stdin is not None else None
         self._result: asyncio.Task[ExitStatus] = asyncio.create_task(self._wait())
 
     async def wait(self) -> ExitStatus:
@@ -229,6 +231,9 @@ class WasmerInstance:
             status = ExitStatus(EXIT_TRAP, "Error", f"wasm trap: {_first_line(str(exc))}")
         finally:
             self._on_exit()
+        if self._feeder is not None:  # the module ended: what it did not read is dropped
+            self._feeder.cancel()
+            await asyncio.gather(self._feeder, return_exceptions=True)
         await asyncio.gather(*self._pumps, return_exceptions=True)
         return status
 
@@ -238,6 +243,16 @@ async def _pump(stream: Any, name: str, output: OutputSink) -> None:
         return
     async for chunk in stream:
         output(name, chunk)
+
+
+async def _feed(stream: Any, data: bytes) -> None:
+    """Write `data` to the module's stdin and close it; a module that exits unread is fine."""
+    try:
+        if data:
+            await stream.write(data)
+        await stream.close()
+    except sdk.WasmerError as exc:
+        log.debug("stdin: %s", exc)
 
 
 def _exit_status(output: Any) -> ExitStatus:

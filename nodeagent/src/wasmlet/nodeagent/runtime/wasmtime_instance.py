@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -138,7 +139,12 @@ class WasmtimeInstance:
         key = native.watch(store, self._control)
         try:
             try:
-                store.set_wasi(self._wasi())
+                stdin = _stdin_file(self._spec.stdin) if self._spec.stdin is not None else None
+                try:
+                    store.set_wasi(self._wasi(stdin))
+                finally:
+                    if stdin is not None:
+                        os.close(stdin)  # wasmtime opened its own descriptor of it
                 self._pipes.close_write_ends()  # wasmtime holds its own: EOF comes when the store closes
                 with native.bound(self._control):
                     instance = self._pre.instantiate(store)
@@ -161,12 +167,14 @@ class WasmtimeInstance:
             native.unwatch(key)
             store.close()
 
-    def _wasi(self) -> wasmtime.WasiConfig:
+    def _wasi(self, stdin: int | None) -> wasmtime.WasiConfig:
         spec = self._spec
         wasi = wasmtime.WasiConfig()
         wasi.argv = spec.argv
         wasi.env = list(spec.env.items())
         wasi.stdout_file, wasi.stderr_file = self._pipes.write_paths()
+        if stdin is not None:
+            wasi.stdin_file = f"/proc/self/fd/{stdin}"
         for mount in spec.mounts:
             self._preopen(wasi, str(mount.host_path), mount.guest_path, not mount.read_only)
         cwd = working_dir_preopen(spec)
@@ -195,3 +203,15 @@ class WasmtimeInstance:
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
 
+
+def _stdin_file(data: bytes) -> int:
+    """An in-memory file holding `data`, for wasmtime to open as stdin (at offset 0, then EOF)."""
+    fd = os.memfd_create("stdin", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
