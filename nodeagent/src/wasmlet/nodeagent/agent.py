@@ -109,6 +109,7 @@ class Agent:
                 await self._serve(api, env, reporter, store, stop)
             finally:
                 await self.controller.stop_all()
+                await env.close()
                 if self.node is not None:
                     await self._mark_not_ready()
                 await runtimes.close()

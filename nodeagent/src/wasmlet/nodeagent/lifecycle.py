@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from wasmlet.nodeagent.errors import ModuleError, PodConfigError, PullError, UnsupportedPod
+from wasmlet.nodeagent.probes import parse_probes
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, RunSpec
 from wasmlet.nodeagent.volumes import mounts_for, prepare_volumes, resolve_env
 
@@ -73,6 +74,9 @@ async def admitting(w: PodWorker) -> State:
         offered = ", ".join(w.env.runtimes)
         return w.fail("UnknownRuntimeClass", f"runtimeClassName {runtime_name!r} is not offered by node "
                       f"{w.env.node_name} (it offers: {offered})")
+    for container in w.plan.containers:  # raises UnsupportedPod: the Pod fails naming the probe
+        named_ports = {p.name: p.port for p in container.ports if p.name}
+        w.probes[container.name] = parse_probes({"name": container.name, **container.probes}, named_ports)
     conflict = w.env.ports.claim(w.plan.uid, w.plan.key, w.plan.tcp_ports)
     if conflict is not None:
         port, holder = conflict

@@ -71,3 +71,6 @@ class AgentMetrics:
                              ["result"], registry=self.registry)
         self.pods = Gauge("wasmlet_pods", "Pods the agent is running now.", registry=self.registry)
         self.http = HttpMetrics(self.registry)
+        # The kubelet's prober_probe_total, by its label values (Startup/Liveness/Readiness; successful/failed).
+        self.probes = Counter("wasmlet_probe_results", "Probe attempts, by probe type and result.",
+                              ["probe_type", "result"], registry=self.registry)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
+
 from wasmlet.api.http import HttpHandler
 from wasmlet.nodeagent.backoff import RestartBackoff
 from wasmlet.nodeagent.errors import AgentError, ModuleError, UnsupportedPod
@@ -27,7 +29,8 @@ from wasmlet.nodeagent.objects import ObjectStore
 from wasmlet.nodeagent.podspec import PodPlan, parse_pod
 from wasmlet.nodeagent.podstore import PodStore
 from wasmlet.nodeagent.ports import NodePorts
-from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Instance, Runtime, RunSpec
+from wasmlet.nodeagent.probes import ContainerProber, ContainerProbes, new_probe_session
+from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, ExitStatus, Instance, Runtime, RunSpec
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
 from wasmlet.nodeagent.wagi import HandlerInstance
 
@@ -74,6 +77,17 @@ class AgentEnv:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     ports: NodePorts = field(default_factory=NodePorts)
     server_software: str = "wasmlet"
+    _probe_session: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    def probe_session(self) -> aiohttp.ClientSession:
+        """The HTTP session of every probe on the node, opened with the first probe."""
+        if self._probe_session is None:
+            self._probe_session = new_probe_session()
+        return self._probe_session
+
+    async def close(self) -> None:
+        if self._probe_session is not None:
+            await self._probe_session.close()
 
 
 class PodWorker:
@@ -88,6 +102,9 @@ class PodWorker:
         self.records = {c.name: ContainerRecord(c.name, c.module.ref, c.init)
                         for c in plan.init_containers + plan.containers}
         self.containers = {c.name: c for c in plan.init_containers + plan.containers}
+        self.probes: dict[str, ContainerProbes] = {}  # read at admission
+        self._probers: dict[str, ContainerProber] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.modules: dict[str, Module] = {}
         self.specs: dict[str, RunSpec] = {}
         self.volume_paths: dict[str, Path] = {}
@@ -238,6 +255,7 @@ class PodWorker:
         self._started_at[name] = time.monotonic()
         record.set_running(now())
         self.event("Normal", "Started", f"Started container {name}", name)
+        self._probe(name)
         watcher = asyncio.create_task(self._watch(name, instance))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -252,6 +270,47 @@ class PodWorker:
         await instance.open()
         self.env.metrics.http.track(labels)
         return instance
+
+    def _probe(self, name: str) -> None:
+        """Start the container's probes; until they pass it is not started / not ready."""
+        probes = self.probes.get(name)
+        if probes is None or not (probes.startup or probes.liveness or probes.readiness):
+            return
+        metrics = self.env.metrics.probes
+        prober = ContainerProber(probes, pod_ip=self.env.node_ip, session=self.env.probe_session(),
+                                 listener=_ProbeListener(self, name),
+                                 on_result=lambda kind, ok: metrics.labels(kind.capitalize(),
+                                                                           "successful" if ok else "failed").inc())
+        record = self.records[name]
+        record.startup_passed, record.ready = prober.started, prober.ready
+        self._probers[name] = prober
+        prober.start()
+
+    def probe_changed(self, name: str) -> None:
+        prober, record = self._probers.get(name), self.records[name]
+        if prober is not None and record.running:
+            record.startup_passed, record.ready = prober.started, prober.ready
+            self.report()
+
+    def unhealthy(self, name: str, message: str) -> None:
+        """A liveness or startup probe failed for good: kill the container, as the kubelet does."""
+        instance = self.instances.get(name)
+        if instance is None or self.stopping:
+            return
+        restarts = self.plan.restart_policy != "Never"
+        self.event("Normal", "Killing", message + (", will be restarted" if restarts else ""), name)
+        probes = self.probes[name]
+        grace = next((p.termination_grace_period_seconds for p in (probes.liveness, probes.startup)
+                      if p is not None and p.termination_grace_period_seconds is not None), self.plan.grace_seconds)
+        task = asyncio.create_task(self._kill(name, instance, grace, message))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _kill(self, name: str, instance: Instance, grace: float, message: str) -> None:
+        status = await instance.stop(grace)
+        if status.exit_code == 0:  # a handler drains and "exits" 0; it was killed all the same
+            status = ExitStatus(EXIT_TERMINATED, "Error", message)
+        self._record_exit(name, status)
 
     async def _unless_stopped(self, starting: Awaitable[Instance]) -> Instance:
         """Start, but give up when the Pod is stopped meanwhile (a start may queue for a runtime slot)."""
@@ -314,6 +373,11 @@ class PodWorker:
             return
         self.instances.pop(name)
         self.env.metrics.running.labels(self.plan.runtime).dec()
+        prober = self._probers.pop(name, None)
+        if prober is not None:
+            task = asyncio.create_task(prober.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         self.ran_for[name] = time.monotonic() - self._started_at.pop(name, time.monotonic())
         self.records[name].set_terminated(status.exit_code, status.reason, status.message)
         container_log = self._logs.pop(name, None)
@@ -339,7 +403,7 @@ class PodWorker:
             await self.stop_all(0, None)
         for watcher in list(self._watchers):
             watcher.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await asyncio.gather(*self._watchers, *self._closing, return_exceptions=True)
         for container_log in self._logs.values():
             container_log.close()
         self.env.modules.release(self.plan.uid)  # its modules may be evicted from the cache again
@@ -399,6 +463,26 @@ class PodWorker:
             "message": self._message or None,
         }
         return status
+
+
+class _ProbeListener:
+    """What one container's probes tell its worker."""
+
+    def __init__(self, worker: PodWorker, container: str) -> None:
+        self._worker = worker
+        self._container = container
+
+    def readiness_changed(self, ready: bool) -> None:
+        self._worker.probe_changed(self._container)
+
+    def started(self) -> None:
+        self._worker.probe_changed(self._container)
+
+    def failed(self, kind: str, message: str) -> None:
+        self._worker.unhealthy(self._container, message)
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self._worker.event(type_, reason, message, self._container)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from wasmlet.nodeagent.oci.reference import InvalidReference, default_pull_polic
 
 SUPPORTED_VOLUMES = ("configMap", "secret", "emptyDir", "hostPath", "downwardAPI", "projected")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
+PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class ContainerPlan:
     cpu_limit: float | None = None  # cores
     ports: tuple[ContainerPort, ...] = ()
     http: HttpHandler | None = None  # an HTTP handler: one instance per request (docs/http.md)
+    probes: dict[str, Any] = field(default_factory=dict)  # startupProbe/livenessProbe/readinessProbe as written
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume
         cpu_limit=parse_quantity(cpu, f"{path}.resources.limits.cpu") if cpu else None,
         ports=ports,
         http=http,
+        probes={k: c[k] for k in PROBES if c.get(k) is not None},
     )
 
 

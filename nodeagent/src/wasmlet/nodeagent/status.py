@@ -37,6 +37,7 @@ class ContainerRecord:
     restart_count: int = 0
     image_id: str = ""
     ready: bool = False
+    startup_passed: bool = True  # False while a startup probe has not succeeded yet
 
     def set_waiting(self, reason: str, message: str = "") -> None:
         waiting = {"reason": reason}
@@ -82,7 +83,7 @@ class ContainerRecord:
             "lastState": self.last_state,
             "ready": self.ready,
             "restartCount": self.restart_count,
-            "started": self.running,
+            "started": self.running and self.startup_passed,
         }
         return status
 
