@@ -90,15 +90,19 @@ def run(engine: wasmtime.Engine, tmp_path: Path) -> Runner:
     return runner
 
 
+EVERY_MODULE = ["cpu", "echo", "exit", "files", "grow", "hello", "http-echo", "http-hello", "http-json", "loop", "ticker",
+                "trap"]
+
+
 def test_the_committed_binaries_are_a_fresh_reproducible_build(tmp_path: Path) -> None:
     fresh = build.build(tmp_path / "out")
-    assert sorted(fresh) == ["cpu", "echo", "exit", "files", "grow", "hello", "loop", "ticker", "trap"]
+    assert sorted(fresh) == EVERY_MODULE
     assert build.drift(fresh) == [], "run `make modules` and commit the .wasm files"
     committed = {path.stem for path in MODULES.glob("*.wasm")}
     assert committed == set(fresh), "a .wasm without a source (or a source never built)"
 
 
-@pytest.mark.parametrize("name", ["cpu", "echo", "exit", "files", "grow", "hello", "loop", "ticker", "trap"])
+@pytest.mark.parametrize("name", EVERY_MODULE)
 def test_every_module_is_a_plain_wasip1_command(engine: wasmtime.Engine, name: str) -> None:
     # Only wasi_snapshot_preview1 imports: both runtimes (wasmer, wasmtime) can run it as is.
     module = wasmtime.Module.from_file(engine, str(MODULES / f"{name}.wasm"))

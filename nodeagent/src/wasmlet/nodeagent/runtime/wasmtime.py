@@ -35,6 +35,7 @@ from wasmlet.nodeagent.runtime.wasmtime_exits import summary, working_dir_mount
 from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeInstance
 from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
 from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
+from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class WasmtimeRuntime:
         self._linked: dict[str, wasmtime.InstancePre] = {}
         self._compiling: dict[str, asyncio.Task[wasmtime.Module]] = {}
         self._running: set[WasmtimeInstance] = set()
+        self._threads = InstanceThreads()
 
     def check(self, spec: RunSpec) -> None:
         if spec.working_dir is not None and working_dir_mount(spec) is None:
@@ -91,7 +93,7 @@ class WasmtimeRuntime:
             self._linked[spec.module_digest] = pre
         control = Control(self._clock, spec.memory_limit_bytes, spec.cpu_limit)
         try:
-            instance = WasmtimeInstance(spec, self._engine, pre, control, output)
+            instance = WasmtimeInstance(spec, self._engine, pre, control, output, self._threads)
             await instance.launch()
         except StartFailed as exc:
             raise ModuleError(str(exc), reason="StartError") from exc
@@ -109,6 +111,7 @@ class WasmtimeRuntime:
         instances = list(self._running)
         await asyncio.gather(*(instance.stop(0) for instance in instances))
         await asyncio.to_thread(self._join, instances)
+        self._threads.close()
         for task in self._compiling.values():
             task.cancel()
         await asyncio.gather(*self._compiling.values(), return_exceptions=True)

@@ -26,6 +26,7 @@ from wasmlet.nodeagent.runtime import wasmtime_native as native
 from wasmlet.nodeagent.runtime.wasmtime_control import Control
 from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary, working_dir_preopen
 from wasmlet.nodeagent.runtime.wasmtime_output import OutputPipes
+from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class WasmtimeInstance:
     """A module running on its own thread; `wait()`/`stop()` are safe to call more than once."""
 
     def __init__(self, spec: RunSpec, engine: wasmtime.Engine, pre: wasmtime.InstancePre, control: Control,
-                 output: OutputSink) -> None:
+                 output: OutputSink, threads: InstanceThreads) -> None:
         self._loop = asyncio.get_running_loop()
         self._spec = spec
         self._engine = engine
@@ -57,13 +58,15 @@ class WasmtimeInstance:
         self._ended: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._status: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._collector = asyncio.create_task(self._collect())
-        self._thread = threading.Thread(target=self._main, name=f"wasmtime {spec.container}", daemon=True)
+        self._threads = threads
+        self._done = threading.Event()  # the module's thread is finished with it
 
     async def launch(self) -> None:
         """Start the thread; return once the module is instantiated, or raise `StartFailed`."""
         try:
-            self._thread.start()
+            self._threads.run(self._main, f"wasmtime {self._spec.container}")
         except RuntimeError as exc:  # the process is out of threads
+            self._done.set()
             self._pipes.close_write_ends()
             self._control.end()
             self._ended.set_result(ExitStatus(EXIT_KILLED, "StartError", str(exc)))
@@ -95,12 +98,11 @@ class WasmtimeInstance:
     @property
     def alive(self) -> bool:
         """The module's thread still runs (after an abandoned stop, until its host call returns)."""
-        return self._thread.is_alive()
+        return not self._done.is_set()
 
     def join(self, timeout: float) -> None:
         """Blocking: wait (up to `timeout`) for the module's thread to end."""
-        if self._thread.ident is not None:
-            self._thread.join(timeout)
+        self._done.wait(timeout)
 
     async def _collect(self) -> None:
         status = await asyncio.shield(self._ended)
@@ -133,13 +135,14 @@ class WasmtimeInstance:
             self._control.end()
             self._pipes.close_write_ends()
         self._post(self._ended, status)
+        self._done.set()
 
     def _execute(self) -> ExitStatus:
         store = wasmtime.Store(self._engine)
         key = native.watch(store, self._control)
         try:
             try:
-                stdin = _stdin_file(self._spec.stdin) if self._spec.stdin is not None else None
+                stdin = _stdin_file(self._spec.stdin) if self._spec.stdin else None  # b"": stdin is empty anyway
                 try:
                     store.set_wasi(self._wasi(stdin))
                 finally:
