@@ -92,3 +92,32 @@ def widget_crd(group: str) -> dict[str, Any]:
 def widget(api_version: str, name: str, **spec: Any) -> dict[str, Any]:
     """A Widget custom resource."""
     return {"apiVersion": api_version, "kind": "Widget", "metadata": {"name": name}, "spec": spec}
+
+
+def service(name: str, selector: dict[str, str] | None, *ports: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A ClusterIP Service with the given ports (default: one on port 80) selecting `selector` (None: no selector)."""
+    body: dict[str, Any] = {"ports": list(ports) or [{"port": 80}], **spec}
+    if selector is not None:
+        body["selector"] = selector
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": body}
+
+
+def backend_pod(name: str, node: str, labels: dict[str, str], *ports: dict[str, Any]) -> dict[str, Any]:
+    """A labelled Pod bound to `node` with the given container ports, tolerating every taint.
+
+    The toleration keeps a real cluster's taint-eviction controller away: contract Nodes carry
+    NoExecute taints (see `node`), and one without a kubelet turns unreachable in time.
+    """
+    body = pod(name, node=node, tolerations=[{"operator": "Exists"}])
+    body["metadata"]["labels"] = labels
+    if ports:
+        body["spec"]["containers"][0]["ports"] = list(ports)
+    return body
+
+
+def running_status(ip: str | None, *, ready: bool) -> dict[str, Any]:
+    """A running Pod's status as a kubelet reports it, with the Pod's IP (wasm Pods: the Node's) or none yet."""
+    status: dict[str, Any] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    if ip is not None:
+        status.update(podIP=ip, podIPs=[{"ip": ip}], hostIP=ip, hostIPs=[{"ip": ip}])
+    return status
