@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,9 @@ async def running_agent(api: Any, state_dir: Path, node_name: str = "wasm-node-1
     """
     kubeconfig = getattr(api, "kubeconfig", api)
     overrides.setdefault("client_ca_file", getattr(api, "kubelet_client_ca", None))
-    settings = AgentSettings(node_name=node_name, node_ip="127.0.0.1", kubelet_port=0, state_dir=state_dir,
-                             kubeconfig=str(kubeconfig), lease_renew_seconds=1.0, **overrides).validate()
+    overrides.setdefault("node_ip", "127.0.0.1")
+    settings = AgentSettings(node_name=node_name, kubelet_port=0, state_dir=state_dir, kubeconfig=str(kubeconfig),
+                             lease_renew_seconds=1.0, **overrides).validate()
     agent = Agent(settings, backoff_base=0.2)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
@@ -103,3 +105,16 @@ async def wait_gone(api: KubeClient, name: str, namespace: str = "default", time
 def container_state(pod: dict[str, Any], index: int = 0) -> dict[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
     return statuses[index].get("state") or {}
+
+
+def node_address() -> str:
+    """This machine's primary IPv4 address (a route lookup, nothing is sent), else loopback.
+
+    A real cluster refuses loopback addresses in EndpointSlices, so tests of Services need the
+    agent on a routable node IP, as on a real node."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))  # any destination with a route will do
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

@@ -9,7 +9,7 @@ import pytest
 
 from wasmlet.api.podtemplate import build_pod, template_hash
 from wasmlet.api.workload import WasmWorkload, parse_workload
-from wasmlet.operator import planning
+from wasmlet.operator import objects, planning
 from wasmlet.operator.placement import place, rejection
 
 NOW = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
@@ -133,6 +133,44 @@ def test_a_node_without_allocatable_pods_has_no_limit() -> None:
     assert place(3, pod_spec(workload()), [node("a", pods=None)], load={"a": 500}, replicas_on={}).nodes == ("a",) * 3
 
 
+# -- placement: ports -------------------------------------------------------------------------
+
+PORTS_MESSAGE = "node(s) didn't have free ports for the requested pod ports"
+
+
+def test_a_node_holding_the_port_is_rejected_with_the_schedulers_words() -> None:
+    spec = pod_spec(workload(http={"port": 8080}))
+    assert rejection(spec, node("n"), 0, ports_used={8080}) == PORTS_MESSAGE
+    assert rejection(spec, node("n"), 0, ports_used={8081, 9090}) is None
+    # A Pod without ports never conflicts, whatever the node's Pods hold.
+    assert rejection(pod_spec(workload()), node("n"), 0, ports_used={8080}) is None
+
+
+def test_replicas_that_need_a_port_take_one_node_each() -> None:
+    result = place(3, pod_spec(workload(http={"port": 8080})), [node("a"), node("b")], load={}, replicas_on={},
+                   spread=False)
+    assert result.nodes == ("a", "b")
+    assert result.unplaced == 1
+    assert result.message == f"0/2 nodes are available: 2 {PORTS_MESSAGE}."
+
+
+def test_ports_held_by_other_pods_keep_a_replica_off_their_node() -> None:
+    spec = pod_spec(workload(http={"port": 8080}))
+    result = place(1, spec, [node("a"), node("b")], load={"b": 10}, replicas_on={}, ports={"a": {8080, 9000}})
+    assert result.nodes == ("b",)  # the less loaded node holds the port
+    nowhere = place(1, spec, [node("a")], load={}, replicas_on={}, ports={"a": frozenset({8080})})
+    assert (nowhere.nodes, nowhere.message) == ((), f"0/1 nodes are available: 1 {PORTS_MESSAGE}.")
+
+
+def test_other_ports_and_protocols_do_not_conflict() -> None:
+    udp = {"containers": [{"name": "dns", "ports": [{"containerPort": 53, "protocol": "UDP"}]}]}
+    tcp = {"containers": [{"name": "web", "ports": [{"containerPort": 53}]}]}  # protocol defaults to TCP
+    assert objects.pod_ports(udp) == frozenset()
+    assert objects.pod_ports(tcp) == frozenset({53})
+    assert place(1, pod_spec(workload(http={"port": 8080})), [node("a")], load={}, replicas_on={},
+                 ports={"a": {8081}}).nodes == ("a",)
+
+
 # -- planning: scale -------------------------------------------------------------------------
 
 
@@ -246,6 +284,14 @@ def test_a_rolling_update_retires_old_pods_as_new_ones_become_ready() -> None:
     plan = planning.plan(w, [*old, ready_new], nodes_by_name("a"), NOW)
     assert plan.create == 0
     assert [d.name for d in plan.delete] == ["old1"]
+
+
+def test_a_plan_names_the_ports_old_replicas_still_hold() -> None:
+    """What the reconciler needs to tell a rolling update that cannot surge next to its old replicas."""
+    before, after = workload(http={"port": 8080}), workload(http={"port": 8080, "maxConcurrency": 4})
+    old = pod(before, "old", "a", hash="previous")
+    assert planning.plan(after, [old], nodes_by_name("a"), NOW).old_ports == {8080}
+    assert planning.plan(after, [pod(after, "new", "a")], nodes_by_name("a"), NOW).old_ports == frozenset()
 
 
 def test_unready_old_pods_are_retired_first() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from wasmlet.api import keys
+from wasmlet.api.http import parse_handler
 from wasmlet.api.podtemplate import build_pod, template_hash
 from wasmlet.api.workload import WasmWorkload, parse_workload
 
@@ -111,6 +112,28 @@ def test_the_container_name_is_configurable_and_names_the_sha256_annotation() ->
     assert pod["metadata"]["annotations"] == {"wasmlet.dev/sha256.app": SHA}
 
 
+def test_an_http_workload_gets_the_port_and_the_handler_annotation() -> None:
+    w = workload(http={"port": 8080, "path": "/api", "service": True})
+    pod = build_pod(w, name="p", node_name="n")
+    assert pod["spec"]["containers"][0]["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    value = pod["metadata"]["annotations"][keys.http_annotation("main")]
+    assert value == ('{"port":8080,"path":"/api","maxConcurrency":32,"requestTimeoutSeconds":10,'
+                     '"maxBodyBytes":1048576}')
+    # The annotation is the agent's contract: it parses back to the very handler of the spec.
+    assert w.spec.http is not None and parse_handler(value) == w.spec.http.handler
+
+
+def test_the_http_annotation_follows_the_container_name() -> None:
+    pod = build_pod(workload(http={"port": 80}), name="p", node_name="n", container_name="web")
+    assert set(pod["metadata"]["annotations"]) == {"wasmlet.dev/http.web"}
+
+
+def test_a_workload_without_http_has_no_ports_and_no_handler() -> None:
+    pod = build_pod(workload(), name="p", node_name="n")
+    assert "ports" not in pod["spec"]["containers"][0]
+    assert "annotations" not in pod["metadata"]
+
+
 def test_built_pods_are_independent_of_the_model() -> None:
     w = workload(env=[{"name": "A", "value": "1"}], tolerations=[{"key": "k", "operator": "Exists"}])
     pod = build_pod(w, name="p", node_name="n")
@@ -137,9 +160,26 @@ def test_the_same_spec_gives_the_same_hash() -> None:
     {"nodeSelector": {"zone": "b"}},
     {"resources": {"limits": {"memory": "32Mi"}}},
     {"network": "host"},
+    {"http": {"port": 8080}},
 ])
 def test_a_changed_template_gives_a_new_hash(change: dict[str, Any]) -> None:
     assert template_hash(workload(**change)) != template_hash(workload())
+
+
+@pytest.mark.parametrize("change", [
+    {"port": 8081},
+    {"path": "/v2"},
+    {"maxConcurrency": 8},
+    {"requestTimeoutSeconds": 30},
+    {"maxBodyBytes": 1024},
+])
+def test_a_changed_http_handler_rolls_the_pods(change: dict[str, Any]) -> None:
+    assert template_hash(workload(http={"port": 8080, **change})) != template_hash(workload(http={"port": 8080}))
+
+
+def test_the_service_flag_is_not_part_of_the_pod() -> None:
+    with_service = workload(http={"port": 8080, "service": True})
+    assert template_hash(with_service) == template_hash(workload(http={"port": 8080}))
 
 
 @pytest.mark.parametrize("change", [

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
+from wasmlet.api import http
 from wasmlet.api import workload as model
-from wasmlet.api.workload import InvalidWorkload, parse_workload
+from wasmlet.api.http import HttpHandler
+from wasmlet.api.workload import HttpSpec, InvalidWorkload, parse_workload
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "wasmworkloads.wasmlet.dev.yaml"
 SHA = "0123456789abcdef" * 4
@@ -42,6 +44,7 @@ def test_a_minimal_workload_gets_every_default() -> None:
     assert spec.network == "none"
     assert spec.placement == model.Placement(spread=True, reschedule_after_seconds=60)
     assert spec.update_strategy == model.UpdateStrategy("RollingUpdate", "25%", "25%")
+    assert spec.http is None
     assert not spec.runs_to_completion
 
 
@@ -60,6 +63,28 @@ def test_the_models_defaults_are_the_crds_defaults() -> None:
     rolling = strategy["rollingUpdate"]["properties"]
     assert rolling["maxUnavailable"]["default"] == model.DEFAULT_MAX_UNAVAILABLE
     assert rolling["maxSurge"]["default"] == model.DEFAULT_MAX_SURGE
+    handler = props["http"]["properties"]
+    assert handler["path"]["default"] == http.DEFAULT_PATH
+    assert handler["maxConcurrency"]["default"] == http.DEFAULT_MAX_CONCURRENCY
+    assert handler["requestTimeoutSeconds"]["default"] == http.DEFAULT_REQUEST_TIMEOUT_SECONDS
+    assert handler["maxBodyBytes"]["default"] == http.DEFAULT_MAX_BODY_BYTES
+    assert handler["service"]["default"] is model.DEFAULT_HTTP_SERVICE
+
+
+def test_the_crds_http_bounds_are_the_handler_contracts() -> None:
+    """The API server rejects what the agent would reject in the Pod's annotation, and nothing more."""
+    schema = crd_spec_schema()["properties"]["http"]
+    assert schema["required"] == ["port"]
+    assert set(schema["properties"]) == set(model.HTTP_FIELDS)
+    bounds = {name: (node.get("minimum"), node.get("maximum")) for name, node in schema["properties"].items()
+              if node["type"] == "integer"}
+    assert bounds == {
+        "port": (1, 65535),
+        "maxConcurrency": (1, http.MAX_CONCURRENCY),
+        "requestTimeoutSeconds": (1, http.MAX_REQUEST_TIMEOUT_SECONDS),
+        "maxBodyBytes": (0, http.MAX_BODY_BYTES),
+    }
+    assert schema["properties"]["path"]["pattern"] == "^/"
 
 
 def test_the_model_knows_exactly_the_crds_spec_fields() -> None:
@@ -74,6 +99,24 @@ def test_module_reference_is_what_the_pod_image_says() -> None:
     assert cm.reference == "configmap://mods/a.wasm"
     pinned = parse_workload(body(module={"image": f"reg/x@sha256:{SHA}"})).spec.module
     assert pinned.digest == f"sha256:{SHA}"
+
+
+def test_http_gets_the_handler_defaults_and_no_service() -> None:
+    spec = parse_workload(body(http={"port": 8080})).spec
+    assert spec.http == HttpSpec(handler=HttpHandler(port=8080, path="/", max_concurrency=32,
+                                                     request_timeout_seconds=10, max_body_bytes=1024 * 1024),
+                                 service=False)
+    assert spec.http.port == 8080
+
+
+def test_http_takes_every_field() -> None:
+    spec = parse_workload(body(http={"port": 9000, "path": "/api", "maxConcurrency": 4, "requestTimeoutSeconds": 2,
+                                     "maxBodyBytes": 0, "service": True})).spec
+    assert spec.http == HttpSpec(HttpHandler(9000, "/api", 4, 2, 0), service=True)
+
+
+def test_an_explicit_null_http_is_no_http() -> None:
+    assert parse_workload(body(http=None)).spec.http is None
 
 
 def test_explicit_null_reschedule_means_never() -> None:
@@ -142,6 +185,20 @@ def test_env_volumes_and_tolerations_pass_through_as_copies() -> None:
     ({"updateStrategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}},
      "spec.updateStrategy.rollingUpdate", "both be 0"),
     ({"replicaz": 2}, "spec.replicaz", "unknown field"),
+    ({"http": 8080}, "spec.http", "must be an object"),
+    ({"http": {}}, "spec.http.port", "is required"),
+    ({"http": {"port": 0}}, "spec.http.port", "between 1 and 65535, not 0"),
+    ({"http": {"port": 65536}}, "spec.http.port", "between 1 and 65535"),
+    ({"http": {"port": "8080"}}, "spec.http.port", "must be an integer, not '8080'"),
+    ({"http": {"port": True}}, "spec.http.port", "must be an integer"),
+    ({"http": {"port": 80, "path": "x"}}, "spec.http.path", "starting with /"),
+    ({"http": {"port": 80, "path": 3}}, "spec.http.path", "starting with /"),
+    ({"http": {"port": 80, "maxConcurrency": "many"}}, "spec.http.maxConcurrency", "must be an integer, not 'many'"),
+    ({"http": {"port": 80, "maxConcurrency": 0}}, "spec.http.maxConcurrency", "between 1 and 10000"),
+    ({"http": {"port": 80, "requestTimeoutSeconds": 3601}}, "spec.http.requestTimeoutSeconds", "between 1 and 3600"),
+    ({"http": {"port": 80, "maxBodyBytes": -1}}, "spec.http.maxBodyBytes", "between 0 and"),
+    ({"http": {"port": 80, "service": "yes"}}, "spec.http.service", "true or false"),
+    ({"http": {"port": 80, "sevrice": True}}, "spec.http.sevrice", "unknown field"),
 ])
 def test_an_invalid_spec_names_the_field(spec: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(InvalidWorkload) as caught:
@@ -160,6 +217,17 @@ def test_metadata_and_kind_are_checked() -> None:
         parse_workload({**body(), "metadata": {"name": "x" * 64}})
     with pytest.raises(InvalidWorkload, match=r"spec\.module: is required"):
         parse_workload({"metadata": {"name": "x"}, "spec": {}})
+
+
+@pytest.mark.parametrize("name", ["1web", "web.v2", "web-"])
+def test_a_service_needs_a_workload_name_that_is_a_service_name(name: str) -> None:
+    raw = {**body(http={"port": 80, "service": True}), "metadata": {"name": name}}
+    with pytest.raises(InvalidWorkload) as caught:
+        parse_workload(raw)
+    assert caught.value.field_path == "spec.http.service"
+    assert f"{name!r} is not a Service name" in caught.value.message
+    # Without a Service any WasmWorkload name will do.
+    assert parse_workload({**raw, "spec": {**raw["spec"], "http": {"port": 80}}}).name == name
 
 
 def test_a_manifest_without_namespace_gets_the_default() -> None:

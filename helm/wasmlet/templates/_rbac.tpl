@@ -17,6 +17,11 @@ Rule lists of the operator's RBAC, shared by its ClusterRole (cluster-wide opera
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch, create, delete]
+# Services: all watched into a cache, so that an HTTP workload's Service never takes a name that is
+# taken; its own (spec.http.service) created, patched back when it drifts, deleted when not wanted.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list, watch, create, patch, delete]
 # SuccessfulCreate/SuccessfulDelete and the warnings `kubectl describe ww` shows.
 - apiGroups: [""]
   resources: [events]

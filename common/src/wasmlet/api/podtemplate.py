@@ -17,6 +17,8 @@ from wasmlet.api.workload import Json, WasmWorkload
 CONTAINER_NAME = "main"
 MANAGED_BY = "wasmlet"
 HASH_LENGTH = 10  # as short as Kubernetes' pod-template-hash; a collision only delays a rollout
+# The name of the container port an HTTP workload serves; its Service targets the port by this name.
+HTTP_PORT_NAME = "http"
 
 
 def template_hash(workload: WasmWorkload, *, container_name: str = CONTAINER_NAME) -> str:
@@ -69,6 +71,8 @@ def _template(workload: WasmWorkload, container_name: str) -> Json:
     annotations: dict[str, str] = {}
     if module.url is not None and module.sha256:
         annotations[keys.sha256_annotation(container_name)] = module.sha256
+    if spec.http is not None:
+        annotations[keys.http_annotation(container_name)] = spec.http.handler.annotation_value()
     pod_spec: Json = {
         "runtimeClassName": spec.runtime,
         "restartPolicy": spec.restart_policy,
@@ -99,6 +103,8 @@ def _container(workload: WasmWorkload, container_name: str) -> Json:
     container: Json = {"name": container_name, "image": spec.module.reference}
     if spec.module.pull_policy:
         container["imagePullPolicy"] = spec.module.pull_policy
+    if spec.http is not None:
+        container["ports"] = [{"name": HTTP_PORT_NAME, "containerPort": spec.http.port, "protocol": "TCP"}]
     if spec.args:
         container["args"] = list(spec.args)
     if spec.env:

@@ -7,7 +7,7 @@ files. A failure raises `InvalidWorkload` naming the field (`spec.module.sha256`
 operator turns into a `Ready=False, reason=InvalidSpec` condition.
 
 Fields the operator reasons about are typed (module, runtime, replicas, restartPolicy, placement,
-updateStrategy, nodeSelector, tolerations). Fields passed through to the Pod unchanged (env,
+updateStrategy, nodeSelector, tolerations, http). Fields passed through to the Pod unchanged (env,
 volumes, volumeMounts, resources) are checked for their Kubernetes shape and kept as JSON.
 """
 
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmlet.api import keys
+from wasmlet.api.http import FIELDS as HANDLER_FIELDS
+from wasmlet.api.http import HttpHandler, InvalidHandler, parse_handler
 from wasmlet.api.quantity import parse_quantity
 
 Json = dict[str, Any]
@@ -36,6 +38,7 @@ class InvalidWorkload(ValueError):
 
 SHA256_RE = re.compile(r"^[a-f0-9]{64}$")
 PERCENT_RE = re.compile(r"^[0-9]+%$")
+SERVICE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # DNS-1035 label: what a Service's name must be
 MAX_NAME_LENGTH = 63  # a label value's limit: the name is the Pods' wasmlet.dev/workload label
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -47,8 +50,9 @@ VOLUME_SOURCES = ("configMap", "secret", "emptyDir", "hostPath")
 SPEC_FIELDS = (
     "replicas", "module", "runtime", "args", "env", "volumes", "volumeMounts", "workingDir", "resources",
     "activeDeadlineSeconds", "restartPolicy", "terminationGracePeriodSeconds", "network", "nodeSelector",
-    "tolerations", "placement", "updateStrategy",
+    "tolerations", "placement", "updateStrategy", "http",
 )
+HTTP_FIELDS = (*HANDLER_FIELDS, "service")
 
 # Defaults, identical to the CRD's (a unit test compares them).
 DEFAULT_REPLICAS = 1
@@ -58,6 +62,7 @@ DEFAULT_NETWORK = "none"  # WASI sockets are a capability to grant, not a defaul
 DEFAULT_RESCHEDULE_AFTER = 60
 DEFAULT_MAX_UNAVAILABLE: int | str = "25%"  # the Deployment defaults, which users know
 DEFAULT_MAX_SURGE: int | str = "25%"
+DEFAULT_HTTP_SERVICE = False  # a Service is a name in the namespace: the user opts in to it
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,20 @@ class UpdateStrategy:
 
 
 @dataclass(frozen=True)
+class HttpSpec:
+    """`spec.http`: how each replica serves HTTP (the Pods' handler contract, wasmlet.api.http),
+    and whether the operator puts a Service named after the workload in front of them."""
+
+    handler: HttpHandler
+    service: bool = DEFAULT_HTTP_SERVICE
+
+    @property
+    def port(self) -> int:
+        """The TCP port the replicas serve on their node's IP."""
+        return self.handler.port
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     """`spec` with every default applied."""
 
@@ -137,6 +156,7 @@ class WorkloadSpec:
     tolerations: tuple[Json, ...] = ()
     placement: Placement = Placement()
     update_strategy: UpdateStrategy = UpdateStrategy()
+    http: HttpSpec | None = None
 
     @property
     def runs_to_completion(self) -> bool:
@@ -172,12 +192,16 @@ def parse_workload(body: Mapping[str, Any], *, default_namespace: str = "default
     kind = body.get("kind")
     if kind is not None and kind != keys.WORKLOAD_KIND:
         raise InvalidWorkload("kind", f"must be {keys.WORKLOAD_KIND}, not {kind!r}")
+    spec = parse_spec(_as_mapping(body.get("spec"), "spec"))
+    if spec.http is not None and spec.http.service and not SERVICE_NAME_RE.match(name):
+        raise InvalidWorkload("spec.http.service", f"the Service is named after the workload, and {name!r} is not "
+                              "a Service name (lowercase letters, digits and '-', starting with a letter)")
     return WasmWorkload(
         name=name,
         namespace=_optional_str(meta, "namespace", "metadata") or default_namespace,
         uid=_optional_str(meta, "uid", "metadata"),
         generation=_optional_int(meta, "generation", "metadata"),
-        spec=parse_spec(_as_mapping(body.get("spec"), "spec")),
+        spec=spec,
     )
 
 
@@ -206,6 +230,7 @@ def parse_spec(spec: Mapping[str, Any], path: str = "spec") -> WorkloadSpec:
         tolerations=tuple(_tolerations(spec, path)),
         placement=_placement(spec, path),
         update_strategy=_update_strategy(spec, path),
+        http=_http(spec, path),
     )
 
 
@@ -390,6 +415,23 @@ def _update_strategy(spec: Mapping[str, Any], path: str) -> UpdateStrategy:
     if unavailable in (0, "0%") and surge in (0, "0%"):
         raise InvalidWorkload(f"{where}.rollingUpdate", "maxUnavailable and maxSurge must not both be 0")
     return UpdateStrategy(type=kind, max_unavailable=unavailable, max_surge=surge)
+
+
+def _http(spec: Mapping[str, Any], path: str) -> HttpSpec | None:
+    """`spec.http`, checked by the very parser the agent applies to the Pods' annotation."""
+    if spec.get("http") is None:
+        return None
+    where = f"{path}.http"
+    settings = _as_mapping(spec["http"], where)
+    _check_keys(settings, where, HTTP_FIELDS)
+    service = settings.get("service", DEFAULT_HTTP_SERVICE)
+    if not isinstance(service, bool):
+        raise InvalidWorkload(f"{where}.service", "must be true or false")
+    try:
+        handler = parse_handler({key: value for key, value in settings.items() if key != "service"})
+    except InvalidHandler as exc:
+        raise InvalidWorkload(f"{where}.{exc.field}", exc.message) from None
+    return HttpSpec(handler=handler, service=service)
 
 
 # -- shape checks (each raises InvalidWorkload naming the field) ---------------------------------

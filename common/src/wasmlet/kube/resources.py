@@ -35,6 +35,7 @@ class Resource:
 
 PODS = Resource("", "v1", "pods", kind="Pod")
 NODES = Resource("", "v1", "nodes", namespaced=False, kind="Node")
+SERVICES = Resource("", "v1", "services", kind="Service")
 CONFIGMAPS = Resource("", "v1", "configmaps", kind="ConfigMap")
 SECRETS = Resource("", "v1", "secrets", kind="Secret")
 EVENTS = Resource("", "v1", "events", kind="Event")

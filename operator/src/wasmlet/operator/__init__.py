@@ -1,4 +1,5 @@
-"""The wasmlet operator: turns WasmWorkloads into Pods bound to wasm nodes (DESIGN.md §1).
+"""The wasmlet operator: turns WasmWorkloads into Pods bound to wasm nodes, and an HTTP workload's
+`spec.http.service` into a Service in front of them (DESIGN.md §1, docs/http.md).
 
 Layers, one direction (each imports only those below it):
 
@@ -8,8 +9,8 @@ Layers, one direction (each imports only those below it):
     services         the running parts: client, caches and watches, queue, peering gate, metrics server
     queue            per-workload exclusion, coalescing, holds, retries, periodic resync
     reconciler       the service: read → plan → place → apply → status → events
-    planning, status, events
-                     PURE: decisions over plain Pod/Node/WasmWorkload data, no I/O
+    planning, status, events, exposure
+                     PURE: decisions over plain Pod/Node/Service/WasmWorkload data, no I/O
     cluster          the only module that talks to the API server (via wasmlet.kube)
     placement, cache, peering
                      PURE: where replicas go; the in-memory caches; kopf's peering rule

@@ -1,4 +1,4 @@
-"""In-memory views of Pods, wasm Nodes and WasmWorkloads: the operator's informer cache. No I/O.
+"""In-memory views of Pods, wasm Nodes, Services and WasmWorkloads: the operator's informer cache. No I/O.
 
 Watches fill the caches (through `wasmlet.kube.reflector`, and kopf's events for WasmWorkloads),
 and the operator's own writes go in at once (write-through), so a reconcile always sees what the
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from wasmlet.api import keys
@@ -130,9 +130,11 @@ class PodCache(ObjectCache):
         super().__init__()
         self._by_workload: dict[Key, dict[str, Json]] = {}
         self._on_node: dict[str, dict[Key, float]] = {}  # node → occupying Pods → memory they request
+        self._ports_on_node: dict[str, dict[Key, frozenset[int]]] = {}  # node → occupying Pods → their ports
         self._deleting: set[str] = set()  # uids we deleted, terminating until the watch says so
         self._reserved_pods: Counter[str] = Counter()  # placed, being created
         self._reserved_memory: Counter[str] = Counter()
+        self._reserved_ports: dict[str, Counter[int]] = {}
 
     def workload_pods(self, namespace: str, workload: str) -> list[Json]:
         """The Pods labelled for the workload (ownership is the caller's to check)."""
@@ -148,19 +150,31 @@ class PodCache(ObjectCache):
             memory[node] += int(sum(occupants.values()))
         return pods, memory
 
-    def reserve(self, node: str, memory: float) -> None:
+    def node_ports(self) -> dict[str, frozenset[int]]:
+        """Per node: the ports held by the Pods occupying it, or placed there and being created."""
+        held: dict[str, set[int]] = {node: set(+ports) for node, ports in self._reserved_ports.items()}
+        for node, occupants in self._ports_on_node.items():
+            held.setdefault(node, set()).update(*occupants.values())
+        return {node: frozenset(ports) for node, ports in held.items() if ports}
+
+    def reserve(self, node: str, memory: float, ports: Collection[int] = ()) -> None:
         """A Pod was placed on `node` and is being created: count it until `unreserve` (what
         kube-scheduler's assumed Pods are), so placements running meanwhile see the node fuller."""
         self._reserved_pods[node] += 1
         self._reserved_memory[node] += int(memory)
+        if ports:
+            self._reserved_ports.setdefault(node, Counter()).update(ports)
 
-    def unreserve(self, node: str, memory: float) -> None:
+    def unreserve(self, node: str, memory: float, ports: Collection[int] = ()) -> None:
         """The placed Pod was created (and is cached now) or its creation failed."""
         self._reserved_pods[node] -= 1
         self._reserved_memory[node] -= int(memory)
+        if ports:
+            self._reserved_ports[node].subtract(ports)
         if self._reserved_pods[node] <= 0:
             del self._reserved_pods[node]
             self._reserved_memory.pop(node, None)
+            self._reserved_ports.pop(node, None)
 
     def upsert(self, obj: Json) -> bool:
         uid = (obj.get("metadata") or {}).get("uid")
@@ -178,7 +192,7 @@ class PodCache(ObjectCache):
             "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp")
                          if k in meta},
             "spec": {"nodeName": spec.get("nodeName"), "overhead": spec.get("overhead"),
-                     **{part: [{"resources": c.get("resources") or {}} for c in spec.get(part) or []]
+                     **{part: [_occupancy(c) for c in spec.get(part) or []]
                         for part in ("containers", "initContainers")}},
             "status": {"phase": (obj.get("status") or {}).get("phase")},
         }
@@ -200,7 +214,11 @@ class PodCache(ObjectCache):
             self._by_workload.setdefault((key[0], workload), {})[key[1]] = obj
         node = objects.pod_node(obj)
         if node and not objects.is_terminal(obj):
-            self._on_node.setdefault(node, {})[key] = objects.pod_memory_request(obj.get("spec") or {})
+            spec = obj.get("spec") or {}
+            self._on_node.setdefault(node, {})[key] = objects.pod_memory_request(spec)
+            ports = objects.pod_ports(spec)
+            if ports:
+                self._ports_on_node.setdefault(node, {})[key] = ports
 
     def _forget(self, key: Key, obj: Json) -> None:
         workload = ((obj.get("metadata") or {}).get("labels") or {}).get(keys.LABEL_WORKLOAD)
@@ -211,10 +229,11 @@ class PodCache(ObjectCache):
                 self._by_workload.pop((key[0], workload), None)
         node = objects.pod_node(obj)
         if node:
-            occupants = self._on_node.get(node, {})
-            occupants.pop(key, None)
-            if not occupants:
-                self._on_node.pop(node, None)
+            for index in (self._on_node, self._ports_on_node):
+                occupants = index.get(node, {})
+                occupants.pop(key, None)
+                if not occupants:
+                    index.pop(node, None)
 
     def delete(self, obj: Mapping[str, Any]) -> Json | None:
         self._deleting.discard(str((obj.get("metadata") or {}).get("uid")))
@@ -223,6 +242,28 @@ class PodCache(ObjectCache):
     def replace(self, objects: Iterable[Json]) -> None:
         self._deleting.clear()
         super().replace(objects)
+
+
+class ServiceCache(ObjectCache):
+    """Services in the operator's scope. Only those a WasmWorkload controls are kept whole; of the
+    others the name is enough (a workload's Service must not take a name that is taken)."""
+
+    def _trim(self, obj: Json) -> Json:
+        meta = obj.get("metadata") or {}
+        if any(ref.get("controller") and ref.get("kind") == keys.WORKLOAD_KIND
+               and str(ref.get("apiVersion", "")).startswith(f"{keys.GROUP}/")
+               for ref in meta.get("ownerReferences") or []):
+            return super()._trim(obj)
+        return {"metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp",
+                                                  "ownerReferences") if k in meta}}
+
+
+def _occupancy(container: Mapping[str, Any]) -> Json:
+    """What of a container occupies its node: its resources, and its ports when it has some."""
+    kept: Json = {"resources": container.get("resources") or {}}
+    if container.get("ports"):
+        kept["ports"] = container["ports"]
+    return kept
 
 
 def _mark_terminating(pod: Json) -> Json:

@@ -1,9 +1,9 @@
-"""The operator's only door to the API server: watch Pods, wasm Nodes and the peering object into
-caches; write Pods, workload status and Events. Failures leave here as `errors.OperatorError`,
-never as client exceptions.
+"""The operator's only door to the API server: watch Pods, wasm Nodes, Services and the peering
+object into caches; write Pods, Services, workload status and Events. Failures leave here as
+`errors.OperatorError`, never as client exceptions.
 
-Reads come from the caches (cache.py): Pods and Nodes through list-and-watch reflectors started
-by `run_reflectors`, WasmWorkloads from kopf's watch (`observe_workload`). Every write puts its
+Reads come from the caches (cache.py): Pods, Nodes and Services through list-and-watch reflectors
+started by `run_reflectors`, WasmWorkloads from kopf's watch (`observe_workload`). Every write puts its
 answer into the cache at once, so a reconcile sees what the previous one did before the watch
 reports it. The only reads that still go to the API are rare: a Node some Pod is bound to that is
 not a wasm node (e.g. its agent label was removed by hand).
@@ -23,10 +23,10 @@ from wasmlet.api import keys
 from wasmlet.kube import AlreadyExists, ApiError, KubeClient, NotFound
 from wasmlet.kube.reflector import Reflector, ReflectorHandler
 from wasmlet.kube.resources import (
-    CLUSTER_KOPF_PEERINGS, EVENTS, KOPF_PEERINGS, NODES, PODS, WASM_WORKLOADS,
+    CLUSTER_KOPF_PEERINGS, EVENTS, KOPF_PEERINGS, NODES, PODS, SERVICES, WASM_WORKLOADS,
 )  # fmt: skip
 from wasmlet.operator import objects
-from wasmlet.operator.cache import ObjectCache, PodCache
+from wasmlet.operator.cache import ObjectCache, PodCache, ServiceCache
 from wasmlet.operator.errors import OperatorError, from_api_error
 from wasmlet.operator.metrics import OperatorMetrics
 
@@ -64,6 +64,7 @@ class Cluster:
         self._metrics = metrics or OperatorMetrics()
         self.pods = PodCache()
         self.nodes = ObjectCache()
+        self.services = ServiceCache()
         self.workloads = ObjectCache()
 
     def _error(self, exc: ApiError, action: str) -> OperatorError:
@@ -76,8 +77,8 @@ class Cluster:
 
     @property
     def synced(self) -> bool:
-        """Both watches have delivered their first complete listing."""
-        return self.pods.synced and self.nodes.synced
+        """Every watch has delivered its first complete listing."""
+        return self.pods.synced and self.nodes.synced and self.services.synced
 
     def observe_workload(self, event_type: str | None, body: Json) -> bool:
         """A WasmWorkload event from kopf's watch; returns whether the cache took it."""
@@ -110,13 +111,21 @@ class Cluster:
         all of them cluster-wide, its namespace's when namespaced)."""
         return self.pods.node_usage()
 
+    def node_ports(self) -> dict[str, frozenset[int]]:
+        """Per node: the ports its Pods hold (the Pods the operator sees, as for `node_usage`)."""
+        return self.pods.node_ports()
+
     def reserve(self, node: str, pod_spec: Mapping[str, Any]) -> None:
         """Count a placed Pod on its node until it is created (see `PodCache.reserve`)."""
-        self.pods.reserve(node, objects.pod_memory_request(pod_spec))
+        self.pods.reserve(node, objects.pod_memory_request(pod_spec), objects.pod_ports(pod_spec))
 
     def unreserve(self, node: str, pod_spec: Mapping[str, Any]) -> None:
         """The placed Pod was created, or will not be."""
-        self.pods.unreserve(node, objects.pod_memory_request(pod_spec))
+        self.pods.unreserve(node, objects.pod_memory_request(pod_spec), objects.pod_ports(pod_spec))
+
+    def service(self, namespace: str, name: str) -> Json | None:
+        """The Service of that name (slim unless a WasmWorkload controls it), or None."""
+        return self.services.get(namespace, name)
 
     async def get_node(self, name: str) -> Json | None:
         """One Node straight from the API (not a wasm node, so not cached), or None if deleted."""
@@ -155,6 +164,45 @@ class Cluster:
         finally:
             self._wrote("delete", "pods")
         self.pods.mark_deleting(namespace, name, uid)
+
+    async def create_service(self, service: Json) -> Json:
+        """Create the Service; AlreadyExists propagates (the caller's cache was behind)."""
+        meta = service["metadata"]
+        try:
+            created = await self._api.create(SERVICES, service, meta["namespace"])
+        except AlreadyExists:
+            raise
+        except ApiError as exc:
+            raise self._error(exc, f"create service {meta['namespace']}/{meta['name']}") from exc
+        finally:
+            self._wrote("create", "services")
+        self.services.upsert(created)
+        return created
+
+    async def patch_service(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Json:
+        """JSON merge patch on the Service (its `ports` list is replaced whole)."""
+        try:
+            updated = await self._api.patch(SERVICES, name, dict(patch), namespace)
+        except ApiError as exc:
+            raise self._error(exc, f"patch service {namespace}/{name}") from exc
+        finally:
+            self._wrote("patch", "services")
+        self.services.upsert(updated)
+        return updated
+
+    async def delete_service(self, service: Mapping[str, Any]) -> None:
+        """Delete the Service; the uid precondition spares a successor of the same name (someone
+        else's), and a Service already gone is fine."""
+        meta = service["metadata"]
+        try:
+            await self._api.delete(SERVICES, meta["name"], meta["namespace"], uid=meta.get("uid"))
+        except NotFound:
+            pass
+        except ApiError as exc:
+            raise self._error(exc, f"delete service {meta['namespace']}/{meta['name']}") from exc
+        finally:
+            self._wrote("delete", "services")
+        self.services.delete(service)
 
     async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
         """JSON merge patch on /status (custom resources reject strategic merge patch)."""
@@ -222,15 +270,19 @@ class Cluster:
 
     # -- watches ------------------------------------------------------------------------------
 
-    async def run_reflectors(self, on_pod: Listener, on_node: Listener,
+    async def run_reflectors(self, on_pod: Listener, on_node: Listener, on_service: Listener,
                              peering: tuple[str, ReflectorHandler] | None = None) -> None:
-        """List and watch Pods (in scope), wasm Nodes and the peering object until cancelled."""
+        """List and watch Pods and Services (in scope), wasm Nodes and the peering object until
+        cancelled. Services are watched whatever their owner, so that a workload's Service never
+        takes a name that is taken, and learns when the name is free again."""
         pods = Reflector(self._api, PODS, namespace=self._namespace, watch_timeout=self._watch_timeout)
         nodes = Reflector(self._api, NODES, label_selector=f"{keys.LABEL_AGENT}=true",
                           watch_timeout=self._watch_timeout)
+        services = Reflector(self._api, SERVICES, namespace=self._namespace, watch_timeout=self._watch_timeout)
         feeds: list[Coroutine[Any, Any, None]] = [
             pods.run(_Feed(self.pods, on_pod)),
             nodes.run(_Feed(self.nodes, on_node)),
+            services.run(_Feed(self.services, on_service)),
         ]
         if peering is not None:
             name, handler = peering

@@ -4,8 +4,9 @@ Pod creations and deletions are announced where they happen (the reconciler); ev
 would otherwise have to diff statuses for is derived here from the status before and after a
 reconcile, so a reconcile that changes nothing posts nothing:
 
-* `Ready` turning to a problem (`InvalidSpec`, `Unschedulable`, `FailedCreate`, `ReplicasFailed`),
-  or its message changing while it is one → Warning with that reason;
+* `Ready` turning to a problem (`InvalidSpec`, `Unschedulable`, `FailedCreate`, `ReplicasFailed`,
+  `ServiceConflict`, `FailedServiceSync`), or its message changing while it is one → Warning with
+  that reason;
 * `Degraded` turning True, or to another reason → Warning with the stuck container's reason;
 * a new Pod template → Normal `RollingUpdate` (or `Recreate`); its rollout done → `RolloutComplete`;
 * a run-to-completion workload reaching its outcome → Normal `Completed` (failure is a Warning above).
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # Ready reasons worth a Warning when Ready turns to them.
-WARNING_REASONS = frozenset({"InvalidSpec", "Unschedulable", "FailedCreate", "ReplicasFailed"})
+WARNING_REASONS = frozenset({"InvalidSpec", "Unschedulable", "FailedCreate", "ReplicasFailed", "ServiceConflict",
+                             "FailedServiceSync"})
 
 
 @dataclass(frozen=True)

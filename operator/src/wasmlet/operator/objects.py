@@ -141,6 +141,18 @@ def pod_memory_request(pod_spec: Mapping[str, Any]) -> float:
     return max(total, init) + _quantity((pod_spec.get("overhead") or {}).get("memory"))
 
 
+def pod_ports(pod_spec: Mapping[str, Any]) -> frozenset[int]:
+    """The node ports a Pod claims: every TCP `containerPort` of its containers. A wasm Pod shares
+    its node's network (its IP is the node's), so two Pods holding one port cannot share a node,
+    as two Pods with the same hostPort cannot (kube-scheduler's NodePorts)."""
+    return frozenset(
+        port["containerPort"]
+        for container in pod_spec.get("containers") or []
+        for port in container.get("ports") or []
+        if (port.get("protocol") or "TCP") == "TCP" and isinstance(port.get("containerPort"), int)
+    )
+
+
 def waiting_problem(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     """The first container stuck in a kubelet problem state (reason, message), if any."""
     for status in pod.get("status", {}).get("containerStatuses") or []:

@@ -2,16 +2,17 @@
 
 Pure. The filters are the ones a kubelet would otherwise refuse the Pod for: the node is a
 Ready wasmlet agent offering the runtime, not cordoned, matches the nodeSelector, has no taint
-the Pod does not tolerate, and has room: `allocatable.pods`, and `allocatable.memory` when the
-Pod requests memory (what kube-scheduler's NodeResourcesFit checks). Among the fitting nodes a
-replica goes to the one with the fewest replicas of this workload (when spreading), then the
-least loaded, then the first by name (so equal inputs give equal answers).
+the Pod does not tolerate, holds none of the Pod's ports already (wasm Pods share their node's
+network: kube-scheduler's NodePorts), and has room: `allocatable.pods`, and `allocatable.memory`
+when the Pod requests memory (what kube-scheduler's NodeResourcesFit checks). Among the fitting
+nodes a replica goes to the one with the fewest replicas of this workload (when spreading), then
+the least loaded, then the first by name (so equal inputs give equal answers).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,8 @@ Json = dict[str, Any]
 
 # Taint effects that keep a new Pod off a node (PreferNoSchedule is only a preference).
 BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+# kube-scheduler's NodePorts reason, word for word.
+PORTS_IN_USE = "node(s) didn't have free ports for the requested pod ports"
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,12 @@ class PlacementResult:
     rejections: Mapping[str, int] = field(default_factory=dict)
 
 
-def rejection(pod_spec: Mapping[str, Any], node: Mapping[str, Any], load: int, memory_used: float = 0.0) -> str | None:
+def rejection(pod_spec: Mapping[str, Any], node: Mapping[str, Any], load: int, memory_used: float = 0.0,
+              ports_used: Collection[int] = ()) -> str | None:
     """Why the Pod cannot go to `node` (a kube-scheduler style phrase), or None if it fits.
 
-    `load` counts the Pods occupying the node, `memory_used` the memory they request.
+    `load` counts the Pods occupying the node, `memory_used` the memory they request, `ports_used`
+    the ports they hold (`objects.pod_ports`).
     """
     labels = objects.node_labels(node)
     if labels.get(keys.LABEL_AGENT) != "true":
@@ -56,6 +61,8 @@ def rejection(pod_spec: Mapping[str, Any], node: Mapping[str, Any], load: int, m
     for taint in objects.node_taints(node):
         if taint.get("effect") in BLOCKING_EFFECTS and not any(objects.tolerates(t, taint) for t in tolerations):
             return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value', '')}}}"
+    if not objects.pod_ports(pod_spec).isdisjoint(ports_used):
+        return PORTS_IN_USE
     capacity = objects.node_pod_capacity(node)
     if capacity is not None and load >= capacity:
         return "node(s) had too many pods"
@@ -68,17 +75,20 @@ def rejection(pod_spec: Mapping[str, Any], node: Mapping[str, Any], load: int, m
 
 def place(count: int, pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], *,
           load: Mapping[str, int], replicas_on: Mapping[str, int], spread: bool = True,
-          memory: Mapping[str, float] | None = None) -> PlacementResult:
+          memory: Mapping[str, float] | None = None,
+          ports: Mapping[str, Collection[int]] | None = None) -> PlacementResult:
     """Choose nodes for `count` new replicas.
 
     `load` counts the Pods (of any workload) bound to each node and still occupying it, `memory`
-    the memory those Pods request; `replicas_on` counts this workload's active replicas per node.
-    All grow as replicas are placed, so one call places a batch as it would place replicas one at
-    a time.
+    the memory those Pods request, `ports` the ports they hold; `replicas_on` counts this
+    workload's active replicas per node. All grow as replicas are placed, so one call places a
+    batch as it would place replicas one at a time (two replicas that need a port never share a node).
     """
     load = Counter(load)
     used: Counter[str] = Counter(memory or {})
     wanted = objects.pod_memory_request(pod_spec)
+    held = {name: set(taken) for name, taken in (ports or {}).items()}
+    needed = objects.pod_ports(pod_spec)
     mine = Counter(replicas_on)
     chosen: list[str] = []
     for _ in range(count):
@@ -86,7 +96,7 @@ def place(count: int, pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, 
         reasons: Counter[str] = Counter()
         for node in nodes:
             name = objects.node_name(node)
-            why = rejection(pod_spec, node, load[name], used[name])
+            why = rejection(pod_spec, node, load[name], used[name], held.get(name, ()))
             if why is None:
                 fitting.append(node)
             else:
@@ -99,6 +109,7 @@ def place(count: int, pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, 
         chosen.append(name)
         load[name] += 1
         used[name] += wanted
+        held.setdefault(name, set()).update(needed)
         mine[name] += 1
     return PlacementResult(tuple(chosen))
 

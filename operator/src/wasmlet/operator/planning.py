@@ -56,6 +56,7 @@ class Plan:
     replicas_on: Mapping[str, int]
     requeue_after: float | None = None
     failed: tuple[Mapping[str, Any], ...] = ()  # Failed Pods of the current template replaced now, or waiting to be
+    old_ports: frozenset[int] = frozenset()  # the node ports active replicas of an old template hold
 
 
 def plan(workload: WasmWorkload, pods: Sequence[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, Any]],
@@ -90,7 +91,8 @@ def plan(workload: WasmWorkload, pods: Sequence[Mapping[str, Any]], nodes: Mappi
         assert replace_failed_after is not None
         wait = (replace_failed_after - now).total_seconds()
         requeue = wait if requeue is None else min(requeue, wait)
-    return Plan(create, tuple(deletions), current, dict(replicas_on), requeue, tuple(found.failed))
+    old_ports = frozenset[int]().union(*(objects.pod_ports(p.get("spec") or {}) for p in found.old))
+    return Plan(create, tuple(deletions), current, dict(replicas_on), requeue, tuple(found.failed), old_ports)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The reconcile service: read one workload's world, plan, place, apply, report status.
+"""The reconcile service: read one workload's world, plan, place, apply (Pods, then the Service of
+an HTTP workload), report status.
 
 Idempotent and level-based: it decides from the cached state of the workload, its Pods and the
 Nodes each time (cluster.py keeps the caches current, the operator's own writes included), so it
@@ -9,6 +10,7 @@ reconciled by two tasks at once.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -18,7 +20,7 @@ from typing import Any
 from wasmlet.api.podtemplate import build_pod
 from wasmlet.api.workload import InvalidWorkload, WasmWorkload, parse_workload
 from wasmlet.kube import AlreadyExists
-from wasmlet.operator import objects, placement, planning
+from wasmlet.operator import exposure, objects, placement, planning
 from wasmlet.operator.cluster import Cluster, new_pod_name
 from wasmlet.operator.errors import OperatorError, RetryableError
 from wasmlet.operator.events import notices
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name)
 NAME_ATTEMPTS = 3  # random 5-char suffixes collide rarely; three misses in a row means a bug
+# A new replica cannot surge onto a node where an old one holds its port (Deployments with a hostPort
+# stall alike); Kubernetes' answer is the DaemonSet's default strategy, said where the user looks.
+PORT_SURGE_HINT = ("Old replicas hold the port until they are replaced: without a spare node, set "
+                   "updateStrategy.rollingUpdate to maxSurge: 0, maxUnavailable: 1 (or type: Recreate).")
 # Replacing failed replicas backs off like the kubelet's crash loop: 10 s doubling to 5 minutes.
 FAILURE_BACKOFF_SECONDS = 10.0
 FAILURE_BACKOFF_CAP_SECONDS = 300.0
@@ -94,7 +100,7 @@ class Reconciler:
             workload = parse_workload(body, default_namespace=namespace)
         except InvalidWorkload as exc:
             await self._report(body, invalid_status(body, exc, now=now), now)
-            return Outcome()
+            return self._outcome(key, body, None)
         pods = [p for p in self._cluster.workload_pods(namespace, name)
                 if objects.is_controlled_by(p, name, workload.uid)]
         wasm_nodes, known_nodes = await self._nodes(pods)
@@ -104,13 +110,16 @@ class Reconciler:
         failures = self._count_failures(key, plan, now)
         deleted = await self._delete(body, plan.delete, now)
         created, problems, error = await self._create(workload, body, plan, wasm_nodes, now)
+        service_problem, service_error = await self._sync_service(workload, body, now)
+        error = error or service_error
         if problems.unschedulable is None:
             self._unschedulable.discard(key)
         else:
             self._unschedulable.add(key)
         self._metrics.unschedulable.set(len(self._unschedulable))
         if failures is not None and failures.count:
-            problems = Problems(problems.unschedulable, problems.create_error, failures.last)
+            problems = dataclasses.replace(problems, failing=failures.last)
+        problems = dataclasses.replace(problems, service=service_problem)
         after = [p for p in pods if objects.pod_name(p) not in deleted] + created
         status = workload_status(workload, after, plan.template_hash, problems=problems,
                                  previous=body.get("status"), now=now)
@@ -120,7 +129,13 @@ class Reconciler:
         await self._report(body, status, now, strategy=strategy)
         if error is not None:
             raise error
-        return Outcome(requeue_after=plan.requeue_after)
+        return self._outcome(key, body, plan.requeue_after)
+
+    def _outcome(self, key: Key, body: Mapping[str, Any], requeue_after: float | None) -> Outcome:
+        """Look again after `requeue_after`, or at once if the spec changed during this pass."""
+        if spec_changed_meanwhile(body, self._cluster.workload(*key)):
+            return Outcome(requeue_after=0.0)
+        return Outcome(requeue_after=requeue_after)
 
     async def _nodes(self, pods: Sequence[Mapping[str, Any]]) -> tuple[list[Json], dict[str, Json]]:
         """The wasm nodes (placement candidates), and every node the Pods are bound to."""
@@ -174,10 +189,13 @@ class Reconciler:
         template = build_pod(workload, name="", node_name=None)["spec"]
         load, memory = self._cluster.node_usage()
         where = placement.place(plan.create, template, nodes, load=load, memory=memory,
-                                replicas_on=plan.replicas_on, spread=workload.spec.placement.spread)
+                                ports=self._cluster.node_ports(), replicas_on=plan.replicas_on,
+                                spread=workload.spec.placement.spread)
         unschedulable = None
         if where.unplaced:
             unschedulable = f"{where.unplaced} of {workload.spec.replicas} replica(s) cannot be placed: {where.message}"
+            if placement.PORTS_IN_USE in where.rejections and objects.pod_ports(template) & plan.old_ports:
+                unschedulable += f" {PORT_SURGE_HINT}"
         pending = list(where.nodes)
         for node in pending:  # placements made meanwhile for other workloads count these
             self._cluster.reserve(node, template)
@@ -207,6 +225,34 @@ class Reconciler:
                 continue
         raise RetryableError(f"create pod for {workload.namespace}/{workload.name}: {NAME_ATTEMPTS} name collisions")
 
+    async def _sync_service(self, workload: WasmWorkload, body: Mapping[str, Any], now: datetime.datetime
+                            ) -> tuple[tuple[str, str] | None, OperatorError | None]:
+        """Create, update or delete the workload's Service as `spec.http.service` says; return the
+        problem to report (reason, message) and the error to raise after reporting it."""
+        change = exposure.service_change(workload, self._cluster.service(workload.namespace, workload.name))
+        if change is None:
+            return None, None
+        if isinstance(change, exposure.ServiceConflict):
+            return (exposure.SERVICE_CONFLICT, change.message), None
+        name, http = workload.name, workload.spec.http
+        port = http.port if http is not None else None
+        try:
+            if change.verb == "create":
+                await self._cluster.create_service(change.body)
+                reason, message = "SuccessfulCreate", f"Created service: {name} (port {port})"
+            elif change.verb == "patch":
+                await self._cluster.patch_service(workload.namespace, name, change.body)
+                reason, message = "SuccessfulUpdate", f"Updated service: {name} (port {port}; {change.why})"
+            else:
+                await self._cluster.delete_service(change.body)
+                reason, message = "SuccessfulDelete", f"Deleted service: {name} ({change.why})"
+        except AlreadyExists:
+            return None, None  # made meanwhile by someone else: its watch event brings the workload back
+        except OperatorError as exc:
+            return (exposure.FAILED_SERVICE_SYNC, str(exc)), exc
+        await self._cluster.record_event(body, "Normal", reason, message, now=now)
+        return None, None
+
     async def _report(self, body: Mapping[str, Any], status: Json, now: datetime.datetime, *,
                       strategy: str = "RollingUpdate") -> None:
         """Write the status if it changed, and post the Events the change deserves."""
@@ -217,6 +263,17 @@ class Reconciler:
         await self._cluster.patch_status(meta["namespace"], meta["name"], patch)
         for notice in notices(body.get("status"), status, strategy=strategy):
             await self._cluster.record_event(body, notice.type, notice.reason, notice.message, now=now)
+
+
+def spec_changed_meanwhile(seen: Mapping[str, Any], latest: Mapping[str, Any] | None) -> bool:
+    """Whether the cached workload (`latest`) has another spec than the pass worked from (`seen`).
+
+    The answer to the status write goes into the cache (write-through) and carries the spec as it
+    is then: when the user changed it meanwhile, the cache holds the new generation already, so the
+    watch event of that change is no news to the cache and would not queue the workload again.
+    """
+    generation = ((latest or {}).get("metadata") or {}).get("generation")
+    return generation is not None and generation != (seen.get("metadata") or {}).get("generation")
 
 
 def _condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any]:

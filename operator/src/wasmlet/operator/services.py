@@ -8,6 +8,7 @@ What makes a workload reconcile (the queue coalesces all of it):
 * a Pod anywhere went away or finished while the workload had replicas no node fitted;
 * a wasm Node changed in a way placement reads (Ready, cordon, labels, taints, allocatable) —
   agents renew their Node status every few seconds, and heartbeats alone must not cause work;
+* a Service named after it changed or went away (its own, or one that took its Service's name);
 * this replica became the active one (peering), or a watch had to relist: everything;
 * its own request to look again later (a retry, a lost node's deadline), and the periodic resync.
 """
@@ -38,7 +39,7 @@ from wasmlet.operator.settings import OperatorSettings
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
-HOLD_SYNC = "the Pod and Node caches have not been listed yet"
+HOLD_SYNC = "the Pod, Node and Service caches have not been listed yet"
 HOLD_PEERING = "another replica may be the active one (peering)"
 PEER_RECHECK_SECONDS = 5.0  # the longest the gate waits before applying the rule again
 
@@ -124,6 +125,16 @@ class Services:
             for key in self.reconciler.unschedulable:  # room on a node may have been freed
                 self.queue.add(key)
 
+    def _service_changed(self, event_type: str | None, service: Json | None) -> None:
+        if service is None:
+            self._synced()
+            self._reconcile_everything()
+            return
+        meta = service.get("metadata") or {}
+        key: Key = (str(meta.get("namespace")), str(meta.get("name")))
+        if self.cluster.workload(*key) is not None:  # a workload's Service has the workload's name
+            self.queue.add(key)
+
     def _node_changed(self, event_type: str | None, node: Json | None) -> None:
         if node is None:
             self._node_fingerprints = {objects.node_name(n): node_fingerprint(n) for n in self.cluster.nodes.values()}
@@ -183,7 +194,8 @@ class Services:
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self.queue.run(), name="wasmlet reconcile queue")
-            group.create_task(self.cluster.run_reflectors(self._pod_changed, self._node_changed, peering),
+            group.create_task(self.cluster.run_reflectors(self._pod_changed, self._node_changed,
+                                                          self._service_changed, peering),
                               name="wasmlet watches")
             if self.gate is not None:
                 group.create_task(self._recheck_peers(self.gate), name="wasmlet peering gate")

@@ -33,6 +33,7 @@ class Problems:
     unschedulable: str | None = None  # why replicas could not be placed (counts and node reasons)
     create_error: str | None = None  # the API's answer when creating a Pod failed
     failing: str | None = None  # replicas keep failing and are replaced with back-off: the last failure
+    service: tuple[str, str] | None = None  # (reason, message): the Service spec.http asks for is not there as asked
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,9 @@ def _ready(workload: WasmWorkload, counts: Mapping[str, int], problems: Problems
     spec = workload.spec
     desired = spec.replicas
     ready, succeeded, failed = counts["readyReplicas"], counts["succeeded"], counts["failed"]
+    if problems.service:  # not served as asked, however its replicas are (readyText counts them)
+        reason, message = problems.service
+        return Condition("Ready", False, reason, message)
     if spec.runs_to_completion and desired > 0 and succeeded >= desired:
         return Condition("Ready", True, "Complete", f"{succeeded}/{desired} replicas completed")
     if spec.runs_to_completion and failed and counts["replicas"] == 0 and succeeded + failed >= desired:
