@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import threading
 import time
@@ -393,3 +394,20 @@ async def test_closing_the_backend_stops_every_instance(cache_dir: Path) -> None
     for instance in instances:
         assert (await instance.wait()).exit_code == EXIT_TERMINATED
     assert await no_module_threads() == []
+
+
+async def test_a_request_instance_reads_its_body_and_its_output_arrives_whole_up_to_the_limit(
+        runtime: WasmtimeRuntime) -> None:
+    env = {"REQUEST_METHOD": "POST", "QUERY_STRING": "", "CONTENT_LENGTH": "5"}
+    output = Output()
+    instance = await runtime.start(spec("http-echo", env=env, stdin=b"a\x00b\nc", capture_limit=4096), output)
+    assert (await instance.wait()).exit_code == 0
+    assert len(output.chunks) == 1  # one piece, when the module ended
+    head, _, body = output.text().partition("\n\n")
+    assert head == "Content-Type: application/json" and json.loads(body)["body"] == "a\u0000b\nc"
+
+    big = Output()
+    instance = await runtime.start(spec("http-echo", env={**env, "QUERY_STRING": "big=100000"}, capture_limit=1000),
+                                   big)
+    await instance.wait()
+    assert len(b"".join(d for _, s, d in big.chunks if s == "stdout")) == 1001  # the limit, and one byte to show it

@@ -254,7 +254,7 @@ class HandlerInstance:
     async def _run(self, request: web.BaseRequest, body: bytes, deadline: float) -> web.Response:
         env = {**self._spec.env, **cgi_environment(request, self.handler, len(body), self._software)}
         output = _Output(self._log)
-        spec = dataclasses.replace(self._spec, env=env, stdin=body)
+        spec = dataclasses.replace(self._spec, env=env, stdin=body, capture_limit=MAX_RESPONSE_BYTES)
         try:
             instance = await self._runtime.start(spec, output.write)
         except ModuleError as exc:

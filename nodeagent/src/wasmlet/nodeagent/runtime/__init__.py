@@ -50,6 +50,9 @@ class RunSpec:
     network: bool = False
     cpu_limit: float | None = None  # cores (`resources.limits.cpu`: 500m → 0.5)
     stdin: bytes | None = None  # the module's stdin, then end of file (an HTTP request's body); None: closed
+    # A request's instance: its output may reach the sink in one piece when it ends (no live
+    # log), and each stream may be cut after this many bytes (a backend may stream it anyway).
+    capture_limit: int | None = None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, OutputSink, RunSp
 from wasmlet.nodeagent.runtime import wasmtime_native as native
 from wasmlet.nodeagent.runtime.wasmtime_control import Control
 from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary, working_dir_preopen
-from wasmlet.nodeagent.runtime.wasmtime_output import OutputPipes
+from wasmlet.nodeagent.runtime.wasmtime_output import CapturedOutput, OutputPipes
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,9 @@ class WasmtimeInstance:
         self._engine = engine
         self._pre = pre
         self._control = control
-        self._pipes = OutputPipes(self._loop, output)
+        self._pipes: OutputPipes | CapturedOutput = (
+            OutputPipes(self._loop, output) if spec.capture_limit is None
+            else CapturedOutput(self._loop, output, spec.capture_limit))
         self._started: asyncio.Future[str | None] = self._loop.create_future()
         self._ended: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._status: asyncio.Future[ExitStatus] = self._loop.create_future()
@@ -67,7 +69,7 @@ class WasmtimeInstance:
             self._threads.run(self._main, f"wasmtime {self._spec.container}")
         except RuntimeError as exc:  # the process is out of threads
             self._done.set()
-            self._pipes.close_write_ends()
+            self._pipes.ended()
             self._control.end()
             self._ended.set_result(ExitStatus(EXIT_KILLED, "StartError", str(exc)))
             self._started.set_result(f"cannot start a thread for the module: {exc}")
@@ -133,7 +135,7 @@ class WasmtimeInstance:
             status = ExitStatus(EXIT_KILLED, "Error", f"wasmtime: {exc}")
         finally:
             self._control.end()
-            self._pipes.close_write_ends()
+            self._pipes.ended()
         self._post(self._ended, status)
         self._done.set()
 
@@ -175,7 +177,7 @@ class WasmtimeInstance:
         wasi = wasmtime.WasiConfig()
         wasi.argv = spec.argv
         wasi.env = list(spec.env.items())
-        wasi.stdout_file, wasi.stderr_file = self._pipes.write_paths()
+        self._pipes.configure(wasi)
         if stdin is not None:
             wasi.stdin_file = f"/proc/self/fd/{stdin}"
         for mount in spec.mounts:
