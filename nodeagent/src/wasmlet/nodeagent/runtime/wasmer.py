@@ -114,17 +114,22 @@ class WasmerRuntime:
                 package = await sandbox.install_package(package)
                 installed.add(package.id)
             command = sandbox.command(package, spec.argv[1:], cwd=spec.working_dir, env=spec.env)
-            # output_bytes=0: the pipes are read live into the log; the SDK would otherwise keep its own
-            # copy of up to 16 MiB per stream per process.
-            process = await command.spawn(stdin="pipe" if spec.stdin is not None else "closed",
-                                          stdout="pipe", stderr="pipe", output_bytes=0)
+            stdin = "pipe" if spec.stdin is not None else "closed"
+            if spec.capture_limit is None:
+                # output_bytes=0: the pipes are read live into the log; the SDK would otherwise keep its
+                # own copy of up to 16 MiB per stream per process.
+                process = await command.spawn(stdin=stdin, stdout="pipe", stderr="pipe", output_bytes=0)
+            else:  # a request: the SDK keeps the output (one byte past the limit shows it was passed)
+                process = await command.spawn(stdin=stdin, stdout="capture", stderr="capture",
+                                              output_bytes=spec.capture_limit + 1)
         except sdk.WasmerError as exc:
             _release_slot(shard)
             raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
         except BaseException:
             _release_slot(shard)
             raise
-        return WasmerInstance(process, output, on_exit=lambda: _release_slot(shard), stdin=spec.stdin)
+        return WasmerInstance(process, output, on_exit=lambda: _release_slot(shard), stdin=spec.stdin,
+                              captured=spec.capture_limit is not None)
 
     async def release(self, pod_uid: str) -> None:
         """Drop the Pod's sandbox once none of its containers runs any more."""
@@ -199,12 +204,15 @@ class WasmerRuntime:
 
 
 class WasmerInstance:
-    """A spawned Wasmer process whose output is pumped to the sink until it ends."""
+    """A spawned Wasmer process whose output is pumped to the sink until it ends (or, `captured`,
+    handed to it whole when it ends)."""
 
-    def __init__(self, process: Any, output: OutputSink, on_exit: Any, stdin: bytes | None = None) -> None:
+    def __init__(self, process: Any, output: OutputSink, on_exit: Any, stdin: bytes | None = None,
+                 captured: bool = False) -> None:
         self._process = process
         self._on_exit = on_exit
-        self._pumps = [
+        self._output = output if captured else None
+        self._pumps = [] if captured else [
             asyncio.create_task(_pump(process.stdout, "stdout", output)),
             asyncio.create_task(_pump(process.stderr, "stderr", output)),
         ]
@@ -226,6 +234,10 @@ class WasmerInstance:
         try:
             output = await self._process.wait()
             status = _exit_status(output)
+            if self._output is not None:
+                for name, stream in (("stdout", output.stdout), ("stderr", output.stderr)):
+                    if stream is not None and stream.bytes:
+                        self._output(name, stream.bytes)
         except sdk.WasmerError as exc:
             # A trap surfaces as an execution error, not as an exit code.
             status = ExitStatus(EXIT_TRAP, "Error", f"wasm trap: {_first_line(str(exc))}")
