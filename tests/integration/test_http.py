@@ -241,3 +241,18 @@ async def test_deleting_the_pod_closes_its_port_and_drops_its_metrics(kube_api: 
             raise AssertionError(f"port {port} still answers after its Pod was deleted")
         assert 'pod="short"' not in generate_latest(agent.metrics.registry).decode()
 
+
+
+async def test_a_body_that_never_arrives_is_answered_408_at_the_timeout(kube_api: Any, tmp_path: Path) -> None:
+    port = free_port()
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path):
+        await seed(api)
+        await serving(api, handler_pod("patient", port, "wasmtime", requestTimeoutSeconds=1))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a little")
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        await writer.wait_closed()
+        assert status_line.startswith(b"HTTP/1.1 408 ")
+        assert (await fetch(port))[0] == 200  # the next request is served

@@ -169,7 +169,9 @@ class HandlerInstance:
         self._labels = labels
         self._software = server_software
         self._slots = asyncio.Semaphore(handler.max_concurrency)
-        self._server = web.Server(self._handle, access_log=None, handler_cancellation=False)
+        # lingering_time=0: a refused body is not read on for 10 s after the answer (aiohttp's
+        # lingering close outlives even the server's shutdown); the connection is closed instead.
+        self._server = web.Server(self._handle, access_log=None, handler_cancellation=False, lingering_time=0)
         self._listener: asyncio.Server | None = None
         self._stopping = False
         self._reaping: set[asyncio.Future[ExitStatus]] = set()
@@ -211,8 +213,8 @@ class HandlerInstance:
             reason = ""
         except _Refusal as refusal:
             response, reason = refusal.response(), refusal.code
-        if self._stopping:
-            response.force_close()
+        if self._stopping or reason in ("body-timeout", "body-too-large"):
+            response.force_close()  # stopping, or a body left unread: the connection cannot serve another
         response.headers.setdefault("Server", self._software)
         seconds = time.perf_counter() - began
         self._metrics.observe(self._labels, response.status, reason, seconds)
@@ -224,7 +226,12 @@ class HandlerInstance:
             raise _Refusal(503, "stopping", "the Pod is stopping")
         if not self.handler.serves(request.path):
             raise _Refusal(404, "not-found", f"not found: {request.path} is outside {self.handler.path}")
-        body = await self._body(request)
+        try:
+            async with asyncio.timeout_at(deadline):  # a client sending its body slowly holds no place for ever
+                body = await self._body(request)
+        except TimeoutError:
+            raise _Refusal(408, "body-timeout", f"the request body did not arrive within "
+                           f"{self.handler.request_timeout_seconds}s") from None
         try:
             async with asyncio.timeout_at(deadline):
                 await self._slots.acquire()
