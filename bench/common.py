@@ -13,7 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the test API lives in tests/fixtures
+HERE = Path(__file__).resolve().parent
+# bench/http.py would shadow the standard library's `http` (aiohttp imports it) for every script
+# run from this folder: look here last. The test API lives in tests/fixtures, under ROOT.
+sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != HERE), str(HERE)]
 
 MODULES = ROOT / "examples" / "modules"
 

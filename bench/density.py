@@ -15,9 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import MODULES, agent_process, machine, median, rss_kib  # first: it sets up sys.path
+
 import aiohttp
 import yaml
-from common import MODULES, agent_process, machine, median, rss_kib
 
 PORT = 10299
 

@@ -10,12 +10,6 @@ each connection count; every request is a full module run. Medians over `--runs`
 
 from __future__ import annotations
 
-import sys
-
-# This file is named http.py: with its folder first on the path it would shadow the standard
-# library's `http` package. Look in the folder last (for `common`).
-sys.path.append(sys.path.pop(0))
-
 import argparse
 import asyncio
 import base64
@@ -29,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import MODULES, agent_process, machine, median
+from common import MODULES, agent_process, machine, median  # first: it keeps this file from shadowing `http`
 
 from tests.fixtures.kubeapi import running_kube_api
 from wasmlet.kube import KubeClient, load_config

@@ -3,8 +3,15 @@ files must stay flat. Prints a curve (one sample per interval).
 
 The test Kubernetes API runs in this process, the agent as a separate `wasmlet-agent` process.
 Each cycle creates a batch of Pods (half run-to-completion `hello`, half `ticker` services),
-waits for them to start, deletes them, and waits until they are gone.
-Usage: python bench/soak.py [--minutes 10] [--batch 20] [--sample-seconds 30]
+waits for them to start, deletes them, and waits until they are gone. RSS is split into its
+anonymous part (heaps: Python's and the native libraries') and the rest (mapped files).
+Usage: python bench/soak.py [--minutes 10] [--batch 20] [--sample-seconds 30] [--runtime wasmer]
+                            [--own-configmaps] [--agent-env NAME=VALUE ...]
+
+`--runtime wasmtime` runs the same churn on the other backend: what grows on one and not the other
+belongs to that runtime's native library, not to the agent's Python. `--agent-env` tries allocator
+settings (e.g. `GLIBC_TUNABLES=glibc.malloc.tcache_count=7`, glibc's default, which the agent
+otherwise turns off); `--own-configmaps` gives every Pod a ConfigMap of its own.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import base64
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from common import MODULES, agent_process, machine, rss_kib
 
@@ -26,27 +33,59 @@ from wasmlet.kube.resources import CONFIGMAPS, PODS
 NODE = "soak-node"
 
 
-def pod(name: str, module: str, restart: str, args: list[str]) -> dict[str, Any]:
+def pod(name: str, module: str, restart: str, args: list[str], runtime: str, configmap: str | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "main", "image": f"configmap://modules/{module}.wasm", "args": args}
+    if configmap:
+        container["env"] = [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": configmap, "key": "greeting"}}}]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
-            "spec": {"nodeName": NODE, "runtimeClassName": "wasmer", "restartPolicy": restart,
+            "spec": {"nodeName": NODE, "runtimeClassName": runtime, "restartPolicy": restart,
                      "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 0,
-                     "containers": [{"name": "main", "image": f"configmap://modules/{module}.wasm", "args": args}]}}
+                     "containers": [container]}}
 
 
-def process_facts(pid: int) -> tuple[int, int, int]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
-    return rss_kib(pid), threads, len(list(Path(f"/proc/{pid}/fd").iterdir()))
+async def cycle(api: KubeClient, names: list[str], runtime: str, own_configmaps: bool) -> None:
+    """Create the Pods (half `hello` run to completion, half `ticker` services), wait until they run,
+    delete them and wait until they are gone; with `own_configmaps` each Pod reads a ConfigMap of
+    its own, created before it and deleted after it."""
+    for i, name in enumerate(names):
+        configmap = f"cfg-{name}" if own_configmaps else None
+        if configmap:
+            await api.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "data": {"greeting": name},
+                                          "metadata": {"name": configmap, "namespace": "default"}})
+        if i % 2:
+            await api.create(PODS, pod(name, "ticker", "Always", ["--interval-ms", "100"], runtime, configmap))
+        else:
+            await api.create(PODS, pod(name, "hello", "Never", [], runtime, configmap))
+    await started(api, names)
+    for name in names:
+        await api.delete(PODS, name, "default")
+    await gone(api, names)
+    if own_configmaps:
+        for name in names:
+            await api.delete(CONFIGMAPS, f"cfg-{name}", "default")
+
+
+def process_facts(pid: int) -> tuple[int, int, int, int]:
+    """(RSS KiB, anonymous RSS KiB, threads, open fds). Anonymous memory is the heaps (Python's and
+    the native libraries'); the rest of RSS is mapped files (shared libraries, SQLite's -shm)."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    anon, threads = int(status["RssAnon"].split()[0]), int(status["Threads"])
+    return rss_kib(pid), anon, threads, len(list(Path(f"/proc/{pid}/fd").iterdir()))
 
 
 async def started(api: KubeClient, names: list[str]) -> None:
-    async with asyncio.timeout(60):
-        while True:
-            listing = await api.list(PODS, "default")
-            phases = {p["metadata"]["name"]: (p.get("status") or {}).get("phase") for p in listing["items"]}
-            if all(phases.get(n) in ("Running", "Succeeded") for n in names):
-                return
-            await asyncio.sleep(0.1)
+    statuses: dict[str, Any] = {}
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                listing = await api.list(PODS, "default")
+                statuses = {p["metadata"]["name"]: p.get("status") or {} for p in listing["items"]}
+                if all(statuses.get(n, {}).get("phase") in ("Running", "Succeeded") for n in names):
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        stuck = {n: statuses.get(n) for n in names if statuses.get(n, {}).get("phase") not in ("Running", "Succeeded")}
+        raise TimeoutError(f"Pods not started within 60 s: {stuck}") from None
 
 
 async def gone(api: KubeClient, names: list[str]) -> None:
@@ -60,42 +99,54 @@ async def gone(api: KubeClient, names: list[str]) -> None:
                 await asyncio.sleep(0.05)
 
 
-async def soak(minutes: float, batch: int, sample_seconds: float, workdir: Path) -> list[tuple[float, int, int, int, int]]:
+def environment(pid: int) -> dict[str, str]:
+    """The process's environment as it runs (the agent may have started itself again with more)."""
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
+class Sample(NamedTuple):
+    seconds: float
+    rss_kib: int
+    anon_kib: int
+    threads: int
+    fds: int
+    pods: int
+
+
+def sample(pid: int, seconds: float, pods: int, label: str) -> Sample:
+    taken = Sample(seconds, *process_facts(pid), pods)
+    print(f"{label} rss={taken.rss_kib / 1024:6.1f} MiB anon={taken.anon_kib / 1024:6.1f} MiB "
+          f"threads={taken.threads:4d} fds={taken.fds:4d} pods so far={pods}", flush=True)
+    return taken
+
+
+async def soak(minutes: float, batch: int, sample_seconds: float, runtime: str, workdir: Path,
+               agent_env: dict[str, str], own_configmaps: bool) -> list[Sample]:
     samples = []
     async with running_kube_api(workdir) as kube, KubeClient(load_config(kube.url)) as api:
         modules = {f"{m}.wasm": base64.b64encode((MODULES / f"{m}.wasm").read_bytes()).decode() for m in ("hello", "ticker")}
         await api.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
                                       "metadata": {"name": "modules", "namespace": "default"}, "binaryData": modules})
         args = ["--kubeconfig", kube.url, "--node-name", NODE, "--node-ip", "127.0.0.1", "--kubelet-port", "0",
-                "--state-dir", str(workdir / "state")]
-        async with agent_process(*args) as agent:
+                "--state-dir", str(workdir / "state"), "--runtimes", runtime]
+        async with agent_process(*args, env=agent_env) as agent:
             await asyncio.sleep(3)
+            print(f"agent pid {agent.pid}, GLIBC_TUNABLES={environment(agent.pid).get('GLIBC_TUNABLES', '')!r}",
+                  flush=True)
             began = time.monotonic()
             next_sample = began
             cycles = pods = 0
             while time.monotonic() - began < minutes * 60:
                 if time.monotonic() >= next_sample:
-                    rss, threads, fds = process_facts(agent.pid)
-                    samples.append((time.monotonic() - began, rss, threads, fds, pods))
-                    print(f"t={samples[-1][0]:6.0f}s rss={rss / 1024:6.1f} MiB threads={threads:4d} fds={fds:4d} "
-                          f"pods so far={pods}", flush=True)
+                    elapsed = time.monotonic() - began
+                    samples.append(sample(agent.pid, elapsed, pods, f"t={elapsed:6.0f}s"))
                     next_sample += sample_seconds
-                names = [f"c{cycles}-{i}" for i in range(batch)]
-                for i, name in enumerate(names):
-                    if i % 2:
-                        await api.create(PODS, pod(name, "ticker", "Always", ["--interval-ms", "100"]))
-                    else:
-                        await api.create(PODS, pod(name, "hello", "Never", []))
-                await started(api, names)
-                for name in names:
-                    await api.delete(PODS, name, "default")
-                await gone(api, names)
+                await cycle(api, [f"c{cycles}-{i}" for i in range(batch)], runtime, own_configmaps)
                 cycles += 1
                 pods += batch
             await asyncio.sleep(3)
-            rss, threads, fds = process_facts(agent.pid)
-            samples.append((time.monotonic() - began, rss, threads, fds, pods))
-            print(f"end    rss={rss / 1024:6.1f} MiB threads={threads:4d} fds={fds:4d} pods={pods}", flush=True)
+            samples.append(sample(agent.pid, time.monotonic() - began, pods, "end    "))
     return samples
 
 
@@ -104,13 +155,25 @@ async def main() -> None:
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--sample-seconds", type=float, default=30)
+    parser.add_argument("--runtime", choices=("wasmer", "wasmtime"), default="wasmer")
+    parser.add_argument("--agent-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="environment of the agent only, e.g. MALLOC_ARENA_MAX=2 (repeatable)")
+    parser.add_argument("--own-configmaps", action="store_true",
+                        help="each Pod reads a ConfigMap of its own (an env var), created and deleted with it")
     args = parser.parse_args()
+    agent_env = dict(item.split("=", 1) for item in args.agent_env)
     with tempfile.TemporaryDirectory(prefix="wasmlet-soak-") as workdir:
-        samples = await soak(args.minutes, args.batch, args.sample_seconds, Path(workdir))
+        samples = await soak(args.minutes, args.batch, args.sample_seconds, args.runtime, Path(workdir), agent_env,
+                             args.own_configmaps)
     print(f"\nmachine: {machine()}")
+    # The first sample is the idle agent before any runtime is loaded: the baseline is the second.
     first, last = samples[1] if len(samples) > 1 else samples[0], samples[-1]
-    print(f"{last[4]} Pods in {last[0]:.0f} s; RSS {first[1] / 1024:.1f} → {last[1] / 1024:.1f} MiB, "
-          f"threads {first[2]} → {last[2]}, fds {first[3]} → {last[3]}")
+    per_pod = (last.rss_kib - first.rss_kib) * 1024 / max(last.pods - first.pods, 1)
+    setup = "".join(f" {item}" for item in args.agent_env) + (" own ConfigMaps" if args.own_configmaps else "")
+    print(f"{args.runtime}{setup}: {last.pods} Pods in {last.seconds:.0f} s; RSS {first.rss_kib / 1024:.1f} → "
+          f"{last.rss_kib / 1024:.1f} MiB ({per_pod:+.0f} B/Pod after t={first.seconds:.0f}s), anon "
+          f"{first.anon_kib / 1024:.1f} → {last.anon_kib / 1024:.1f} MiB, threads {first.threads} → {last.threads}, "
+          f"fds {first.fds} → {last.fds}")
 
 
 if __name__ == "__main__":

@@ -605,11 +605,13 @@ class PodController:
         self.env.metrics.pods.set(len(running))
 
     def _forget(self, uid: str) -> None:
-        """The Pod is gone for good: drop its worker, volumes and logs (the kubelet's pod cleanup)."""
+        """The Pod is gone for good: drop its worker, volumes and logs (the kubelet's pod cleanup),
+        and the ConfigMaps and Secrets no other Pod references."""
         slot = self._slots.pop(uid)
         plan = slot.worker.plan
         if self._store is not None:
             self._store.delete_pod(uid)
+        self.env.objects.prune([s.pod for s in self._slots.values()])
         shutil.rmtree(self.env.pods_dir / uid, ignore_errors=True)
         shutil.rmtree(pod_log_dir(self.env.logs_dir, plan.namespace, plan.name, uid), ignore_errors=True)
 

@@ -80,6 +80,11 @@ class PodStore:
                          "ON CONFLICT(kind, namespace, name) DO UPDATE SET object = excluded.object",
                          (kind, namespace, name, json.dumps(obj, separators=(",", ":"))))
 
+    def object_keys(self) -> set[tuple[str, str, str]]:
+        """(kind, namespace, name) of every stored ConfigMap and Secret."""
+        return {(kind, namespace, name) for kind, namespace, name in
+                self._db.execute("SELECT kind, namespace, name FROM objects").fetchall()}
+
     def object(self, kind: str, namespace: str, name: str) -> Obj | None:
         row = self._db.execute("SELECT object FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
                                (kind, namespace, name)).fetchone()

@@ -3,7 +3,9 @@
 `ApiReporter` coalesces status: a worker may change its Pod ten times while the API is slow or
 gone; only the latest status is kept per Pod and posted when the link allows, so the final
 truth arrives when it returns and a reconnect never floods the API with stale intermediate
-states. Events are best effort, as the kubelet's are (a bounded queue, dropped when full).
+states. A Pod's statuses are posted one at a time, each taken as the newest when its post begins,
+so an older one can never land after a newer one. Events are best effort, as the kubelet's are
+(a bounded queue, dropped when full).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ApiReporter:
         self._api = api
         self._node = node_name
         self._latest: dict[PodRef, Obj] = {}
+        self._posting: dict[PodRef, asyncio.Event] = {}  # a post in flight, set when it ends
         self._dirty: asyncio.Event = asyncio.Event()
         self._events: asyncio.Queue[Obj] = asyncio.Queue(EVENT_QUEUE)
         self._backoff = Backoff(base=0.5, cap=15.0)
@@ -70,30 +73,39 @@ class ApiReporter:
             await asyncio.wait_for(asyncio.gather(*(self.flush_one(ref) for ref in list(self._latest))), timeout)
 
     async def flush_one(self, ref: PodRef) -> None:
+        if not await self._post(ref):
+            self._dirty.set()
+
+    async def _post(self, ref: PodRef) -> bool:
+        """Post the newest status of `ref`, after a post of it still in flight; False when the API
+        is unavailable (the status is kept for the next round)."""
+        while (in_flight := self._posting.get(ref)) is not None:
+            await in_flight.wait()
         status = self._latest.pop(ref, None)
-        if status is not None:
-            try:
-                await self._patch(ref, status)
-            except ApiUnavailable:
-                self._latest.setdefault(ref, status)
-                self._dirty.set()
+        if status is None:
+            return True
+        done = self._posting[ref] = asyncio.Event()
+        try:
+            await self._patch(ref, status)
+        except ApiUnavailable:
+            self._latest.setdefault(ref, status)  # a newer one may have arrived meanwhile
+            return False
+        finally:
+            del self._posting[ref]
+            done.set()
+        return True
 
     async def _post_statuses(self) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            batch = list(self._latest.items())
-            self._latest.clear()
             semaphore = asyncio.Semaphore(POST_CONCURRENCY)
 
-            async def post(ref: PodRef, status: Obj) -> None:
+            async def post(ref: PodRef) -> None:
                 async with semaphore:
-                    try:
-                        await self._patch(ref, status)
-                    except ApiUnavailable:
-                        self._latest.setdefault(ref, status)  # a newer one may have arrived meanwhile
+                    await self._post(ref)
 
-            await asyncio.gather(*(post(ref, status) for ref, status in batch))
+            await asyncio.gather(*(post(ref) for ref in list(self._latest)))
             if self._latest and not self._dirty.is_set():
                 await asyncio.sleep(self._backoff.next())
                 self._dirty.set()
