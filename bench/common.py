@@ -46,13 +46,16 @@ def median(values: list[float]) -> float:
 
 
 @contextlib.asynccontextmanager
-async def agent_process(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`wasmlet-agent ARGS` as a child process, stopped with SIGTERM (then killed) on exit."""
+async def agent_process(*args: str, env: dict[str, str] | None = None,
+                        cpus: set[int] | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`wasmlet-agent ARGS` as a child process (on `cpus` only, if given), stopped with SIGTERM
+    (then killed) on exit."""
     log_path = os.environ.get("BENCH_AGENT_LOG")  # where the agent's log goes, for a failing run
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wasmlet.nodeagent.main", *args,
         stdout=log, stderr=log, env={**os.environ, **(env or {})},
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
     )
     if log_path:
         log.close()

@@ -6,6 +6,10 @@ per request). `wrk` (Debian package `wrk`, installed when missing) drives it for
 each connection count; every request is a full module run. Medians over `--runs` runs.
 
     python bench/http.py [--runtimes wasmer,wasmtime] [--connections 1,8,64] [--seconds 10] [--runs 3]
+                         [--agent-cpus 0 --wrk-cpus 1]
+
+`--agent-cpus`/`--wrk-cpus` pin the agent and the load generator (bench/RESULTS.md: on this VM
+the agent's threads spread over both CPUs cost more than they gain).
 """
 
 from __future__ import annotations
@@ -58,11 +62,15 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or "/usr/bin/wrk"
 
 
-async def drive(wrk: str, connections: int, seconds: int) -> dict[str, float]:
+def cpu_set(text: str) -> set[int] | None:
+    return {int(c) for c in text.split(",")} if text else None
+
+
+async def drive(wrk: str, connections: int, seconds: int, cpus: set[int] | None = None) -> dict[str, float]:
     """One wrk run; requests/s, latency percentiles (ms) and non-2xx/socket errors."""
     threads = min(connections, 2)
     process = await asyncio.create_subprocess_exec(
-        wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{PORT}/",
+        *(["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []), wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{PORT}/",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output = (await process.communicate())[0].decode()
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
@@ -79,8 +87,8 @@ async def drive(wrk: str, connections: int, seconds: int) -> dict[str, float]:
     return result
 
 
-async def one_run(runtime: str, connection_counts: list[int], seconds: int, workdir: Path,
-                  wrk: str) -> dict[int, dict[str, float]]:
+async def one_run(runtime: str, connection_counts: list[int], seconds: int, workdir: Path, wrk: str,
+                  agent_cpus: set[int] | None, wrk_cpus: set[int] | None) -> dict[int, dict[str, float]]:
     async with running_kube_api(workdir) as kube, KubeClient(load_config(kube.url)) as api:
         await api.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
                                       "metadata": {"name": "modules", "namespace": "default"},
@@ -88,11 +96,11 @@ async def one_run(runtime: str, connection_counts: list[int], seconds: int, work
                                           (MODULES / "http-hello.wasm").read_bytes()).decode()}})
         args = ["--kubeconfig", kube.url, "--node-name", NODE, "--node-ip", "127.0.0.1", "--kubelet-port", "0",
                 "--state-dir", str(workdir / "state")]
-        async with agent_process(*args):
+        async with agent_process(*args, cpus=agent_cpus):
             await api.create(PODS, hello_pod(runtime, max(connection_counts)))
             await wait_serving(api, f"hello-{runtime}")
-            await drive(wrk, 8, 2)  # warm-up: compiled module, connections, allocator
-            return {c: await drive(wrk, c, seconds) for c in connection_counts}
+            await drive(wrk, 8, 2, wrk_cpus)  # warm-up: compiled module, connections, allocator
+            return {c: await drive(wrk, c, seconds, wrk_cpus) for c in connection_counts}
 
 
 async def wait_serving(api: KubeClient, name: str) -> None:
@@ -112,6 +120,8 @@ async def main() -> None:
     parser.add_argument("--connections", default="1,8,64")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--agent-cpus", default="", help="CPUs the agent may use, e.g. 0 (default: all)")
+    parser.add_argument("--wrk-cpus", default="", help="CPUs wrk may use, e.g. 1 (default: all)")
     args = parser.parse_args()
     wrk = ensure_wrk()
     counts = [int(c) for c in args.connections.split(",")]
@@ -120,14 +130,15 @@ async def main() -> None:
         for run in range(args.runs):
             with tempfile.TemporaryDirectory(prefix="wasmlet-http-") as workdir:
                 started = time.monotonic()
-                results = await one_run(runtime, counts, args.seconds, Path(workdir), wrk)
+                results = await one_run(runtime, counts, args.seconds, Path(workdir), wrk,
+                                        cpu_set(args.agent_cpus), cpu_set(args.wrk_cpus))
             for c, result in results.items():
                 table.setdefault((runtime, c), []).append(result)
                 print(f"{runtime} run {run + 1}, {c:>2} connections: {result['rps']:.0f} req/s, "
                       f"p50 {result.get('p50_ms', 0):.2f} ms, p99 {result.get('p99_ms', 0):.2f} ms, "
                       f"non-2xx {result['non_2xx']:.0f}", flush=True)
             print(f"  ({time.monotonic() - started:.0f} s)", flush=True)
-    print(f"\nmachine: {machine()}")
+    print(f"\nmachine: {machine()}; agent CPUs: {args.agent_cpus or 'all'}, wrk CPUs: {args.wrk_cpus or 'all'}")
     print(f"medians over {args.runs} runs of {args.seconds} s each:\n")
     print("| runtime | connections | requests/s | p50 (ms) | p99 (ms) | non-2xx |")
     print("|---|---|---|---|---|---|")
