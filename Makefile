@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.wasmlet-installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-fast lint modules registry-package clean
+.PHONY: demo test test-fast modules registry-package clean
 
 ## demo: run the example workloads with the agent in standalone mode (no cluster).
 demo: $(STAMP)

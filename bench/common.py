@@ -13,10 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
-# bench/http.py would shadow the standard library's `http` (aiohttp imports it) for every script
-# run from this folder: look here last. The test API lives in tests/fixtures, under ROOT.
-sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != HERE), str(HERE)]
+sys.path.insert(0, str(ROOT))  # the test API lives in tests/fixtures
 
 MODULES = ROOT / "examples" / "modules"
 
@@ -66,6 +63,6 @@ async def agent_process(*args: str, env: dict[str, str] | None = None,
             process.terminate()
             try:
                 await asyncio.wait_for(process.wait(), 60)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 process.kill()
                 await process.wait()

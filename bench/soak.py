@@ -1,10 +1,12 @@
 """Soak: Pods created and deleted continuously for a while; the agent's memory, threads and open
-files must stay flat. Prints a curve (one sample per interval).
+files must stay flat, and so must its asyncio tasks. Prints a curve (one sample per interval).
 
 The test Kubernetes API runs in this process, the agent as a separate `wasmlet-agent` process.
 Each cycle creates a batch of Pods (half run-to-completion `hello`, half `ticker` services),
 waits for them to start, deletes them, and waits until they are gone. RSS is split into its
-anonymous part (heaps: Python's and the native libraries') and the rest (mapped files).
+anonymous part (heaps: Python's and the native libraries') and the rest (mapped files); threads
+and open files are read from /proc, the event loop's tasks from the agent's own /metrics
+(`wasmlet_agent_asyncio_tasks`), each sampled between two cycles, when no Pod exists.
 Usage: python bench/soak.py [--minutes 10] [--batch 20] [--sample-seconds 30] [--runtime wasmer]
                             [--own-configmaps] [--agent-env NAME=VALUE ...]
 
@@ -19,16 +21,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from common import MODULES, agent_process, machine, rss_kib
-
-from tests.fixtures.kubeapi import running_kube_api
+import aiohttp
 from wasmlet.kube import KubeClient, NotFound, load_config
 from wasmlet.kube.resources import CONFIGMAPS, PODS
+
+from common import MODULES, agent_process, machine, rss_kib
+from tests.fixtures.kubeapi import running_kube_api
 
 NODE = "soak-node"
 
@@ -111,14 +115,30 @@ class Sample(NamedTuple):
     anon_kib: int
     threads: int
     fds: int
+    tasks: int
     pods: int
 
 
-def sample(pid: int, seconds: float, pods: int, label: str) -> Sample:
-    taken = Sample(seconds, *process_facts(pid), pods)
+async def asyncio_tasks(session: aiohttp.ClientSession, port: int) -> int:
+    """The agent's event-loop tasks, from its /metrics."""
+    async with session.get(f"https://127.0.0.1:{port}/metrics", ssl=False) as resp:
+        text = await resp.text()
+    return int(next(float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith("wasmlet_agent_asyncio_tasks ")))
+
+
+async def sample(pid: int, session: aiohttp.ClientSession, port: int, seconds: float, pods: int,
+                 label: str) -> Sample:
+    taken = Sample(seconds, *process_facts(pid), await asyncio_tasks(session, port), pods)
     print(f"{label} rss={taken.rss_kib / 1024:6.1f} MiB anon={taken.anon_kib / 1024:6.1f} MiB "
-          f"threads={taken.threads:4d} fds={taken.fds:4d} pods so far={pods}", flush=True)
+          f"threads={taken.threads:4d} fds={taken.fds:4d} tasks={taken.tasks:4d} pods so far={pods}", flush=True)
     return taken
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def soak(minutes: float, batch: int, sample_seconds: float, runtime: str, workdir: Path,
@@ -128,9 +148,10 @@ async def soak(minutes: float, batch: int, sample_seconds: float, runtime: str, 
         modules = {f"{m}.wasm": base64.b64encode((MODULES / f"{m}.wasm").read_bytes()).decode() for m in ("hello", "ticker")}
         await api.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
                                       "metadata": {"name": "modules", "namespace": "default"}, "binaryData": modules})
-        args = ["--kubeconfig", kube.url, "--node-name", NODE, "--node-ip", "127.0.0.1", "--kubelet-port", "0",
-                "--state-dir", str(workdir / "state"), "--runtimes", runtime]
-        async with agent_process(*args, env=agent_env) as agent:
+        port = free_port()
+        args = ["--kubeconfig", kube.url, "--node-name", NODE, "--node-ip", "127.0.0.1", "--kubelet-port", str(port),
+                "--kubelet-api-auth", "none", "--state-dir", str(workdir / "state"), "--runtimes", runtime]
+        async with agent_process(*args, env=agent_env) as agent, aiohttp.ClientSession() as session:
             await asyncio.sleep(3)
             print(f"agent pid {agent.pid}, GLIBC_TUNABLES={environment(agent.pid).get('GLIBC_TUNABLES', '')!r}",
                   flush=True)
@@ -140,13 +161,13 @@ async def soak(minutes: float, batch: int, sample_seconds: float, runtime: str, 
             while time.monotonic() - began < minutes * 60:
                 if time.monotonic() >= next_sample:
                     elapsed = time.monotonic() - began
-                    samples.append(sample(agent.pid, elapsed, pods, f"t={elapsed:6.0f}s"))
+                    samples.append(await sample(agent.pid, session, port, elapsed, pods, f"t={elapsed:6.0f}s"))
                     next_sample += sample_seconds
                 await cycle(api, [f"c{cycles}-{i}" for i in range(batch)], runtime, own_configmaps)
                 cycles += 1
                 pods += batch
             await asyncio.sleep(3)
-            samples.append(sample(agent.pid, time.monotonic() - began, pods, "end    "))
+            samples.append(await sample(agent.pid, session, port, time.monotonic() - began, pods, "end    "))
     return samples
 
 
@@ -173,7 +194,7 @@ async def main() -> None:
     print(f"{args.runtime}{setup}: {last.pods} Pods in {last.seconds:.0f} s; RSS {first.rss_kib / 1024:.1f} → "
           f"{last.rss_kib / 1024:.1f} MiB ({per_pod:+.0f} B/Pod after t={first.seconds:.0f}s), anon "
           f"{first.anon_kib / 1024:.1f} → {last.anon_kib / 1024:.1f} MiB, threads {first.threads} → {last.threads}, "
-          f"fds {first.fds} → {last.fds}")
+          f"fds {first.fds} → {last.fds}, asyncio tasks {first.tasks} → {last.tasks}")
 
 
 if __name__ == "__main__":

@@ -81,10 +81,10 @@ def test_the_grafana_dashboard_graphs_metrics_that_exist() -> None:
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
     exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
-    used = {m for expr in exprs for m in re.findall(r"\b(wasmlet_[a-z_]+)\b", expr)}
+    used = {m for expr in exprs for m in re.findall(r"\b((?:wasmlet|process)_[a-z_]+)\b", expr)}
     exported = metric_names()
     assert used and used <= exported, f"not exported: {sorted(used - exported)}"
-    plain = {n for n in exported if not n.endswith(("_created", "_bucket", "_count", "_sum"))}
+    plain = {n for n in exported if n.startswith("wasmlet_") and not n.endswith(("_created", "_bucket", "_count", "_sum"))}
     families = {n.removesuffix("_total") for n in plain}
     graphed = {n.removesuffix("_total").removesuffix("_bucket") for n in used}
     assert families <= graphed, f"metrics without a panel: {sorted(families - graphed)}"

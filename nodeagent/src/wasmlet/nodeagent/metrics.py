@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+)
 
 # Start latency is milliseconds for a warm module: buckets resolve 1 ms to 10 s.
 START_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -74,3 +82,25 @@ class AgentMetrics:
         # The kubelet's prober_probe_total, by its label values (Startup/Liveness/Readiness; successful/failed).
         self.probes = Counter("wasmlet_probe_results", "Probe attempts, by probe type and result.",
                               ["probe_type", "result"], registry=self.registry)
+        # The agent's own health: memory, CPU and open files (process_*), its threads (the runtimes'
+        # native ones included) and its asyncio tasks, so a leak shows on a dashboard (bench/soak.py).
+        ProcessCollector(registry=self.registry)
+        Gauge("wasmlet_agent_threads", "Threads of the agent process, native ones included.",
+              registry=self.registry).set_function(_threads)
+        Gauge("wasmlet_agent_asyncio_tasks", "asyncio tasks of the agent's event loop.",
+              registry=self.registry).set_function(_tasks)
+
+
+def _threads() -> float:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return float("nan")
+
+
+def _tasks() -> float:
+    """Tasks of the loop that serves /metrics (scrapes run on it)."""
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop in this thread
+        return float("nan")

@@ -5,7 +5,7 @@ on a node, serving one Pod whose container is an HTTP handler (`http-hello.wasm`
 per request). `wrk` (Debian package `wrk`, installed when missing) drives it for `--seconds` at
 each connection count; every request is a full module run. Medians over `--runs` runs.
 
-    python bench/http.py [--runtimes wasmer,wasmtime] [--connections 1,8,64] [--seconds 10] [--runs 3]
+    python bench/http_load.py [--runtimes wasmer,wasmtime] [--connections 1,8,64] [--seconds 10] [--runs 3]
                          [--agent-cpus 0 --wrk-cpus 1]
 
 `--agent-cpus`/`--wrk-cpus` pin the agent and the load generator (bench/RESULTS.md: on this VM
