@@ -3,7 +3,8 @@
 `Link` is a TCP proxy between the agent and the test API: `cut()` closes every connection and
 stops listening (the API server is "stopped": connections are refused), `restore()` listens
 again on the same port. `AgentProcess` is `wasmlet-agent` as a child process that can be
-SIGKILLed and started again on the same state directory.
+SIGKILLed and started again on the same state directory; with no API URL and a manifest folder
+it runs standalone.
 """
 
 from __future__ import annotations
@@ -91,25 +92,32 @@ async def link_to(url: str) -> AsyncIterator[Link]:
 
 
 class AgentProcess:
-    """`wasmlet-agent` in a child process, on a fixed kubelet port and state directory."""
+    """`wasmlet-agent` in a child process, on a fixed kubelet port and state directory: against
+    `api_url`, or standalone on `manifests` when there is no API."""
 
-    def __init__(self, api_url: str, state_dir: Path, node_name: str = "wasm-node-1", **env: str) -> None:
+    def __init__(self, api_url: str | None, state_dir: Path, node_name: str = "wasm-node-1",
+                 manifests: Path | None = None, **env: str) -> None:
         self.api_url = api_url
         self.state_dir = state_dir
         self.node_name = node_name
+        self.manifests = manifests
         self.port = free_port()
         self.env = env
         self.process: asyncio.subprocess.Process | None = None
         self.log_path = state_dir.parent / f"{state_dir.name}-agent.log"
 
     async def start(self) -> None:
-        args = ["--kubeconfig", self.api_url, "--node-name", self.node_name, "--node-ip", "127.0.0.1",
-                "--kubelet-port", str(self.port), "--state-dir", str(self.state_dir)]
+        args = ["--node-name", self.node_name, "--node-ip", "127.0.0.1", "--kubelet-port", str(self.port),
+                "--state-dir", str(self.state_dir)]
+        args += ["--kubeconfig", self.api_url] if self.api_url else []
+        args += ["--manifests", str(self.manifests)] if self.manifests else []
+        # These tests read /pods and /metrics directly; authentication has its own tests.
+        env = {**os.environ, "WASMLET_LEASE_RENEW_SECONDS": "1", "WASMLET_KUBELET_API_AUTH": "none", **self.env}
+        if not self.api_url:  # standalone: no cluster found in the environment either
+            env = {k: v for k, v in env.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
         log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wasmlet.nodeagent.main", *args, stdout=log, stderr=log,
-            # These tests read /pods and /metrics directly; authentication has its own tests.
-            env={**os.environ, "WASMLET_LEASE_RENEW_SECONDS": "1", "WASMLET_KUBELET_API_AUTH": "none", **self.env})
+            sys.executable, "-m", "wasmlet.nodeagent.main", *args, stdout=log, stderr=log, env=env)
         log.close()
         async with asyncio.timeout(20):
             while not await self.healthy():
@@ -126,7 +134,7 @@ class AgentProcess:
         self.process.terminate()
         try:
             return await asyncio.wait_for(self.process.wait(), 30)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.process.kill()
             return await self.process.wait()
 
@@ -158,8 +166,9 @@ class AgentProcess:
 
 
 @contextlib.asynccontextmanager
-async def agent_process(api_url: str, state_dir: Path, **env: str) -> AsyncIterator[AgentProcess]:
-    agent = AgentProcess(api_url, state_dir, **env)
+async def agent_process(api_url: str | None, state_dir: Path, manifests: Path | None = None,
+                        **env: str) -> AsyncIterator[AgentProcess]:
+    agent = AgentProcess(api_url, state_dir, manifests=manifests, **env)
     await agent.start()
     try:
         yield agent

@@ -9,8 +9,10 @@ from typing import Any
 
 import aiohttp
 import wasmtime
-
 from wasmlet.kube.resources import PODS, WASM_WORKLOADS
+from wasmlet.nodeagent.oci.manifest import OCI_MANIFEST
+
+from tests.fixtures.registry import OciRegistry, push_blob
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,
@@ -19,6 +21,7 @@ from tests.integration.agent_helpers import (
     wait_for,
     wasm_pod,
 )
+from tests.integration.oci_helpers import descriptor, put_manifest
 from tests.integration.operator_helpers import (
     NS,
     condition,
@@ -45,6 +48,12 @@ def state(pod: dict[str, Any]) -> dict[str, Any]:
 
 def waiting(pod: dict[str, Any]) -> dict[str, str]:
     return state(pod).get("waiting") or {}
+
+
+async def healthz(port: int) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=False) as resp:
+            return resp.status, await resp.text()
 
 
 async def test_corrupt_and_hostile_modules_fail_with_reasons_and_hurt_nobody(kube_api: Any, tmp_path: Path) -> None:
@@ -82,9 +91,46 @@ async def test_corrupt_and_hostile_modules_fail_with_reasons_and_hurt_nobody(kub
         steady = await api.get(PODS, "steady", "default")
         assert "running" in state(steady)
         assert steady["status"]["containerStatuses"][0]["restartCount"] == 0
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"https://127.0.0.1:{agent.kubelet_port}/healthz", ssl=False) as resp:
-                assert (resp.status, await resp.text()) == (200, "ok")
+        assert await healthz(agent.kubelet_port) == (200, "ok")
+
+
+async def test_runaway_modules_and_a_1_gib_layer_end_with_reasons_and_hurt_nobody(
+        kube_api: Any, oci_registry: OciRegistry, tmp_path: Path) -> None:
+    # A manifest whose module layer claims 1 GiB: refused from the manifest, before any download.
+    repo = oci_registry.repository("bad/huge")
+    config, layer = b"{}", module_bytes("hello")
+    async with aiohttp.ClientSession() as session:
+        await push_blob(session, oci_registry, repo, config)
+        await push_blob(session, oci_registry, repo, layer)
+        await put_manifest(session, oci_registry, repo, "v1", {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.wasm.config.v0+json",
+            "config": descriptor("application/vnd.wasm.config.v0+json", config),
+            "layers": [{**descriptor("application/wasm", layer), "size": 1 << 30}]})
+    modules = {f"{m}.wasm": module_bytes(m) for m in ("ticker", "loop", "grow")}
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path) as agent:
+        await put_module_configmap(api, "default", "modules", modules)
+        await api.create(PODS, wasm_pod("steady", NODE, "configmap://modules/ticker.wasm", restart="Always",
+                                        terminationGracePeriodSeconds=0, container={"args": ["--interval-ms", "200"]}))
+        await wait_for(api, PODS, "steady", "default", lambda p: "running" in state(p))
+        await api.create(PODS, wasm_pod("huge", NODE, f"{oci_registry.host}/{repo}:v1"))
+        # An infinite loop and unbounded memory growth, bounded by the Pod's deadline and memory limit.
+        await api.create(PODS, wasm_pod("spinner", NODE, "configmap://modules/loop.wasm", runtime="wasmtime",
+                                        activeDeadlineSeconds=1, terminationGracePeriodSeconds=0))
+        await api.create(PODS, wasm_pod("greedy", NODE, "configmap://modules/grow.wasm", runtime="wasmtime",
+                                        container={"args": ["4096"], "resources": {"limits": {"memory": "32Mi"}}}))
+
+        pod = await wait_for(api, PODS, "huge", "default",
+                             lambda p: waiting(p).get("reason") in ("ErrImagePull", "ImagePullBackOff"))
+        assert f"the module layer has {1 << 30} bytes, the limit is {256 << 20}" in waiting(pod)["message"], waiting(pod)
+        pod = await wait_for(api, PODS, "spinner", "default", lambda p: (p.get("status") or {}).get("phase") == "Failed")
+        assert pod["status"]["reason"] == "DeadlineExceeded"
+        pod = await wait_for(api, PODS, "greedy", "default", lambda p: (p.get("status") or {}).get("phase") == "Failed")
+        assert (state(pod)["terminated"]["exitCode"], state(pod)["terminated"]["reason"]) == (137, "OOMKilled")
+
+        steady = await api.get(PODS, "steady", "default")
+        assert "running" in state(steady)
+        assert steady["status"]["containerStatuses"][0]["restartCount"] == 0
+        assert await healthz(agent.kubelet_port) == (200, "ok")
 
 
 async def test_a_workload_with_every_field_wrong_gets_a_reason_and_the_operator_serves_on(
