@@ -4,8 +4,12 @@ volumes from ConfigMaps and Secrets, crash-loop backoff, configuration errors, r
 from __future__ import annotations
 
 import base64
+import json
+import logging
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from wasmlet.kube.resources import CONFIGMAPS, EVENTS, PODS, SECRETS
 from tests.integration.agent_helpers import (
@@ -96,6 +100,35 @@ async def test_configmap_and_secret_volumes_are_files_with_items_and_modes(kube_
         assert oct(token.stat().st_mode & 0o777) == "0o400"
 
 
+@pytest.mark.parametrize("runtime", ["wasmer", "wasmtime"])
+async def test_configmap_and_secret_volumes_are_read_only_whatever_the_mount_says(
+        kube_api: Any, tmp_path: Path, runtime: str) -> None:
+    """As the kubelet mounts them; on wasmer (writable volumes only under /workspace) such a mount
+    is therefore accepted anywhere."""
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
+        await seed(api, m="files")
+        volumes = [{"name": "cfg", "configMap": {"name": "settings"}}, {"name": "sec", "secret": {"secretName": "creds"}}]
+        mounts = [{"name": "cfg", "mountPath": "/config"}, {"name": "sec", "mountPath": "/secrets"},  # no readOnly
+                  {"name": "sec", "mountPath": "/workspace/secrets", "readOnly": True}]
+        for name, args in (("read", ["read", "/secrets/token"]), ("read-ws", ["read", "/workspace/secrets/token"]),
+                           ("write", ["write", "/config/greeting", "changed"])):
+            await api.create(PODS, wasm_pod(name, NODE, "configmap://modules/files.wasm", runtime=runtime,
+                                            container={"args": args, "volumeMounts": mounts}, volumes=volumes))
+        for name in ("read", "read-ws"):
+            pod = await wait_for(api, PODS, name, "default", lambda p: phase(p) in ("Succeeded", "Failed"))
+            assert phase(pod) == "Succeeded", pod["status"]
+            assert (await pod_log(kube_api, name))[1].strip() == "s3cret"
+        pod = await wait_for(api, PODS, "write", "default", lambda p: phase(p) in ("Succeeded", "Failed"))
+        _, text = await pod_log(kube_api, "write")
+        if runtime == "wasmtime":
+            assert phase(pod) == "Failed", pod["status"]
+            assert "files: cannot write /config/greeting" in text
+        else:  # wasmer-sdk has no read-only files: the write lands in the run's private overlay
+            assert phase(pod) == "Succeeded", pod["status"]
+        greeting = tmp_path / "pods" / pod["metadata"]["uid"] / "volumes" / "cfg" / "greeting"
+        assert greeting.read_text() == "hi"
+
+
 async def test_a_crashing_container_restarts_with_backoff_and_reports_crash_loop(
         kube_api: Any, tmp_path: Path) -> None:
     async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
@@ -159,3 +192,43 @@ async def test_wasmer_refuses_a_working_dir_it_cannot_honour_and_names_the_runti
         pod = await wait_for(api, PODS, "cwd", "default", lambda p: phase(p) == "Failed")
         assert pod["status"]["reason"] == "UnsupportedField"
         assert "workingDir" in pod["status"]["message"] and "wasmtime" in pod["status"]["message"]
+
+
+async def test_secret_contents_never_reach_the_log_events_or_status(
+        kube_api: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # the agent's most talkative setting (--verbose)
+    token, password = "tok-9f1c2e7a-not-for-logs", "pw-4b8d0e3f-not-for-logs"
+    auth = base64.b64encode(f"robot:{password}".encode()).decode()
+    docker_config = json.dumps({"auths": {"127.0.0.1:1": {"auth": auth}}})
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
+        await seed(api, m="hello")
+        await api.create(SECRETS, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                                   "metadata": {"name": "private", "namespace": "default"},
+                                   "data": {"token": base64.b64encode(token.encode()).decode()}})
+        await api.create(SECRETS, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                                   "metadata": {"name": "pull", "namespace": "default"},
+                                   "data": {".dockerconfigjson": base64.b64encode(docker_config.encode()).decode()}})
+        env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "private", "key": "token"}}}]
+        await api.create(PODS, wasm_pod("uses", NODE, "configmap://modules/hello.wasm", container={
+            "env": env, "volumeMounts": [{"name": "s", "mountPath": "/s"}]},
+            volumes=[{"name": "s", "secret": {"secretName": "private"}}]))
+        wrong_key = [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "private", "key": "nope"}}}]
+        await api.create(PODS, wasm_pod("wrong-key", NODE, "configmap://modules/hello.wasm",
+                                        container={"env": wrong_key}))
+        await api.create(PODS, wasm_pod("private-image", NODE, "127.0.0.1:1/team/app:v1",
+                                        imagePullSecrets=[{"name": "pull"}]))
+
+        await wait_for(api, PODS, "uses", "default", lambda p: phase(p) == "Succeeded")
+        pod = await wait_for(api, PODS, "wrong-key", "default", lambda p: waiting_reason(p) == "CreateContainerConfigError")
+        assert "nope" in pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        await wait_for(api, PODS, "private-image", "default",
+                       lambda p: waiting_reason(p) in ("ErrImagePull", "ImagePullBackOff"))
+        events = await api.list(EVENTS, "default")
+        pods = await api.list(PODS, "default")
+
+    assert "default/private-image: Pulling → PullBackOff" in caplog.text  # the debug log was on
+    for secret in (token, password, auth, base64.b64encode(token.encode()).decode()):
+        assert secret not in caplog.text
+        assert secret not in json.dumps(events)
+        assert secret not in json.dumps([p["status"] for p in pods["items"]])
+    assert oct((tmp_path / "agent.db").stat().st_mode & 0o777) == "0o600"  # the store holds Secrets

@@ -22,6 +22,11 @@ from wasmlet.nodeagent.runtime import Mount
 Obj = dict[str, Any]
 
 
+# The kubelet mounts these read-only whatever the volumeMount says (Kubernetes 1.10,
+# CVE-2017-1002102): the files are the agent's copy of API objects, not the module's to change.
+ALWAYS_READ_ONLY = frozenset({"configMap", "secret", "downwardAPI", "projected"})
+
+
 async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, fields: Obj) -> dict[str, Path]:
     """Create every volume of the Pod under `root`; return {volume name: host path}."""
     paths: dict[str, Path] = {}
@@ -48,7 +53,9 @@ def mounts_for(container: ContainerPlan, volume_paths: dict[str, Path], volumes:
         sub = mount.get("subPath")
         if sub:
             host = _inside(host, sub, f"volumeMounts {mount['name']} subPath")
-        mounts.append(Mount(host, mount["mountPath"], bool(mount.get("readOnly")), types.get(mount["name"], "")))
+        kind = types.get(mount["name"], "")
+        read_only = bool(mount.get("readOnly")) or kind in ALWAYS_READ_ONLY
+        mounts.append(Mount(host, mount["mountPath"], read_only, kind))
     return mounts
 
 

@@ -101,11 +101,13 @@ class WasmerRuntime:
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmerInstance:
         self.check(spec)
         shard = await self._reserve(spec.pod_uid)
-        read_only = [m for m in spec.mounts if m.read_only]
+        # Volumes under /workspace are sandbox files (a package file there would be hidden by the
+        # workspace); the others, read-only by check(), are package files at their mountPath.
+        packaged = [m for m in spec.mounts if not _under_workspace(m.guest_path)]
         name = command_name(spec.argv[0] if spec.argv else "")
         try:
-            if read_only:
-                package = await self._package_with_files(shard, spec, name, read_only)
+            if packaged:
+                package = await self._package_with_files(shard, spec, name, packaged)
             else:
                 package = await self._package(shard, spec.module_path, spec.module_digest, name)
             sandbox = await self._sandbox(shard, spec)
@@ -193,12 +195,12 @@ class WasmerRuntime:
         sandbox = shard.sandboxes.get(spec.pod_uid)
         if sandbox is None:
             sandbox = await shard.client.sandboxes.create(
-                files=_collect_files([m for m in spec.mounts if not m.read_only]),
+                files=_collect_files([m for m in spec.mounts if _under_workspace(m.guest_path)]),
                 network="host" if spec.network else "disabled",
             )
             shard.sandboxes[spec.pod_uid] = sandbox
         for mount in spec.mounts:
-            if not mount.read_only:  # an empty writable volume has no files to create it with
+            if _under_workspace(mount.guest_path):  # an empty volume has no files to create it with
                 await sandbox.fs.mkdir(mount.guest_path, recursive=True)
         return sandbox
 
