@@ -6,7 +6,7 @@ Each cycle creates a batch of Pods (half run-to-completion `hello`, half `ticker
 waits for them to start, deletes them, and waits until they are gone. RSS is split into its
 anonymous part (heaps: Python's and the native libraries') and the rest (mapped files); threads
 and open files are read from /proc, the event loop's tasks from the agent's own /metrics
-(`wasmlet_agent_asyncio_tasks`), each sampled between two cycles, when no Pod exists.
+(`wasmlet_agent_asyncio_tasks`), each sampled between two cycles, once the agent runs no Pod.
 Usage: python bench/soak.py [--minutes 10] [--batch 20] [--sample-seconds 30] [--runtime wasmer]
                             [--own-configmaps] [--agent-env NAME=VALUE ...]
 
@@ -119,17 +119,22 @@ class Sample(NamedTuple):
     pods: int
 
 
-async def asyncio_tasks(session: aiohttp.ClientSession, port: int) -> int:
-    """The agent's event-loop tasks, from its /metrics."""
+async def agent_metric(session: aiohttp.ClientSession, port: int, name: str) -> float:
+    """One unlabelled metric of the agent's /metrics."""
     async with session.get(f"https://127.0.0.1:{port}/metrics", ssl=False) as resp:
         text = await resp.text()
-    return int(next(float(line.split()[-1]) for line in text.splitlines()
-                    if line.startswith("wasmlet_agent_asyncio_tasks ")))
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
 async def sample(pid: int, session: aiohttp.ClientSession, port: int, seconds: float, pods: int,
                  label: str) -> Sample:
-    taken = Sample(seconds, *process_facts(pid), await asyncio_tasks(session, port), pods)
+    """Taken once the agent has let go of the last cycle's Pods (they are gone from the API a
+    moment before the agent has finished with them)."""
+    async with asyncio.timeout(30):
+        while await agent_metric(session, port, "wasmlet_pods"):
+            await asyncio.sleep(0.05)
+    tasks = int(await agent_metric(session, port, "wasmlet_agent_asyncio_tasks"))
+    taken = Sample(seconds, *process_facts(pid), tasks, pods)
     print(f"{label} rss={taken.rss_kib / 1024:6.1f} MiB anon={taken.anon_kib / 1024:6.1f} MiB "
           f"threads={taken.threads:4d} fds={taken.fds:4d} tasks={taken.tasks:4d} pods so far={pods}", flush=True)
     return taken
