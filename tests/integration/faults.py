@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sys
@@ -20,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+
+# The start of an HTTP/1.1 request line: how the link counts the agent's requests.
+REQUEST_LINE = re.compile(rb"(?:^|\r\n)(?:GET|POST|PUT|PATCH|DELETE) /[^ ]* HTTP/1\.1\r\n")
 
 
 def free_port() -> int:
@@ -37,6 +42,7 @@ class Link:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self.requests: list[bytes] = []  # request lines the agent sent through the link, in order
 
     @property
     def url(self) -> str:
@@ -63,14 +69,16 @@ class Link:
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            pipe = asyncio.create_task(self._pipe(source, sink))
+        for source, sink, outgoing in ((reader, up_writer, True), (up_reader, writer, False)):
+            pipe = asyncio.create_task(self._pipe(source, sink, outgoing))
             self._pipes.add(pipe)
             pipe.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, outgoing: bool) -> None:
         try:
             while chunk := await source.read(65536):
+                if outgoing:  # a request line split across two reads is missed: counts are lower bounds
+                    self.requests += [m.group().strip() for m in REQUEST_LINE.finditer(chunk)]
                 sink.write(chunk)
                 await sink.drain()
         except (ConnectionError, OSError):

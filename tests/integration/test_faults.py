@@ -80,10 +80,20 @@ async def test_an_api_outage_keeps_every_pod_running_and_the_truth_arrives_soon_
         assert {status(p)[0] for p in (await api.list(PODS, "default"))["items"]} == {"Running"}
 
         await link.restore()
+        sent_before = len(link.requests)
         converged = await until(lambda: _converged(api), 15, "status converged after the outage")
         pods = await all_pods(api)
         assert all(restarts == 0 for _, restarts in pods.values()), pods
         assert converged <= 15
+        # No flood on reconnect: the newest status of each Pod that changed, once; nothing for the 50
+        # whose status the API already has; beyond that only the watch, the Lease (renewed every second
+        # here) and the Node.
+        await asyncio.sleep(15 - converged)
+        after = link.requests[sent_before:]
+        status_posts = sorted(r.split()[1] for r in after if b"/pods/" in r and r.startswith(b"PATCH"))
+        assert status_posts == [f"/api/v1/namespaces/default/pods/job-{i}/status".encode() for i in range(3)], after
+        others = [r for r in after if b"/pods/" not in r and b"/leases/" not in r]
+        assert len(others) <= 5, others
 
 
 async def _all_running(api: KubeClient, count: int) -> bool:
