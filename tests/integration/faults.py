@@ -75,10 +75,13 @@ class Link:
             pipe.add_done_callback(self._pipes.discard)
 
     async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, outgoing: bool) -> None:
+        tail = b""  # the end of the previous read, for a request line split across two reads
         try:
             while chunk := await source.read(65536):
-                if outgoing:  # a request line split across two reads is missed: counts are lower bounds
-                    self.requests += [m.group().strip() for m in REQUEST_LINE.finditer(chunk)]
+                if outgoing:
+                    data = tail + chunk
+                    self.requests += [m.group().strip() for m in REQUEST_LINE.finditer(data) if m.end() > len(tail)]
+                    tail = data[-4096:]
                 sink.write(chunk)
                 await sink.drain()
         except (ConnectionError, OSError):
