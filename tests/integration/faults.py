@@ -23,8 +23,9 @@ from typing import Any
 import aiohttp
 
 
-# The start of an HTTP/1.1 request line: how the link counts the agent's requests.
-REQUEST_LINE = re.compile(rb"(?:^|\r\n)(?:GET|POST|PUT|PATCH|DELETE) /[^ ]* HTTP/1\.1\r\n")
+# An HTTP/1.1 request line: how the link counts the agent's requests. Not anchored to a line start:
+# on a kept-alive connection a request follows the previous one's body directly.
+REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|PATCH|DELETE) /[^ \r\n]* HTTP/1\.1\r\n")
 
 
 def free_port() -> int:
