@@ -40,22 +40,25 @@ def workload(name: str, replicas: int) -> list[dict[str, Any]]:
                       "args": ["--interval-ms", "200"], "terminationGracePeriodSeconds": 0}}]
 
 
-async def running_pods(agent: AgentProcess) -> dict[str, dict[str, Any]]:
-    """The Pods the agent serves on /pods whose first container runs, by name."""
-    return {pod["metadata"]["name"]: pod for pod in (await agent.get("/pods"))["items"]
-            if "running" in ((pod.get("status") or {}).get("containerStatuses") or [{}])[0].get("state", {})}
+def runs(pod: dict[str, Any]) -> bool:
+    """Whether the Pod's first container runs."""
+    return "running" in ((pod.get("status") or {}).get("containerStatuses") or [{}])[0].get("state", {})
 
 
 async def until(agent: AgentProcess, names: set[str], timeout: float = 30) -> dict[str, dict[str, Any]]:
-    """Wait until exactly `names` run (every other Pod gone); their Pods."""
-    pods: dict[str, Any] = {}
+    """Wait until the agent runs exactly `names` (every other Pod gone); their Pods, by name."""
+    listed: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(timeout):
-            while set(pods := await running_pods(agent)) != names or len((await agent.get("/pods"))["items"]) != len(names):
+            while True:
+                listed = (await agent.get("/pods"))["items"]
+                running = {pod["metadata"]["name"]: pod for pod in listed if runs(pod)}
+                if set(running) == names == {pod["metadata"]["name"] for pod in listed}:
+                    return running
                 await asyncio.sleep(0.2)
     except TimeoutError:
-        raise AssertionError(f"wanted {sorted(names)} running, the agent has {sorted(pods)}") from None
-    return pods
+        states = {pod["metadata"]["name"]: "running" if runs(pod) else "not running" for pod in listed}
+        raise AssertionError(f"wanted {sorted(names)} running, the agent has {states}") from None
 
 
 def metric(text: str, name: str) -> float:
@@ -103,9 +106,8 @@ async def test_the_agent_follows_a_manifest_folder_with_no_api_server(tmp_path: 
 
         # A file added later is picked up.
         (folder / "fleet.yaml").write_text(yaml.safe_dump_all(workload("fleet", 1)))
-        await until(agent, {f"ticker-{NODE}", f"fleet-{NODE}"})
-        restarts = [pod["status"]["containerStatuses"][0]["restartCount"] for pod in (await running_pods(agent)).values()]
-        assert restarts == [0, 0]
+        third = await until(agent, {f"ticker-{NODE}", f"fleet-{NODE}"})
+        assert [pod["status"]["containerStatuses"][0]["restartCount"] for pod in third.values()] == [0, 0]
 
 
 def wasmlet_run(*args: str) -> subprocess.CompletedProcess[str]:
