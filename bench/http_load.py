@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import re
@@ -27,11 +26,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import MODULES, agent_process, machine, median  # first: it keeps this file from shadowing `http`
+from common import agent_process, machine, median  # first: it sets up sys.path
 
 from tests.fixtures.kubeapi import running_kube_api
+from tests.integration.agent_helpers import module_bytes, put_module_configmap
 from wasmlet.kube import KubeClient, load_config
-from wasmlet.kube.resources import CONFIGMAPS, PODS
+from wasmlet.kube.resources import PODS
 
 NODE = "bench-node"
 PORT = 18080
@@ -90,10 +90,7 @@ async def drive(wrk: str, connections: int, seconds: int, cpus: set[int] | None 
 async def one_run(runtime: str, connection_counts: list[int], seconds: int, workdir: Path, wrk: str,
                   agent_cpus: set[int] | None, wrk_cpus: set[int] | None) -> dict[int, dict[str, float]]:
     async with running_kube_api(workdir) as kube, KubeClient(load_config(kube.url)) as api:
-        await api.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
-                                      "metadata": {"name": "modules", "namespace": "default"},
-                                      "binaryData": {"http-hello.wasm": base64.b64encode(
-                                          (MODULES / "http-hello.wasm").read_bytes()).decode()}})
+        await put_module_configmap(api, "default", "modules", {"http-hello.wasm": module_bytes("http-hello")})
         args = ["--kubeconfig", kube.url, "--node-name", NODE, "--node-ip", "127.0.0.1", "--kubelet-port", "0",
                 "--state-dir", str(workdir / "state")]
         async with agent_process(*args, cpus=agent_cpus):

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from common import MODULES, agent_process, machine, median, percentile
+from common import agent_process, machine, median, percentile  # first: it sets up sys.path
 
 from tests.fixtures.kubeapi import running_kube_api
+from tests.integration.agent_helpers import module_bytes, put_module_configmap
 from wasmlet.kube import KubeClient, load_config
-from wasmlet.kube.resources import CONFIGMAPS, NODES, PODS
+from wasmlet.kube.resources import NODES, PODS
 
 NODE = "bench-node"
 
@@ -55,10 +55,7 @@ class RunningWatch:
 
 async def one_run(pods: int, workdir: Path) -> dict[str, float]:
     async with running_kube_api(workdir) as kube, KubeClient(load_config(kube.url)) as api:
-        await api.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
-                                      "metadata": {"name": "modules", "namespace": "default"},
-                                      "binaryData": {"ticker.wasm": base64.b64encode(
-                                          (MODULES / "ticker.wasm").read_bytes()).decode()}})
+        await put_module_configmap(api, "default", "modules", {"ticker.wasm": module_bytes("ticker")})
         args = ["--kubeconfig", kube.url, "--node-name", NODE, "--node-ip", "127.0.0.1", "--kubelet-port", "0",
                 "--state-dir", str(workdir / "state")]
         async with agent_process(*args):

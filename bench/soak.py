@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from common import agent_process, machine, rss_kib  # first: it sets up sys.path
+
 import aiohttp
+
+from tests.fixtures.kubeapi import running_kube_api
+from tests.integration.agent_helpers import module_bytes, put_module_configmap
+from tests.integration.faults import free_port, metric_value
 from wasmlet.kube import KubeClient, NotFound, load_config
 from wasmlet.kube.resources import CONFIGMAPS, PODS
-
-from common import MODULES, agent_process, machine, rss_kib
-from tests.fixtures.kubeapi import running_kube_api
 
 NODE = "soak-node"
 
@@ -122,8 +123,7 @@ class Sample(NamedTuple):
 async def agent_metric(session: aiohttp.ClientSession, port: int, name: str) -> float:
     """One unlabelled metric of the agent's /metrics."""
     async with session.get(f"https://127.0.0.1:{port}/metrics", ssl=False) as resp:
-        text = await resp.text()
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+        return metric_value(await resp.text(), name)
 
 
 async def sample(pid: int, session: aiohttp.ClientSession, port: int, seconds: float, pods: int,
@@ -140,19 +140,11 @@ async def sample(pid: int, session: aiohttp.ClientSession, port: int, seconds: f
     return taken
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def soak(minutes: float, batch: int, sample_seconds: float, runtime: str, workdir: Path,
                agent_env: dict[str, str], own_configmaps: bool) -> list[Sample]:
     samples = []
     async with running_kube_api(workdir) as kube, KubeClient(load_config(kube.url)) as api:
-        modules = {f"{m}.wasm": base64.b64encode((MODULES / f"{m}.wasm").read_bytes()).decode() for m in ("hello", "ticker")}
-        await api.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
-                                      "metadata": {"name": "modules", "namespace": "default"}, "binaryData": modules})
+        await put_module_configmap(api, "default", "modules", {f"{m}.wasm": module_bytes(m) for m in ("hello", "ticker")})
         port = free_port()
         args = ["--kubeconfig", kube.url, "--node-name", NODE, "--node-ip", "127.0.0.1", "--kubelet-port", str(port),
                 "--kubelet-api-auth", "none", "--state-dir", str(workdir / "state"), "--runtimes", runtime]

@@ -92,6 +92,12 @@ class Link:
             sink.close()
 
 
+
+def metric_value(text: str, series: str) -> float:
+    """One series of a Prometheus text page, e.g. `wasmlet_pods` or `x_total{runtime="wasmer"}`; 0 if absent."""
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
 @contextlib.asynccontextmanager
 async def link_to(url: str) -> AsyncIterator[Link]:
     host, _, port = url.removeprefix("http://").partition(":")

@@ -4,7 +4,6 @@ break, the API answers 410/500 or slowly. The agent keeps its Pods running and t
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import PODS
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
-from tests.integration.faults import agent_process, link_to
+from tests.integration.faults import agent_process, link_to, metric_value
 
 NODE = "wasm-node-1"
 OUTAGE_SECONDS = 30
@@ -116,7 +115,7 @@ async def test_a_sigkilled_agent_runs_its_pods_again_and_reruns_no_completed_con
             await agent.start()
             await until(lambda: _restarted(api, 3), 30, "services running again after the SIGKILL")
             metrics = await agent.get("/metrics")
-            assert _metric(metrics, 'wasmlet_container_starts_total{runtime="wasmer"}') == 3  # not `once`
+            assert metric_value(metrics, 'wasmlet_container_starts_total{runtime="wasmer"}') == 3  # not `once`
             assert status(await api.get(PODS, "once", "default"))[0] == "Succeeded"
 
 
@@ -137,7 +136,7 @@ async def test_a_sigkilled_agent_restarts_offline_from_its_store_and_reconciles_
             await until(lambda: _agent_phases(agent, {"svc-1": "Running", "svc-2": "Running", "once": "Succeeded",
                                                       "svc-new": "Running"}), 30, "reconciled with the API")
             metrics = await agent.get("/metrics")
-            assert _metric(metrics, 'wasmlet_container_starts_total{runtime="wasmer"}') == 4  # 3 restored + new
+            assert metric_value(metrics, 'wasmlet_container_starts_total{runtime="wasmer"}') == 4  # 3 restored + new
 
 
 async def test_broken_watches_410_gone_500s_and_slow_answers_do_not_stop_convergence(
@@ -187,6 +186,3 @@ async def _agent_phases(agent: Any, expected: dict[str, str]) -> bool:
     return bool(await agent.pod_phases() == expected)
 
 
-def _metric(text: str, name: str) -> float:
-    match = re.search(re.escape(name) + r" (\S+)", text)
-    return float(match.group(1)) if match else 0.0

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tests.integration.agent_helpers import MODULES
-from tests.integration.faults import AgentProcess, agent_process
+from tests.integration.faults import AgentProcess, agent_process, metric_value
 
 EXAMPLES = MODULES.parent
 NODE = "edge-1"
@@ -61,10 +61,6 @@ async def until(agent: AgentProcess, names: set[str], timeout: float = 30) -> di
         raise AssertionError(f"wanted {sorted(names)} running, the agent has {states}") from None
 
 
-def metric(text: str, name: str) -> float:
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
-
-
 async def test_the_agent_follows_a_manifest_folder_with_no_api_server(tmp_path: Path) -> None:
     folder = tmp_path / "manifests"
     folder.mkdir()
@@ -78,9 +74,9 @@ async def test_the_agent_follows_a_manifest_folder_with_no_api_server(tmp_path: 
         logs = await agent.get(f"/containerLogs/default/ticker-{NODE}/ticker")
         assert "tick 1" in logs
         metrics = await agent.get("/metrics")
-        assert metric(metrics, "wasmlet_pods") == 3
-        assert metric(metrics, "wasmlet_agent_asyncio_tasks") > 0
-        assert metric(metrics, "process_resident_memory_bytes") > 0
+        assert metric_value(metrics, "wasmlet_pods") == 3
+        assert metric_value(metrics, "wasmlet_agent_asyncio_tasks") > 0
+        assert metric_value(metrics, "process_resident_memory_bytes") > 0
 
         # A file that cannot be used is named in the log and changes nothing else.
         (folder / "broken.yaml").write_text("kind: Pod\nmetadata: [unclosed\n")
