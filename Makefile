@@ -37,9 +37,17 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # The reference OCI registry (CNCF distribution) from Debian; the test fixtures start it on loopback.
-registry-package:
-	@command -v docker-registry >/dev/null 2>&1 || [ -x /usr/bin/docker-registry ] \
-	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends docker-registry; }
+# Only the binary is unpacked, into the virtualenv: installing the package would enable and start
+# a docker-registry system service on the host.
+REGISTRY := $(VENV)/tools/docker-registry
+registry-package: $(REGISTRY)
+$(REGISTRY): | $(STAMP)
+	@rm -rf $(VENV)/tools/deb && mkdir -p $(VENV)/tools/deb
+	cd $(VENV)/tools/deb && { apt-get download docker-registry 2>/dev/null \
+	  || { $(SUDO) apt-get update -qq && apt-get download docker-registry; }; }
+	dpkg-deb -x $(VENV)/tools/deb/docker-registry_*.deb $(VENV)/tools/deb/root
+	install -m 0755 $(VENV)/tools/deb/root/usr/bin/docker-registry $@
+	rm -rf $(VENV)/tools/deb
 
 clean:
 	rm -rf $(VENV) build *.egg-info
