@@ -56,11 +56,9 @@ class Runtimes:
 class Agent:
     """One node agent. `run()` until `stop` is set."""
 
-    def __init__(self, settings: AgentSettings, reporter: Reporter | None = None,
-                 backoff_base: float = 10.0) -> None:
+    def __init__(self, settings: AgentSettings, reporter: Reporter | None = None) -> None:
         self.settings = settings
         self._reporter = reporter
-        self._backoff_base = backoff_base
         self.controller: PodController | None = None
         self.static: Any = None
         self.node: Any = None
@@ -99,7 +97,7 @@ class Agent:
                                     insecure_registries=settings.insecure_registries),
                 objects=objects, reporter=reporter, pods_dir=state / "pods", logs_dir=state / "logs",
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
-                backoff_base=self._backoff_base, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
+                backoff_base=settings.restart_backoff_seconds, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
             )
             self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:
