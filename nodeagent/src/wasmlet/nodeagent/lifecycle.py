@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from wasmlet.nodeagent.claims import claim_mounts, resolve_claims
 from wasmlet.nodeagent.errors import ModuleError, PodConfigError, PullError, UnsupportedPod
 from wasmlet.nodeagent.probes import parse_probes
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, RunSpec
@@ -148,9 +149,13 @@ async def pull_backoff(w: PodWorker) -> State:
 
 async def volumes(w: PodWorker) -> State:
     try:
+        claimed = await resolve_claims(w.plan.volumes, w.plan.namespace, w.env.claims, w.env.node_name,
+                                       w.env.node_labels)
         w.volume_paths = await prepare_volumes(w.plan, w.pod_dir / "volumes", w.env.objects, w.field_values())
+        w.volume_paths.update({name: claim.path for name, claim in claimed.items()})
         runtime = await w.env.runtime(w.plan.runtime)
         for container in w.plan.init_containers + w.plan.containers:
+            mounts = mounts_for(container, w.volume_paths, w.plan.volumes)
             w.specs[container.name] = RunSpec(
                 pod_uid=w.plan.uid,
                 container=container.name,
@@ -158,7 +163,7 @@ async def volumes(w: PodWorker) -> State:
                 module_digest=w.modules[container.name].digest,
                 argv=container.argv,
                 env=await resolve_env(container, w.plan, w.env.objects, w.field_values()),
-                mounts=mounts_for(container, w.volume_paths, w.plan.volumes),
+                mounts=claim_mounts(mounts, container.volume_mounts, claimed),
                 working_dir=container.working_dir,
                 memory_limit_bytes=container.memory_limit_bytes,
                 network=w.plan.network,
@@ -166,12 +171,17 @@ async def volumes(w: PodWorker) -> State:
             )
             runtime.check(w.specs[container.name])
     except PodConfigError as exc:
+        if exc.reason == "FailedMount":  # the kubelet: the containers wait as not created; an event says why
+            w.event("Warning", "FailedMount", exc.message)
+            return S.PULL_BACKOFF
         for record in w.records.values():
             record.set_waiting("CreateContainerConfigError", exc.message)
         w.event("Warning", "Failed", f"Error: {exc.message}")
         return S.PULL_BACKOFF
     except UnsupportedPod as exc:
         return w.fail(exc.reason, exc.message)
+    for record in w.records.values():
+        w.clear_waiting(record)
     return S.INITIALIZING
 
 

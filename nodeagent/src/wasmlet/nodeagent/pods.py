@@ -20,6 +20,7 @@ import aiohttp
 
 from wasmlet.api.http import HttpHandler
 from wasmlet.nodeagent.backoff import RestartBackoff
+from wasmlet.nodeagent.claims import ClaimSource, NoClaims
 from wasmlet.nodeagent.errors import AgentError, ModuleError, UnsupportedPod
 from wasmlet.nodeagent.lifecycle import FINAL, HANDLERS, State, check_transition, exit_for_deadline
 from wasmlet.nodeagent.logs import ContainerLog, pod_log_dir
@@ -72,6 +73,8 @@ class AgentEnv:
     reporter: Reporter
     pods_dir: Path
     logs_dir: Path
+    claims: ClaimSource = field(default_factory=NoClaims)
+    node_labels: dict[str, str] = field(default_factory=dict)  # what a PersistentVolume's node affinity sees
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
     backoff_base: float = 10.0
