@@ -465,7 +465,8 @@ class PodWorker:
     def phase(self) -> str:
         if self.state is State.FAILED or self._reason == "DeadlineExceeded":
             return "Failed"
-        if (self._resume or (self.resumable and self.stopping)) and \
+        for_good = self.stopping and not self.resumable
+        if (self._resume or self.resumable) and not for_good and \
                 self._phase_before_stop not in ("", "Succeeded", "Failed"):
             return self._phase_before_stop  # the agent stopped it; the Pod goes on when it is resumed
         init = [self.records[c.name] for c in self.plan.init_containers]
