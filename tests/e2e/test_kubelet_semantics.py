@@ -68,6 +68,18 @@ class Cluster:
                 await asyncio.sleep(0.2)
         raise AssertionError("the namespace's default ServiceAccount never appeared")
 
+    async def drain(self) -> None:
+        """Delete the namespace while the agent still runs, so that it ends its Pods as a kubelet does
+        (graceful deletion), the claim and then the volume can go; wait until they are gone."""
+        with contextlib.suppress(ApiError):
+            await self.api.delete(NAMESPACES, self.ns)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(120):
+                while not await _gone(self.api, NAMESPACES, self.ns):
+                    await asyncio.sleep(0.5)
+        with contextlib.suppress(ApiError):
+            await self.api.delete(PERSISTENT_VOLUMES, self.pv)
+
     async def cleanup(self) -> None:
         for resource, namespace, name in ((NAMESPACES, None, self.ns), (PERSISTENT_VOLUMES, None, self.pv),
                                           (NODES, None, self.node),
@@ -101,6 +113,14 @@ async def eventually(api: KubeClient, ns: str, name: str, predicate: Any, timeou
         raise AssertionError(f"pod {name} never matched; last seen: {last.get('status')}") from None
 
 
+async def _gone(api: KubeClient, resource: Any, name: str) -> bool:
+    try:
+        await api.get(resource, name)
+    except NotFound:
+        return True
+    return False
+
+
 def statuses(pod: Obj, key: str = "containerStatuses") -> dict[str, Obj]:
     return {s["name"]: s for s in (pod.get("status") or {}).get(key) or []}
 
@@ -120,6 +140,7 @@ async def test_kubelet_semantics_on_a_real_control_plane(cluster: Cluster) -> No
         print(f"--- the agent's log ---\n{agent.log()[-8000:]}")
         raise
     finally:
+        await cluster.drain()
         await agent.stop()
 
 
