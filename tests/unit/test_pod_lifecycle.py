@@ -236,3 +236,20 @@ async def test_every_container_restarts_on_its_own_and_a_running_one_is_left_alo
     assert crashy["lastState"]["terminated"]["exitCode"] == 1
     assert [s.container for s in h.runtime.starts].count("steady") == 1
     await h.controller.stop_all()
+
+
+async def test_a_failing_init_container_is_retried_counting_each_run_once(tmp_path: Path) -> None:
+    runs: list[str] = []
+
+    def script(spec: Any) -> FakeRun:
+        runs.append(spec.container)
+        return exits(1 if spec.container == "setup" and runs.count("setup") < 3 else 0)
+
+    h = Harness(tmp_path, script)
+    image = f"file:{tmp_path}/m.wasm"
+    h.sync(h.pod(restart="OnFailure", initContainers=[{"name": "setup", "image": image}]))
+    await h.until(lambda: h.status().get("phase") == "Succeeded")
+    setup = h.status()["initContainerStatuses"][0]
+    assert setup["restartCount"] == 2 == runs.count("setup") - 1
+    assert setup["lastState"]["terminated"]["exitCode"] == 1
+    assert sorted(p.name for p in (tmp_path / "logs").glob("*/setup/*.log")) == ["0.log", "1.log", "2.log"]

@@ -191,10 +191,7 @@ async def initializing(w: PodWorker) -> State:
         term = record.terminated
         if term is not None and term["exitCode"] == 0:
             continue
-        if record.terminated is not None or record.last_state.get("terminated"):
-            record.restart_count += 1  # a new run of an init container that ran before
-            w.env.metrics.restarts.inc()
-        status = await w.run_to_end(container.name)
+        status = await w.run_to_end(container.name)  # a run after an earlier one is counted at its start
         if w.stopping:
             return S.TERMINATING
         if status.exit_code != 0:
