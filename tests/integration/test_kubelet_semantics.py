@@ -106,7 +106,7 @@ async def test_a_failed_pull_shows_err_image_pull_then_image_pull_back_off_on_ev
         kube_api: Any, tmp_path: Path) -> None:
     reasons: list[str] = []  # a registry that refuses connections: every pull fails
     async with api_client(kube_api.kubeconfig) as api, \
-            running_agent(kube_api, tmp_path / "state", restart_backoff_seconds=2.0):
+            running_agent(kube_api, tmp_path / "state", restart_backoff_seconds=4.0):
         created = await api.create(PODS, wasm_pod("pull", NODE, IMAGE))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(60):
