@@ -176,7 +176,7 @@ async def test_an_unbound_claim_or_a_volume_for_another_node_waits_with_the_kube
                 {"key": "kubernetes.io/hostname", "operator": "In", "values": ["another-node"]}]}]}}})
         await api.create(PODS, claim_pod("unbound", "pending", ["list", "/data"]))
         await api.create(PODS, claim_pod("away", "elsewhere", ["list", "/data"]))
-        expected = {"unbound": 'PVC default/pending has non-bound phase ("") or empty pvc.Spec.VolumeName ("")',
+        expected = {"unbound": 'PVC default/pending has non-bound phase ("Pending") or empty pvc.Spec.VolumeName ("")',
                     "away": 'MountVolume.NodeAffinity check failed for volume "pv-elsewhere" : '
                             "no matching NodeSelectorTerms"}
         for name, message in expected.items():
