@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from wasmlet.kube.resources import EVENTS, PERSISTENT_VOLUME_CLAIMS, PERSISTENT_VOLUMES, PODS
-from tests.integration.agent_helpers import api_client, module_bytes, put_module_configmap, running_agent, \
+from tests.integration.agent_helpers import MODULES, api_client, module_bytes, put_module_configmap, running_agent, \
     wait_for, wasm_pod
 from tests.integration.test_kubelet_api import pod_log
 
@@ -189,3 +192,40 @@ async def test_an_unbound_claim_or_a_volume_for_another_node_waits_with_the_kube
             pod = await api.get(PODS, name, "default")
             assert pod["status"]["phase"] == "Pending"
             assert waiting(statuses(pod)["main"]) == "ContainerCreating"
+
+
+async def test_a_static_pod_whose_file_comes_back_while_it_stops_runs_again(kube_api: Any, tmp_path: Path) -> None:
+    """Removed and added again with the same UID (the same manifest) before its worker finished
+    stopping: the Pod is not lost, it runs again with its restart counted."""
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    shutil.copy(MODULES / "ticker.wasm", manifests / "ticker.wasm")
+    manifest = yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "edge"},
+        # A wasip1 module cannot see a stop request: it runs out its grace period, which keeps the
+        # worker stopping while the file comes back.
+        "spec": {"restartPolicy": "Always", "terminationGracePeriodSeconds": 5, "runtimeClassName": "wasmer",
+                 "containers": [{"name": "main", "image": "file:ticker.wasm", "args": ["--interval-ms", "200"]}]}})
+    (manifests / "edge.yaml").write_text(manifest)
+    async with running_agent(kube_api, tmp_path / "state", manifests=manifests) as agent:
+        assert agent.controller is not None and agent.static is not None
+        controller = agent.controller
+
+        def worker() -> Any:
+            return controller.find("default", f"edge-{NODE}")
+
+        async with asyncio.timeout(30):
+            while worker() is None or "main" not in worker().instances:
+                await asyncio.sleep(0.05)
+        first = worker()
+        (manifests / "edge.yaml").unlink()
+        await agent.static.scan()
+        assert first.stopping
+        (manifests / "edge.yaml").write_text(manifest)
+        await agent.static.scan()
+        async with asyncio.timeout(60):
+            while worker() is first or "main" not in worker().instances:
+                await asyncio.sleep(0.05)
+        record = worker().records["main"]
+        assert record.restart_count == 1
+        assert record.last_state["terminated"]["exitCode"] == 143
