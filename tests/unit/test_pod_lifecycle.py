@@ -253,3 +253,18 @@ async def test_a_failing_init_container_is_retried_counting_each_run_once(tmp_pa
     assert setup["restartCount"] == 2 == runs.count("setup") - 1
     assert setup["lastState"]["terminated"]["exitCode"] == 1
     assert sorted(p.name for p in (tmp_path / "logs").glob("*/setup/*.log")) == ["0.log", "1.log", "2.log"]
+
+
+async def test_a_pod_added_again_and_then_deleted_while_stopping_is_not_run_again(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: FakeRun(output=b"x\n", exit_code=None))
+    pod = h.pod(restart="Always", terminationGracePeriodSeconds=1)
+    h.sync(pod)
+    await h.until(lambda: h.status().get("phase") == "Running")
+    h.controller.remove("uid-p")
+    h.sync(pod)
+    h.sync({**pod, "metadata": {**pod["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z",
+                                "deletionGracePeriodSeconds": 0}})
+    await h.until(lambda: h.finished())
+    await h.until(lambda: all(not w.instances for w in h.controller.workers()))
+    assert [s.container for s in h.runtime.starts] == ["main"]
+    assert h.status()["phase"] == "Failed"  # deleted while running: ended by the stop (exit 143)

@@ -554,6 +554,7 @@ class PodController:
         self._store = store
         self._slots: dict[str, _Slot] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._closing = False  # the agent shuts down: no worker is started again
 
     async def replace(self, pods: list[Obj], source_dirs: dict[str, Path] | None = None, source: str = "api") -> None:
         """The complete desired set of one source ("api" or "file"): start what is new, stop what is gone."""
@@ -603,6 +604,7 @@ class PodController:
     async def stop_all(self) -> None:
         """Agent shutdown: stop every Pod within its grace period and wait for them. A kubelet
         restart ends no Pod: their phases stay, and what this stop ended runs again at the next start."""
+        self._closing = True
         for slot in self._slots.values():
             slot.worker.request_stop(None, resumable=True)
         await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
@@ -650,7 +652,8 @@ class PodController:
             slot = self._slots.get(worker.plan.uid)
             if slot is not None and slot.worker is worker and slot.removed:
                 self._forget(worker.plan.uid)
-            elif slot is not None and slot.worker is worker and slot.readded:
+            elif slot is not None and slot.worker is worker and slot.readded and not slot.deleted \
+                    and not self._closing:
                 del self._slots[worker.plan.uid]
                 self._start(slot.pod, slot.source_dir, slot.source, resumed=worker.last_status)
             self._count_running(ending=worker)
