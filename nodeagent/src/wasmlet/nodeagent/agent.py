@@ -16,8 +16,10 @@ from typing import Any
 
 from wasmlet.kube import ApiError, KubeClient, load_config
 from wasmlet.nodeagent import VERSION
+from wasmlet.nodeagent.cacheguard import CacheGuard
 from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.link import CloudLink
 from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.mirror import MirrorReporter
@@ -129,10 +131,12 @@ class Agent:
                 # Edge autonomy: what the store says should run starts now, API or not; the API's
                 # list replaces it as soon as the API answers.
                 await self.controller.replace(store.pods("api"))
-                self.node = NodeController(api, self.settings)
+                self.node = NodeController(api, self.settings, CloudLink())
+                guard = CacheGuard(api, store, self.controller, self.node.link) if self.settings.metaserver else None
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
-                tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller, store).run()))
+                pods = ApiPods(api, self.settings.node_name, self.controller, store, guard)
+                tasks.append(group.create_task(pods.run()))
             if self.settings.manifests is not None:
                 statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
                 assert isinstance(statics, StaticObjects)

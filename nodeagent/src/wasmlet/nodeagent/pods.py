@@ -609,6 +609,10 @@ class PodController:
             slot.worker.request_stop(None, resumable=True)
         await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
 
+    def desired(self, source: str = "api") -> list[Obj]:
+        """The Pods of one source that this node is to run (not those already removed)."""
+        return [s.pod for s in self._slots.values() if s.source == source and not s.removed]
+
     def workers(self) -> list[PodWorker]:
         return [s.worker for s in self._slots.values()]
 
