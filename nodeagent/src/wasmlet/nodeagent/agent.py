@@ -69,6 +69,7 @@ class Agent:
         self.mirrors: MirrorReporter | None = None
         self.metrics = AgentMetrics()
         self.kubelet_port: int | None = None
+        self.link = CloudLink()
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -86,6 +87,7 @@ class Agent:
             stack.callback(store.close)
             static_objects = StaticObjects()
             objects: ObjectStore = static_objects
+            self.link = CloudLink()  # writes tell whether the API is reachable (node, reporter)
             base = self._reporter or self._api_reporter(api)
             if api is not None:
                 objects = ApiObjects(api, store)
@@ -131,7 +133,7 @@ class Agent:
                 # Edge autonomy: what the store says should run starts now, API or not; the API's
                 # list replaces it as soon as the API answers.
                 await self.controller.replace(store.pods("api"))
-                self.node = NodeController(api, self.settings, CloudLink())
+                self.node = NodeController(api, self.settings, self.link)
                 guard = CacheGuard(api, store, self.controller, self.node.link) if self.settings.metaserver else None
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
@@ -180,7 +182,7 @@ class Agent:
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter
 
-        return ApiReporter(api, self.settings.node_name) if api else ConsoleReporter()
+        return ApiReporter(api, self.settings.node_name, self.link) if api else ConsoleReporter()
 
     async def _mark_not_ready(self) -> None:
         assert self.node is not None
