@@ -17,7 +17,16 @@ from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import PODS
 from tests.fixtures.metaserver import MetaServer, metaserver
 from tests.integration.faults import AgentProcess, agent_process
-from tests.integration.test_faults import NODE, seed, ticker, until
+from tests.integration.test_faults import NODE, seed, until
+from tests.integration.test_faults import ticker as bare_ticker
+
+
+def ticker(name: str) -> dict[str, Any]:
+    """A ticker Pod whose module ConfigMap is named by a volume, as a node identity must read it."""
+    pod = bare_ticker(name)
+    pod["spec"]["volumes"] = [{"name": "wasmlet-module", "configMap": {
+        "name": "modules", "items": [{"key": "ticker.wasm", "path": "module.wasm"}]}}]
+    return pod
 
 
 @asynccontextmanager
@@ -137,3 +146,17 @@ async def test_deletions_while_away_stop_pods_after_the_reconnect_and_replays_do
 
 async def _replayed(cache: MetaServer, name: str) -> bool:
     return name in cache.replayed
+
+
+async def test_a_configmap_module_is_read_only_through_a_volume_reference(kube_api: Any, tmp_path: Path) -> None:
+    async with edge(kube_api, tmp_path) as (api, _cache, agent):
+        await api.create(PODS, ticker("referenced"))
+        await api.create(PODS, bare_ticker("bare"))  # configmap://modules/ticker.wasm and no volume naming it
+        await until(running(agent, "referenced"), 20, "the Pod that references its module's ConfigMap runs")
+
+        async def refused() -> bool:
+            state = ((await api.get(PODS, "bare", "default"))["status"].get("containerStatuses") or [{}])[0]
+            waiting = (state.get("state") or {}).get("waiting") or {}
+            return waiting.get("reason") == "CreateContainerConfigError" and \
+                'is not referenced by a volume of this Pod' in waiting.get("message", "")
+        await until(refused, 20, "the bare configmap:// module refused with the reason")

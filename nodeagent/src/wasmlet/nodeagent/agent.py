@@ -106,6 +106,7 @@ class Agent:
                 claims=claims, node_labels=node_labels(settings),
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 backoff_base=settings.restart_backoff_seconds, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
+                modules_by_reference=settings.metaserver,
             )
             self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:

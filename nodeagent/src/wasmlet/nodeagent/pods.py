@@ -82,6 +82,8 @@ class AgentEnv:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     ports: NodePorts = field(default_factory=NodePorts)
     server_software: str = "wasmlet"
+    # ConfigMap modules only through a volume reference (an API that is KubeEdge's MetaServer).
+    modules_by_reference: bool = False
     _probe_session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     def probe_session(self) -> aiohttp.ClientSession:
