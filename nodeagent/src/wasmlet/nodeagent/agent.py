@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 class Runtimes:
     """Loads each runtime backend the first time a Pod asks for it (DESIGN.md §5: footprint)."""
 
-    def __init__(self, offered: tuple[str, ...], cache_dir: Path) -> None:
+    def __init__(self, offered: tuple[str, ...], cache_dir: Path, allocatable_memory: int = 0) -> None:
         self.offered = offered
         self._cache_dir = cache_dir
+        self._allocatable_memory = allocatable_memory
         self._loaded: dict[str, Runtime] = {}
         self._lock = asyncio.Lock()
 
@@ -43,7 +44,8 @@ class Runtimes:
             async with self._lock:
                 runtime = self._loaded.get(name)
                 if runtime is None:
-                    runtime = await asyncio.to_thread(load_backend, name, self._cache_dir)
+                    runtime = await asyncio.to_thread(load_backend, name, self._cache_dir,
+                                                    self._allocatable_memory)
                     self._loaded[name] = runtime
         return runtime
 
@@ -74,7 +76,7 @@ class Agent:
         state = settings.state_dir
         for sub in ("modules", "pods", "logs", "runtimes"):
             (state / sub).mkdir(parents=True, exist_ok=True)
-        runtimes = Runtimes(settings.runtimes, state / "runtimes")
+        runtimes = Runtimes(settings.runtimes, state / "runtimes", settings.allocatable_memory)
         async with contextlib.AsyncExitStack() as stack:
             api: KubeClient | None = None
             if not settings.standalone:
