@@ -110,7 +110,7 @@ class Agent:
             try:
                 await self._serve(api, env, reporter, store, stop)
             finally:
-                await self.controller.stop_all()
+                await self.controller.stop_all(self.settings.shutdown_grace_seconds)
                 await env.close()
                 if self.node is not None:
                     await self._mark_not_ready()
@@ -142,8 +142,9 @@ class Agent:
                 tasks.append(group.create_task(self.static.run()))
             self.started.set()
             await stop.wait()
-            log.info("stopping: %d pod(s) get their grace periods", len(self.controller.workers()))
-            await self.controller.stop_all()
+            log.info("stopping: %d pod(s) get their grace periods (at most %gs)", len(self.controller.workers()),
+                     self.settings.shutdown_grace_seconds)
+            await self.controller.stop_all(self.settings.shutdown_grace_seconds)
             log.info("every pod stopped")
             if api is not None:
                 await reporter.inner.drain()

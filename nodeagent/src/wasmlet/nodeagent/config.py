@@ -49,6 +49,9 @@ class AgentSettings:
     kubeconfig: str | None = None
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
     node_labels: dict[str, str] = field(default_factory=dict)
+    # When the agent stops, its Pods get their grace period but at most this long (the kubelet's
+    # shutdownGracePeriod), so that the agent exits within ~10 s of SIGTERM whatever its Pods do.
+    shutdown_grace_seconds: float = 8.0
     # The kubelet's default maxPods.
     max_pods: int = 110
     # Memory all Pods of this node may use together, in bytes: the Node's allocatable memory, and
@@ -90,6 +93,8 @@ class AgentSettings:
             raise SettingsError(f"kubelet_api_auth: {self.kubelet_api_auth!r} is not webhook or none")
         if self.client_ca_file is not None and not self.client_ca_file.is_file():
             raise SettingsError(f"client_ca_file: {self.client_ca_file} is not a file")
+        if self.shutdown_grace_seconds < 0:
+            raise SettingsError(f"shutdown_grace_seconds: must not be negative, not {self.shutdown_grace_seconds}")
         if self.allocatable_memory < 0:
             raise SettingsError(f"allocatable_memory: must be a number of bytes, not {self.allocatable_memory}")
         if self.max_pods < 1:

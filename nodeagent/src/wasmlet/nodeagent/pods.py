@@ -549,10 +549,12 @@ class PodController:
         else:
             slot.worker.request_stop(None)
 
-    async def stop_all(self) -> None:
-        """Agent shutdown: stop every Pod within its grace period and wait for them."""
+    async def stop_all(self, grace_cap: float | None = None) -> None:
+        """Agent shutdown: stop every Pod within its grace period, at most `grace_cap` seconds
+        (the kubelet's shutdownGracePeriod), and wait for them."""
         for slot in self._slots.values():
-            slot.worker.request_stop(None)
+            own = slot.worker.plan.grace_seconds
+            slot.worker.request_stop(None if grace_cap is None or own <= grace_cap else grace_cap)
         await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
 
     def workers(self) -> list[PodWorker]:

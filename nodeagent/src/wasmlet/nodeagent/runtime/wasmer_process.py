@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 # A worker that does not say `ready` in this time is broken (it starts in ~0.1-0.3 s).
 READY_TIMEOUT = 60.0
 # How much longer than its grace period a stop may take before the worker is killed: wasmer-sdk
-# kills a module at the end of its grace period, so this is only the report's way back.
-STOP_SLACK = 5.0
+# kills a module at the end of its grace period, so this is only the report's way back (a busy
+# loop's report may never come: measured > 15 s late under load).
+STOP_SLACK = 1.0
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
