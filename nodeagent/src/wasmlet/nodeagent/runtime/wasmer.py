@@ -25,7 +25,6 @@ import importlib.metadata
 import logging
 import re
 from pathlib import Path
-from typing import Any
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Mount, OutputSink, RunSpec
@@ -58,7 +57,7 @@ class WasmerRuntime:
         self._workers: dict[str, WorkerProcess] = {}
         self._spare: asyncio.Task[WorkerProcess] | None = None
         self._prepared: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._spin_checks: dict[WorkerProcess, asyncio.Task[None]] = {}
         self._node_check: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -85,7 +84,13 @@ class WasmerRuntime:
         """Compile the module in the spare worker (a hostile module's compile cannot hurt the agent)."""
         if digest in self._prepared:
             return
-        error = await (await self._spare_worker()).prepare(module_path, digest)
+        for attempt in range(3):  # the spare may be taken by a Pod, and end with it, meanwhile
+            try:
+                error = await (await self._spare_worker()).prepare(module_path, digest)
+                break
+            except ModuleError:
+                if attempt == 2:
+                    raise
         if error is not None:
             raise ModuleError(error, reason="InvalidModule")
         self._prepared.add(digest)
@@ -108,7 +113,7 @@ class WasmerRuntime:
         }
         instance = await worker.start(message, files_bytes + sandbox_bytes + (spec.stdin or b""), output,
                                       spec.memory_limit_bytes)
-        instance.after_stop = lambda: self._background(self._reap_spinner(instance))
+        instance.after_stop = lambda: self._check_spin(instance)
         if self._node_check is None:
             self._node_check = asyncio.create_task(self._check_node_memory())
         return instance
@@ -117,10 +122,14 @@ class WasmerRuntime:
         """End the Pod's worker (a module the SDK could not stop ends with it)."""
         worker = self._workers.pop(pod_uid, None)
         if worker is not None:
+            check = self._spin_checks.pop(worker, None)
+            if check is not None:
+                check.cancel()
+                await asyncio.gather(check, return_exceptions=True)
             await worker.close()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._node_check, self._spare, *self._tasks) if t is not None]
+        tasks = [t for t in (self._node_check, self._spare, *self._spin_checks.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -180,10 +189,11 @@ class WasmerRuntime:
             await victim.kill(ExitStatus(EXIT_KILLED, "OOMKilled", f"the node's memory cap of {self.node_cap} "
                                          "bytes for Pods was exceeded; this Pod used the most"))
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _check_spin(self, instance: WasmerInstance) -> None:
+        worker = instance.worker
+        if worker not in self._spin_checks:
+            task = self._spin_checks[worker] = asyncio.create_task(self._reap_spinner(instance))
+            task.add_done_callback(lambda _: self._spin_checks.pop(worker, None))
 
 
 def _collect_files(mounts: list[Mount]) -> dict[str, bytes]:
