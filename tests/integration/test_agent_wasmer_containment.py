@@ -37,9 +37,10 @@ def phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase", "")
 
 
-def workers(parent: int) -> set[int]:
-    """The wasmer worker processes whose parent is `parent` (zombies excluded)."""
-    found = set()
+def workers(agent: int) -> set[int]:
+    """The wasmer processes under the agent `agent` (its fork server and the workers forked from
+    it; zombies excluded)."""
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -48,9 +49,10 @@ def workers(parent: int) -> set[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[1]) == parent and stat[0] != "Z" and WORKER.encode() in cmdline:
-            found.add(int(entry))
-    return found
+        if stat[0] != "Z" and WORKER.encode() in cmdline:
+            parents[int(entry)] = int(stat[1])
+    servers = {pid for pid, parent in parents.items() if parent == agent}
+    return servers | {pid for pid, parent in parents.items() if parent in servers}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -61,16 +63,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-async def spinning_worker(parent: int, timeout: float = 60.0) -> int:
-    """The worker of `parent` that burns a core (a busy loop), once there is one."""
+async def spinning_worker(agent: int, timeout: float = 60.0) -> int:
+    """The worker under the agent `agent` that burns a core (a busy loop), once there is one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = {pid: cpu_seconds(pid) for pid in workers(parent)}
+        before = {pid: cpu_seconds(pid) for pid in workers(agent)}
         await asyncio.sleep(1.0)
         busy = [pid for pid, cpu in before.items() if cpu_seconds(pid) - cpu > 0.3]
         if busy:
             return busy[0]
-    raise AssertionError(f"no worker of {parent} became busy within {timeout}s")
+    raise AssertionError(f"no wasmer worker under {agent} became busy within {timeout}s")
 
 
 async def gone(pid: int, timeout: float = 30.0) -> bool:
@@ -153,3 +155,19 @@ async def test_the_agent_exits_within_15_seconds_of_sigterm_with_a_runaway_wasme
         assert time.monotonic() - started < 15, agent.log()[-4000:]
         assert code == 0
         assert await gone(busy, timeout=5), "the runaway's worker outlived the agent"
+
+
+async def test_a_sigkilled_agent_takes_its_runaway_wasmer_workers_with_it(tmp_path: Path) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "loop.wasm").write_bytes((MODULES / "loop.wasm").read_bytes())
+    runaway = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runaway"},
+               "spec": {"restartPolicy": "Always", "containers": [{"name": "loop", "image": "file:loop.wasm"}]}}
+    (folder / "runaway.yaml").write_text(yaml.safe_dump(runaway))
+    async with agent_process(None, tmp_path / "state", manifests=folder) as agent:
+        assert agent.process is not None
+        busy = await spinning_worker(agent.process.pid)
+        everything = workers(agent.process.pid)
+        await agent.kill()
+        for pid in everything | {busy}:
+            assert await gone(pid, timeout=10), f"wasmer process {pid} outlived the SIGKILLed agent"

@@ -7,8 +7,9 @@ What Wasmer can and cannot do decides the shape of this module:
   ends (deadline, grace period, deletion) and that is capped at the Pod's memory
   (`wasmer_memory`: the sum of its containers' `limits.memory`, or the node's cap). Together the
   workers may not pass the node's cap either: past it, the one using most is killed `OOMKilled`.
-- One idle worker is kept ready (it also compiles modules at pull time into the shared compiled
-  cache), so a Pod's start does not wait for a Python process to start.
+- Workers are forked from a fork server that imported wasmer-sdk once (`wasmer_forkserver`), and
+  one idle worker is kept ready (it also compiles modules at pull time into the shared compiled
+  cache), so a Pod's start does not wait for a process to start.
 - A sandbox's own files must live under `/workspace`; package files may sit at any absolute
   guest path as read-only overlays. So read-only volumes (configMap, secret, a read-only mount)
   become package files at their mountPath, and writable volumes must be mounted under
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Mount, OutputSink, RunSpec
+from wasmlet.nodeagent.runtime.wasmer_forkserver import ForkServer
 from wasmlet.nodeagent.runtime.wasmer_process import WasmerInstance, WorkerProcess
 from wasmlet.nodeagent.runtime.wasmer_protocol import pack_files
 
@@ -60,6 +62,8 @@ class WasmerRuntime:
         self._spin_checks: dict[WorkerProcess, asyncio.Task[None]] = {}
         self._node_check: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._server: ForkServer | None = None
+        self._server_lock = asyncio.Lock()
 
     def check(self, spec: RunSpec) -> None:
         if spec.working_dir:
@@ -139,6 +143,9 @@ class WasmerRuntime:
         self._spare = self._node_check = None
         await asyncio.gather(*(w.close() for w in self._workers.values()))
         self._workers.clear()
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
 
     async def _worker(self, pod_uid: str) -> WorkerProcess:
         """The Pod's worker: the one it has, or the spare (a new spare starts in the background)."""
@@ -159,9 +166,18 @@ class WasmerRuntime:
         spare = self._spare
         if spare is None or (spare.done() and (spare.cancelled() or spare.exception() is not None
                                                or not spare.result().alive)):
-            self._cache_dir.mkdir(parents=True, exist_ok=True)
-            spare = self._spare = asyncio.create_task(WorkerProcess.spawn(self._cache_dir, self.node_cap))
+            spare = self._spare = asyncio.create_task(self._fork())
         return spare
+
+    async def _fork(self) -> WorkerProcess:
+        async with self._server_lock:
+            if self._server is None or not self._server.alive:
+                if self._server is not None:
+                    await self._server.close()
+                self._cache_dir.mkdir(parents=True, exist_ok=True)
+                self._server = await ForkServer.start(self._cache_dir, self.node_cap)
+            server = self._server
+        return await WorkerProcess.spawn(server, self.node_cap)
 
     async def _reap_spinner(self, instance: WasmerInstance) -> None:
         """After a stopped module, an idle worker that still burns a core runs a loop the SDK could

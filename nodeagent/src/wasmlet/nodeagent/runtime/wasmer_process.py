@@ -13,12 +13,12 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from wasmlet.nodeagent.errors import ModuleError
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, OutputSink
+from wasmlet.nodeagent.runtime.wasmer_forkserver import Forked, ForkServer
 from wasmlet.nodeagent.runtime.wasmer_memory import OOM_EXIT, anonymous_bytes, pod_cap
 from wasmlet.nodeagent.runtime.wasmer_protocol import Message, ProtocolError, encode, read_message
 
@@ -36,10 +36,13 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 class WorkerProcess:
     """One running worker: its instances by id, its memory cap, and how to end it."""
 
-    def __init__(self, process: asyncio.subprocess.Process, node_cap: int) -> None:
-        self._process = process
+    def __init__(self, forked: Forked, reader: asyncio.StreamReader, writer: asyncio.WriteTransport,
+                 node_cap: int) -> None:
+        self._forked = forked
+        self._stdout = reader
+        self._stdin = writer
         self.node_cap = node_cap
-        self.pid = process.pid
+        self.pid = forked.pid
         self.baseline = 0
         self.instances: dict[int, WasmerInstance] = {}
         self.sandboxed = False  # a start reached it, so its sandbox (and /workspace) exists
@@ -52,15 +55,16 @@ class WorkerProcess:
         self.ended = asyncio.Event()
 
     @classmethod
-    async def spawn(cls, cache_dir: Path, node_cap: int) -> WorkerProcess:
-        """Start a worker and wait until it is ready for messages."""
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wasmlet.nodeagent.runtime.wasmer_worker", str(cache_dir), str(node_cap),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
-        worker = cls(process, node_cap)
-        assert process.stdout is not None
+    async def spawn(cls, server: ForkServer, node_cap: int) -> WorkerProcess:
+        """Fork a worker and wait until it is ready for messages."""
+        forked = await server.fork()
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(forked.outbound_read, "rb", 0))
+        writer, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(forked.inbound_write, "wb", 0))
+        worker = cls(forked, reader, writer, node_cap)
         try:
-            ready = await asyncio.wait_for(read_message(process.stdout), READY_TIMEOUT)
+            ready = await asyncio.wait_for(read_message(reader), READY_TIMEOUT)
         except (TimeoutError, ProtocolError) as exc:
             await worker.kill()
             raise ModuleError(f"the wasmer worker did not start: {exc!r}", reason="StartError") from exc
@@ -69,7 +73,7 @@ class WorkerProcess:
             raise
         if ready is None or ready[0].get("ev") != "ready":
             await worker.kill()
-            raise ModuleError(f"the wasmer worker did not start (status {process.returncode})", reason="StartError")
+            raise ModuleError("the wasmer worker did not start", reason="StartError")
         worker.baseline = int(ready[0].get("baseline", 0))
         worker._reader = asyncio.create_task(worker._read())
         return worker
@@ -132,12 +136,11 @@ class WorkerProcess:
     async def kill(self, status: ExitStatus | None = None) -> None:
         """SIGKILL the worker (a spinning module with it); its running containers end with `status`."""
         self._kill_status = self._kill_status or status
-        with contextlib.suppress(ProcessLookupError):
-            self._process.send_signal(signal.SIGKILL)
-        await self._process.wait()
+        self._signal_kill()
         if self._reader is not None:
             await self._reader
         else:
+            await self._forked.exited
             self._finish_all()
 
     async def close(self) -> None:
@@ -145,20 +148,26 @@ class WorkerProcess:
         await self.kill(ExitStatus(EXIT_KILLED, "Error", "stopped by the agent"))
 
     def _send(self, message: Message, payload: bytes = b"") -> None:
-        stdin = self._process.stdin
-        if stdin is not None and not stdin.is_closing() and self.alive:
-            stdin.write(encode(message, payload))
+        if not self._stdin.is_closing() and self.alive:
+            self._stdin.write(encode(message, payload))
+
+    def _signal_kill(self) -> None:
+        """SIGKILL through the pidfd: that very process, even if its pid were reused since."""
+        with contextlib.suppress(ProcessLookupError, OSError):
+            signal.pidfd_send_signal(self._forked.pidfd, signal.SIGKILL)
 
     async def _read(self) -> None:
-        assert self._process.stdout is not None
         try:
-            while (received := await read_message(self._process.stdout)) is not None:
+            while (received := await read_message(self._stdout)) is not None:
                 self._dispatch(*received)
         except (ProtocolError, ConnectionError) as exc:
             log.warning("wasmer worker %d: %s; killing it", self.pid, exc)
-            with contextlib.suppress(ProcessLookupError):
-                self._process.send_signal(signal.SIGKILL)
-        await self._process.wait()
+            self._signal_kill()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._forked.exited), STOP_SLACK * 5)
+        except TimeoutError:  # its output ended but it lives on: it is of no use any more
+            self._signal_kill()
+            await self._forked.exited
         self._finish_all()
 
     def _dispatch(self, message: Message, payload: bytes) -> None:
@@ -179,10 +188,15 @@ class WorkerProcess:
 
     def _finish_all(self) -> None:
         """The worker is gone: every container still in it ends, with the cause."""
+        if self.ended.is_set():
+            return
         status = self._exit_cause()
         for instance in list(self.instances.values()):
             instance.finish(status)
         self.instances.clear()
+        self._stdin.close()
+        with contextlib.suppress(OSError):
+            os.close(self._forked.pidfd)
         for pending in self._pending.values():
             if not pending.done():
                 pending.set_exception(ModuleError(status.message, reason="StartError"))
@@ -191,7 +205,7 @@ class WorkerProcess:
         self.ended.set()
 
     def _exit_cause(self) -> ExitStatus:
-        code = self._process.returncode
+        code = self._forked.exited.result() if self._forked.exited.done() else None
         if code == OOM_EXIT:
             return ExitStatus(EXIT_KILLED, "OOMKilled", f"memory limit of {self.cap()} bytes exceeded "
                               "(the Pod's wasmer worker was over its cap)")

@@ -2,26 +2,33 @@
 
 wasmer-sdk stops a module only at a host call: a busy loop keeps its thread (and a core) after
 every stop the SDK reports as done, until its process exits (docs/wasmer-sdk.md §4). It has no
-memory limit either. So each Pod's modules run here, in a child process of the agent that ends
-with the Pod (SIGKILL), under a memory cap (`wasmer_memory`), and that dies with the agent
+memory limit either. So each Pod's modules run here, in a process of their own that the agent
+SIGKILLs when the Pod ends, under a memory cap (`wasmer_memory`), and that dies with its parent
 (`PR_SET_PDEATHSIG`). The Pod's containers share this process's one sandbox, so an emptyDir under
 `/workspace` is shared between them as before.
 
-Run as `python -m wasmlet.nodeagent.runtime.wasmer_worker CACHE_DIR NODE_CAP_BYTES`; it speaks
-`wasmer_protocol` on stdin/stdout, and its stderr is the agent's.
+`python -m wasmlet.nodeagent.runtime.wasmer_worker CONTROL_FD CACHE_DIR NODE_CAP_BYTES` is the
+fork server (`zygote`): it imports wasmer-sdk once, starts no thread, and forks one worker per
+request of the agent (`wasmer_forkserver`). A worker speaks `wasmer_protocol` on the two pipes
+the agent sent with the request; its stderr is the agent's.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import ctypes
+import gc
 import os
+import select
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, EXIT_TRAP, ExitStatus
+from wasmlet.nodeagent.runtime.wasmer_forkserver import PACKET as _PACKET
 from wasmlet.nodeagent.runtime.wasmer_memory import MemoryGuard
 from wasmlet.nodeagent.runtime.wasmer_protocol import Message, encode, read_message, unpack_files
 
@@ -181,20 +188,8 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
 
 
-def _protocol_fds() -> tuple[int, int]:
-    """Take stdin/stdout for the protocol and give fds 0/1 to /dev/null and stderr, so that nothing
-    the native library prints can corrupt a message."""
-    inbound, outbound = os.dup(0), os.dup(1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(2, 1)
-    os.close(null)
-    return inbound, outbound
-
-
-async def serve(cache_dir: Path, node_cap: int) -> None:
-    """Answer the agent until it closes our stdin."""
-    inbound, outbound = _protocol_fds()
+async def serve(cache_dir: Path, node_cap: int, inbound: int, outbound: int) -> None:
+    """Answer the agent on the two pipes until it closes `inbound`."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(inbound, "rb", 0))
@@ -207,20 +202,84 @@ async def serve(cache_dir: Path, node_cap: int) -> None:
         await worker.handle(*received)
 
 
-def main() -> None:
-    """Entry point; the process ends with `os._exit` (the SDK's threads may abort a normal exit)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the agent died before the line above: nobody to work for
-        os._exit(1)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the agent; the agent ends us
+def zygote(control: socket.socket, cache_dir: Path, node_cap: int) -> None:
+    """The fork server: fork a worker per `F` request, report each pid (with a pidfd) and, once
+    reaped, each worker's exit status. Single-threaded, so that a fork is safe."""
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    gc.freeze()  # what was imported stays shared with the workers instead of being copied by the GC
+    while True:
+        ready, _, _ = select.select([control.fileno(), wake_read], [], [])
+        if wake_read in ready:
+            os.read(wake_read, 512)
+            _reap(control)
+        if control.fileno() not in ready:
+            continue
+        data, ancillary, _, _ = control.recvmsg(1, socket.CMSG_SPACE(2 * 4))
+        if not data:  # the agent is gone or done: so are we, and our workers with us
+            os._exit(0)
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
+        pid = os.fork()
+        if pid == 0:
+            _worker_child(control, (wake_read, wake_write), fds[0], fds[1], cache_dir, node_cap)
+        pidfd = os.pidfd_open(pid)  # before it can be reaped: the pid cannot be reused yet
+        control.sendmsg([_PACKET.pack(b"F", pid, 0)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [pidfd]))])
+        for fd in (pidfd, *fds):
+            os.close(fd)
+
+
+def _reap(control: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        control.sendmsg([_PACKET.pack(b"X", pid, os.waitstatus_to_exitcode(status))])
+
+
+def _worker_child(control: socket.socket, wake: tuple[int, int], inbound: int, outbound: int,
+                  cache_dir: Path, node_cap: int) -> None:
+    """In the forked child: drop the server's state, then serve one Pod; never returns."""
     try:
-        asyncio.run(serve(Path(sys.argv[1]), int(sys.argv[2])))
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        control.close()
+        for fd in wake:
+            os.close(fd)
+        _die_with_parent()
+        asyncio.run(serve(cache_dir, node_cap, inbound, outbound))
     except BaseException as exc:  # noqa: BLE001 - reported on stderr, then the agent sees the exit
         os.write(2, f"wasmer worker: {exc!r}\n".encode())
         os._exit(1)
-    os._exit(0)
+    os._exit(0)  # the SDK's threads may abort a normal interpreter exit (docs/wasmer-sdk.md)
+
+
+def _die_with_parent() -> None:
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the line above: nobody to work for
+        os._exit(1)
+
+
+def main() -> None:
+    """Entry point of the fork server: `CONTROL_FD CACHE_DIR NODE_CAP_BYTES`."""
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C meant for the agent; the agent ends us
+    control = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        zygote(control, Path(sys.argv[2]), int(sys.argv[3]))
+    except BaseException as exc:  # noqa: BLE001 - reported on stderr, then the agent sees the end
+        os.write(2, f"wasmer fork server: {exc!r}\n".encode())
+        os._exit(1)
 
 
 if __name__ == "__main__":
