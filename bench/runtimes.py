@@ -43,10 +43,14 @@ BACKENDS = ("wasmer", "wasmtime")
 
 
 def pss_kib(pid: int | str = "self") -> int:
-    """Proportional set size of a process and of its children (wasmer worker processes): what
-    running instances cost the node, shared library pages counted once between the processes."""
+    """Proportional set size of a process and of all its descendants (wasmer's fork server and
+    workers): what running instances cost the node, shared pages counted once between them."""
     total = 0
-    pids = [str(pid)] + [c for c in _children(str(os.getpid() if pid == "self" else pid))]
+    pids, queue = [], [str(os.getpid() if pid == "self" else pid)]
+    while queue:
+        one = queue.pop()
+        pids.append(one)
+        queue.extend(_children(one))
     for one in pids:
         try:
             for line in Path(f"/proc/{one}/smaps_rollup").read_text().splitlines():
