@@ -65,6 +65,11 @@ class MemoryGuard:
         self._wake = threading.Event()
         threading.Thread(target=self._run, name="memory guard", daemon=True).start()
 
+    def rebase(self) -> None:
+        """The worker becomes a Pod's: what it holds now (modules it compiled while it was the
+        agent's spare, for any Pod) is its overhead, not the Pod's."""
+        self.baseline = anonymous_bytes()
+
     def set_limits(self, limits: list[int | None]) -> None:
         """The running containers changed: recompute the cap and the `RLIMIT_DATA` backstop."""
         self.cap = pod_cap(limits, self.node_cap)

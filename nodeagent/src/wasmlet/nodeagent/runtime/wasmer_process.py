@@ -176,6 +176,7 @@ class WorkerProcess:
         if event == "out" and instance is not None:
             instance.output(str(message.get("stream")), payload)
         elif event == "started" and ident in self._pending:
+            self.baseline = int(message.get("baseline", self.baseline))
             self._pending[ident].set_result(None)
         elif event == "failed" and ident in self._pending:
             self._pending[ident].set_exception(ModuleError(str(message.get("message")),
@@ -198,7 +199,11 @@ class WorkerProcess:
         with contextlib.suppress(OSError):
             os.close(self._forked.pidfd)
         for pending in self._pending.values():
-            if not pending.done():
+            if pending.done():
+                continue
+            if status.reason == "OOMKilled":  # it started and took too much: start() returns it ended
+                pending.set_result(None)
+            else:
                 pending.set_exception(ModuleError(status.message, reason="StartError"))
         if self._prepared is not None and not self._prepared.done():
             self._prepared.set_exception(ModuleError(status.message, reason="StartError"))

@@ -71,6 +71,8 @@ class Worker:
         packaged, offset = unpack_files(message["files"], payload)
         workspace, offset = unpack_files(message["workspace"], payload, offset)
         stdin = payload[offset:] if message.get("stdin") else None
+        if self._sandbox is None and not self._limits:  # the first start: this is the Pod's worker now
+            self._guard.rebase()
         self._limits[ident] = message.get("memory")
         self._guard.set_limits(list(self._limits.values()))
         try:
@@ -96,7 +98,7 @@ class Worker:
                         "message": f"cannot start module {message['digest'][:19]}: {exc}"})
             return
         self._processes[ident] = process
-        self._send({"ev": "started", "id": ident})
+        self._send({"ev": "started", "id": ident, "baseline": self._guard.baseline})
         self._spawn_task(self._supervise(ident, process, stdin, capture is not None))
 
     async def _supervise(self, ident: int, process: Any, stdin: bytes | None, captured: bool) -> None:
