@@ -14,7 +14,7 @@ import pytest
 
 from wasmlet.kube import NotFound
 from wasmlet.kube.resources import PODS
-from tests.e2e.test_kubelet_semantics import Cluster, Obj, cluster, eventually  # noqa: F401 - `cluster` is a fixture
+from tests.e2e.test_kubelet_semantics import Cluster, Obj, cluster, eventually  # noqa: F401 - the fixture
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
 from tests.integration.faults import AgentProcess
 from tests.integration.test_agent_wasmer_containment import gone, spinning_worker, workers
@@ -34,7 +34,8 @@ def runaway(name: str, node: str, image: str, **spec: object) -> Obj:
 
 
 @pytest.mark.timeout(600)
-async def test_wasmer_runaways_end_and_memory_is_capped_on_a_real_control_plane(cluster: Cluster) -> None:
+async def test_wasmer_runaways_end_and_memory_is_capped_on_a_real_control_plane(
+        cluster: Cluster) -> None:  # noqa: F811 - pytest passes the imported fixture
     api, ns, node = cluster.api, cluster.ns, cluster.node
     await put_module_configmap(api, ns, "runaways", {"loop.wasm": module_bytes("loop"), "grow.wasm": module_bytes("grow")})
     agent = AgentProcess(str(cluster.agent_kubeconfig), cluster.work / "state", node_name=cluster.node,
