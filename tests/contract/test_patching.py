@@ -19,16 +19,17 @@ async def test_a_merge_patch_deletes_keys_with_null_and_replaces_lists(api: Cont
 
 
 async def test_a_json_patch_applies_its_operations_in_order(api: ContractClient) -> None:
-    await api.create("v1", "configmaps", api.namespace, configmap("cm", data={"a": "1", "b": "2"}))
+    await api.create("v1", "configmaps", api.namespace, configmap("cm", data={"a": "1", "b": "2"}, annotations={"x": "y"}))
     operations = [
         {"op": "test", "path": "/data/a", "value": "1"},
         {"op": "replace", "path": "/data/a", "value": "10"},
         {"op": "remove", "path": "/data/b"},
-        {"op": "add", "path": "/data/c~1d", "value": "3"},
+        {"op": "add", "path": "/metadata/annotations/example.com~1note", "value": "3"},  # ~1 is a slash
         {"op": "copy", "from": "/data/a", "path": "/data/e"},
     ]
     patched = await api.patch("v1", "configmaps", api.namespace, "cm", operations, content_type="json")
-    assert patched["data"] == {"a": "10", "c/d": "3", "e": "10"}
+    assert patched["data"] == {"a": "10", "e": "10"}
+    assert patched["metadata"]["annotations"] == {"x": "y", "example.com/note": "3"}
 
 
 async def test_a_json_patch_whose_test_fails_is_rejected_with_422(api: ContractClient) -> None:
