@@ -87,7 +87,8 @@ async def test_a_strategic_merge_patch_unions_finalizers(api: ContractClient) ->
     added = await api.patch("v1", "configmaps", api.namespace, "cm", {"metadata": {"finalizers": ["contract.wasmlet.dev/b"]}}, content_type="strategic")
     removal = {"metadata": {"$deleteFromPrimitiveList/finalizers": ["contract.wasmlet.dev/a", "contract.wasmlet.dev/b"]}}
     removed = await api.patch("v1", "configmaps", api.namespace, "cm", removal, content_type="strategic")
-    assert added["metadata"]["finalizers"] == ["contract.wasmlet.dev/a", "contract.wasmlet.dev/b"]
+    # The server's order: the patch's items first, then the ones only the server had.
+    assert added["metadata"]["finalizers"] == ["contract.wasmlet.dev/b", "contract.wasmlet.dev/a"]
     assert not removed["metadata"].get("finalizers")
 
 
@@ -108,7 +109,7 @@ async def test_a_strategic_merge_patch_merges_owner_references_by_uid(api: Contr
     await api.create("v1", "configmaps", api.namespace, configmap("dependent", ownerReferences=[owner_reference(first)]))
     change = {"metadata": {"ownerReferences": [owner_reference(second)]}}
     patched = await api.patch("v1", "configmaps", api.namespace, "dependent", change, content_type="strategic")
-    assert [ref["name"] for ref in patched["metadata"]["ownerReferences"]] == ["first", "second"]
+    assert [ref["name"] for ref in patched["metadata"]["ownerReferences"]] == ["second", "first"]
 
 
 async def test_a_replace_directive_replaces_a_merged_list(api: ContractClient) -> None:
@@ -118,3 +119,26 @@ async def test_a_replace_directive_replaces_a_merged_list(api: ContractClient) -
     replace = {"status": {"conditions": [{"$patch": "replace"}, {"type": "PodScheduled", "status": "True"}]}}
     patched = await api.patch("v1", "pods", api.namespace, "p", replace, content_type="strategic", subresource="status")
     assert [c["type"] for c in patched["status"]["conditions"]] == ["PodScheduled"]
+
+
+async def test_a_strategic_merge_patch_interleaves_server_only_items_in_the_servers_order(api: ContractClient) -> None:
+    finalizers = [f"contract.wasmlet.dev/{name}" for name in "abc"]
+    await api.create("v1", "configmaps", api.namespace, configmap("cm", finalizers=finalizers))
+    change = {"metadata": {"finalizers": ["contract.wasmlet.dev/d", "contract.wasmlet.dev/b"]}}
+    patched = await api.patch("v1", "configmaps", api.namespace, "cm", change, content_type="strategic")
+    reordered = await api.patch("v1", "configmaps", api.namespace, "cm", {"metadata": {
+        "$setElementOrder/finalizers": [f"contract.wasmlet.dev/{name}" for name in "cdab"]}}, content_type="strategic")
+    await api.patch("v1", "configmaps", api.namespace, "cm", {"metadata": {"finalizers": None}})
+    assert [f.rsplit("/", 1)[1] for f in patched["metadata"]["finalizers"]] == ["d", "a", "b", "c"]
+    assert [f.rsplit("/", 1)[1] for f in reordered["metadata"]["finalizers"]] == ["c", "d", "a", "b"]
+
+
+async def test_a_strategic_merge_patch_updates_an_owner_reference_in_place(api: ContractClient) -> None:
+    owners = [await api.create("v1", "configmaps", api.namespace, configmap(name)) for name in ("first", "second")]
+    refs = [owner_reference(owner) for owner in owners]
+    await api.create("v1", "configmaps", api.namespace, configmap("dependent", ownerReferences=refs))
+    change = {"metadata": {"ownerReferences": [{**refs[1], "blockOwnerDeletion": True}]}}
+    patched = await api.patch("v1", "configmaps", api.namespace, "dependent", change, content_type="strategic")
+    assert [(ref["name"], ref.get("blockOwnerDeletion")) for ref in patched["metadata"]["ownerReferences"]] == [
+        ("first", None), ("second", True)
+    ]
