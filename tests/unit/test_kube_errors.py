@@ -9,6 +9,11 @@ import pytest
 from wasmlet.kube.errors import (
     MAX_TEXT_MESSAGE, AlreadyExists, ApiError, ApiUnavailable, Conflict, Invalid, NotFound, error_from_status,
 )  # fmt: skip
+
+
+def test_a_status_body_gives_reason_message_and_body() -> None:
+    status = {"kind": "Status", "reason": "NotFound", "message": 'pods "p" not found', "code": 404}
+    error = error_from_status(404, status)
     assert isinstance(error, NotFound) and (error.reason, error.message, error.body) == ("NotFound", 'pods "p" not found', status)
 
 
