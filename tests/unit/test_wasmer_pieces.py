@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from wasmlet.nodeagent.runtime.wasmer_memory import pod_cap
+from wasmlet.nodeagent.runtime.wasmer_memory import node_victim, pod_cap
 from wasmlet.nodeagent.runtime.wasmer_protocol import (
     MAX_PAYLOAD_BYTES,
     ProtocolError,
@@ -28,6 +28,12 @@ def test_a_pods_cap_is_the_sum_of_its_containers_limits_within_the_nodes_cap() -
 def test_a_container_without_a_limit_leaves_its_pod_at_the_nodes_cap() -> None:
     assert pod_cap([16 * MIB, None], node_cap=512 * MIB) == 512 * MIB
     assert pod_cap([], node_cap=512 * MIB) == 512 * MIB
+
+
+def test_past_the_nodes_cap_the_pod_using_most_is_the_one_to_end() -> None:
+    assert node_victim({"a": 100 * MIB, "b": 300 * MIB, "c": 50 * MIB}, node_cap=400 * MIB) == "b"
+    assert node_victim({"a": 100 * MIB, "b": 300 * MIB}, node_cap=400 * MIB) is None
+    assert node_victim({}, node_cap=0) is None
 
 
 def stream(data: bytes) -> asyncio.StreamReader:

@@ -30,6 +30,7 @@ from pathlib import Path
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Mount, OutputSink, RunSpec
 from wasmlet.nodeagent.runtime.wasmer_forkserver import ForkServer
+from wasmlet.nodeagent.runtime.wasmer_memory import node_victim
 from wasmlet.nodeagent.runtime.wasmer_process import WasmerInstance, WorkerProcess
 from wasmlet.nodeagent.runtime.wasmer_protocol import pack_files
 
@@ -198,9 +199,9 @@ class WasmerRuntime:
         while True:
             await asyncio.sleep(NODE_CHECK_SECONDS)
             charged = {worker: worker.charged_bytes() for worker in self._workers.values() if worker.alive}
-            if sum(charged.values()) <= self.node_cap:
+            victim = node_victim(charged, self.node_cap)
+            if victim is None:
                 continue
-            victim = max(charged, key=lambda w: charged[w])
             log.warning("wasmer workers use %d bytes, over the node's cap of %d; killing the largest (%d bytes)",
                         sum(charged.values()), self.node_cap, charged[victim])
             await victim.kill(ExitStatus(EXIT_KILLED, "OOMKilled", f"the node's memory cap of {self.node_cap} "

@@ -20,7 +20,10 @@ from __future__ import annotations
 import os
 import resource
 import threading
+from collections.abc import Mapping
+from typing import TypeVar
 
+_T = TypeVar("_T")
 OOM_EXIT = 86  # the worker's exit status for "over its memory cap"; no SDK or Python exit uses it
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 # How fast memory can grow between two samples: a page-faulting loop commits ~1-2 GiB/s here.
@@ -52,6 +55,14 @@ def pod_cap(limits: list[int | None], node_cap: int) -> int:
     if not limits or any(limit is None for limit in limits):
         return node_cap
     return min(sum(limit for limit in limits if limit is not None), node_cap)
+
+
+def node_victim(charged: Mapping[_T, int], node_cap: int) -> _T | None:
+    """The worker to kill when all of them together are over the node's cap: the one using most,
+    as the kernel's OOM killer picks the largest process of a memory cgroup; None under the cap."""
+    if sum(charged.values()) <= node_cap or not charged:
+        return None
+    return max(charged, key=lambda worker: charged[worker])
 
 
 class MemoryGuard:
