@@ -101,7 +101,8 @@ async def test_an_invalid_name_is_rejected_with_the_dns_rule(api: ContractClient
     with pytest.raises(ApiError) as error:
         await api.create("v1", "configmaps", api.namespace, configmap("Not_Valid"))
     assert error.value.status == 422
-    assert error.value.message.startswith('ConfigMap "Not_Valid" is invalid: metadata.name: Invalid value: "Not_Valid": a lowercase RFC 1123 subdomain')
+    assert error.value.message.startswith('ConfigMap "Not_Valid" is invalid: metadata.name: '
+                                          'Invalid value: "Not_Valid": a lowercase RFC 1123 subdomain')
 
 
 async def test_a_bad_field_selector_is_a_bad_request(api: ContractClient) -> None:

@@ -94,7 +94,7 @@ def test_install_docs_name_every_resource_the_chart_grants() -> None:
     text = (DOCS / "install.md").read_text()
     objects = render({"operator": {"watchNamespace": "apps"}})
     for kind in ("Deployment", "DaemonSet"):
-        for _, _, resource, verb in granted(objects, service_account_of(objects, kind)):
+        for _, _, resource, _verb in granted(objects, service_account_of(objects, kind)):
             assert f"`{resource}`" in text or f"`{resource}` in" in text, resource
 
 

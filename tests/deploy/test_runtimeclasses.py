@@ -8,9 +8,10 @@ from typing import Any
 
 import yaml
 
-from tests.fixtures.kubeapi_seed import runtime_class_manifests
 from wasmlet.api import keys
 from wasmlet.nodeagent.runtime import BACKENDS
+
+from tests.fixtures.kubeapi_seed import runtime_class_manifests
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "10-runtimeclasses.yaml"
 

@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.fixtures.kubeapi import KubeAPI
 from wasmlet.api import keys
 from wasmlet.kube import AlreadyExists, KubeClient, load_config
 from wasmlet.kube.resources import CRDS, EVENTS, PODS, WASM_WORKLOADS
 from wasmlet.operator.main import run_operator
 from wasmlet.operator.settings import OperatorSettings
+
+from tests.fixtures.kubeapi import KubeAPI
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "wasmworkloads.wasmlet.dev.yaml"
 NS = "apps"

@@ -94,7 +94,8 @@ def _summary(settings: AgentSettings, reporter: ConsoleReporter, agent: Agent) -
 def _print_container(settings: AgentSettings, ref: PodRef, cstatus: dict[str, Any]) -> None:
     state = cstatus.get("state") or {}
     kind, detail = next(iter(state.items()), ("unknown", {}))
-    term = detail if kind == "terminated" else {}
+    detail = detail if isinstance(detail, dict) else {}
+    term: dict[str, Any] = detail if kind == "terminated" else {}
     took = _duration(term.get("startedAt"), term.get("finishedAt"))
     summary = f"exit code {term['exitCode']}, {term.get('reason')}" if term else f"{kind} {detail.get('reason', '')}"
     message = f" — {term['message']}" if term.get("message") else ""

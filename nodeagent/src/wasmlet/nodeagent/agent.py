@@ -18,8 +18,8 @@ from wasmlet.kube import ApiError, KubeClient, load_config
 from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.metrics import AgentMetrics
-from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.mirror import MirrorReporter
+from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
@@ -181,5 +181,5 @@ class Agent:
         self.node.set_ready(False, "KubeletNotReady", "wasmlet is shutting down")
         try:
             await asyncio.wait_for(self.node.post_status(), timeout=5)
-        except (ApiError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ApiError) as exc:
             log.warning("could not mark the node not ready: %s", exc)

@@ -185,7 +185,7 @@ class NodeController:
         while True:
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=self._settings.node_status_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._changed.clear()
             try:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import wasmer_sdk as sdk
+
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import (
     EXIT_KILLED,
@@ -35,8 +37,6 @@ from wasmlet.nodeagent.runtime import (
     OutputSink,
     RunSpec,
 )
-
-import wasmer_sdk as sdk
 
 log = logging.getLogger(__name__)
 
