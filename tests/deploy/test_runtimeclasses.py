@@ -1,5 +1,5 @@
 """manifests/10-runtimeclasses.yaml (rendered from the chart): one RuntimeClass per runtime the agent can offer, scheduling
-onto the node label the agent sets and tolerating the taints it sets (DESIGN.md §4)."""
+onto the node label the agent sets and tolerating the taints it sets (docs/contract.md)."""
 
 from __future__ import annotations
 

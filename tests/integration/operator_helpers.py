@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 def wasm_node(name: str, *, pods: int = 110, memory: str = "1Gi", runtimes: tuple[str, ...] = ("wasmer",),
               ready: str = "True") -> dict[str, Any]:
-    """A Node as the agent registers it (DESIGN.md §4)."""
+    """A Node as the agent registers it (docs/contract.md)."""
     labels = {
         "kubernetes.io/arch": "wasm32-wasi", "kubernetes.io/os": "wasm32-wasi", "kubernetes.io/hostname": name,
         "type": "wasmlet", "wasmlet.dev/agent": "true", **{keys.runtime_label(r): "true" for r in runtimes},

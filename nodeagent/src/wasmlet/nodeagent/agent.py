@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class Runtimes:
-    """Loads each runtime backend the first time a Pod asks for it (DESIGN.md §5: footprint)."""
+    """Loads each runtime backend the first time a Pod asks for it (the footprint: docs/architecture.md)."""
 
     def __init__(self, offered: tuple[str, ...], cache_dir: Path) -> None:
         self.offered = offered

@@ -1,4 +1,4 @@
-"""Fetch modules into the node's one content-addressed store (DESIGN.md §6).
+"""Fetch modules into the node's one content-addressed store (docs/contract.md).
 
 Sources: OCI registries (`oci.pull`), http(s) URLs pinned by sha256, ConfigMap `binaryData`,
 and (static Pods only) files. Whatever the source, a module reaches a runtime only through

@@ -45,7 +45,7 @@ def node_labels(settings: AgentSettings) -> dict[str, str]:
 
 
 def node_object(settings: AgentSettings) -> Obj:
-    """The Node as registered: labels and taints of DESIGN.md §4; status is posted separately."""
+    """The Node as registered: labels and taints of docs/contract.md; status is posted separately."""
     return {
         "apiVersion": "v1",
         "kind": "Node",

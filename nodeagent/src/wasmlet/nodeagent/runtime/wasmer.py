@@ -1,4 +1,4 @@
-"""The default backend, on the `wasmer-sdk` package (DESIGN.md §5).
+"""The default backend, on the `wasmer-sdk` package (docs/runtimes.md).
 
 What Wasmer can and cannot do decides the shape of this module:
 - One `Wasmer()` client runs at most 200 processes at once (the 201st spawn waits for a free
