@@ -9,8 +9,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: demo test test-fast lint modules registry-package clean
 
 ## demo: run the example workloads with the agent in standalone mode (no cluster).
+# Four example Pods fail on purpose (an exit code, a trap, a memory limit, a deadline), so
+# `wasmlet run` exits 1 after its summary says so; any other exit code fails the demo.
 demo: $(STAMP)
-	$(BIN)/wasmlet run examples/workloads
+	@$(BIN)/wasmlet run examples/workloads || [ $$? -eq 1 ]
 
 ## test: bootstrap everything the suite needs, check types and style, and run all of it (tests/e2e only with a cluster).
 test: lint registry-package

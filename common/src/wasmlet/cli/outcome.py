@@ -79,27 +79,31 @@ def waiting_for(status: Obj, service: bool, running_for: float | None, duration:
     return True
 
 
-def outcome(status: Obj, service: bool, *, stopped_running: bool, gave_up_after: float | None,
-            interrupted: bool) -> Outcome:
+def outcome(status: Obj, service: bool, *, stopped_running: bool = False, gave_up_after: float | None = None,
+            interrupted: bool = False, before_stop: Obj | None = None) -> Outcome:
     """How the Pod ended, judged at the end of the run.
 
     `stopped_running`: a service that was running when the run stopped it. `gave_up_after`: the
-    `--timeout` the run gave up after while still waiting for this Pod (None: it did not).
+    `--timeout` the run gave up after while still waiting for this Pod. `interrupted`: the run was
+    stopped by Ctrl-C. `before_stop`: the Pod's status just before the run stopped every Pod (what
+    it was doing then says more than the exit code the stop gave it).
     """
-    phase = status.get("phase") or "Pending"
     if service and stopped_running:
         return Outcome(True, "service, stopped by the run while running")
-    blocked = stuck(status)
+    then = before_stop if before_stop is not None else status
+    unfinished = then.get("phase") not in TERMINAL_PHASES and stuck(then) is None
+    if gave_up_after is not None and unfinished:
+        return Outcome(False, f"gave up after {gave_up_after:g}s (--timeout): still {describe(then)}")
+    if interrupted and unfinished:
+        return Outcome(False, f"interrupted (Ctrl-C) while {describe(then)}")
+    phase = status.get("phase") or "Pending"
     if phase == "Succeeded" and not service:
         return Outcome(True, "Succeeded")
     if phase == "Failed":
         return Outcome(False, f"Failed: {_failure(status)}")
+    blocked = stuck(status)
     if blocked is not None:
         return Outcome(False, blocked)
-    if gave_up_after is not None:
-        return Outcome(False, f"gave up after {gave_up_after:g}s (--timeout): still {describe(status)}")
-    if interrupted:
-        return Outcome(False, f"interrupted: {describe(status)}")
     if service:
         return Outcome(False, f"service not running when stopped: {describe(status)}")
     return Outcome(False, describe(status))

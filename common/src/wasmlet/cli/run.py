@@ -117,6 +117,7 @@ class LocalRun:
         self.running_since: dict[str, float] = {}
         self.stopped_after: dict[str, float] = {}  # services stopped while running: seconds they ran
         self.gave_up: set[str] = set()
+        self.before_stop: dict[str, Obj] = {}  # every Pod's status just before the run stopped them
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
@@ -188,19 +189,27 @@ class LocalRun:
         return controller.pods() if controller is not None else []
 
     def _stop_everything(self) -> None:
-        """Note which services were running when the run stopped them, then stop every Pod."""
-        now = time.monotonic()
-        services = []
-        for pod in self._pods():
-            uid, status = pod["metadata"]["uid"], pod.get("status") or {}
-            if is_service(pod.get("spec") or {}) and is_running(status) and uid in self.running_since:
-                self.stopped_after[uid] = now - self.running_since[uid]
-                grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
-                services.append(f"{_short(pod['metadata']['name'])} {grace}s")
+        """Stop every Pod (each within its grace period), saying which services the run stops."""
+        services = self._snapshot()
         if services and not self.options.quiet and not self.stop.is_set():
             print(f"… stopping {plural(len(services), 'service')} after --duration {self.options.duration:g}s, "
                   f"each within its grace period ({', '.join(services)})", flush=True)
         self.stop.set()
+
+    def _snapshot(self) -> list[str]:
+        """Once, just before the stop: every Pod's status, and which services were running
+        (`name grace`), before stopping changes them."""
+        if self.before_stop:
+            return []
+        now = time.monotonic()
+        services = []
+        for pod in self._pods():
+            uid, spec, status = pod["metadata"]["uid"], pod.get("spec") or {}, pod.get("status") or {}
+            self.before_stop[uid] = status
+            if is_service(spec) and is_running(status) and uid in self.running_since:
+                self.stopped_after[uid] = now - self.running_since[uid]
+                services.append(f"{_short(pod['metadata']['name'])} {spec.get('terminationGracePeriodSeconds', 30)}s")
+        return services
 
     def _finish(self, failure: str | None) -> int:
         """Print the summary; the exit code."""
@@ -221,7 +230,7 @@ class LocalRun:
             service = is_service(specs.get(ref.uid, {}))
             verdict = outcome(status, service, stopped_running=ref.uid in self.stopped_after,
                               gave_up_after=self.options.timeout if ref.uid in self.gave_up else None,
-                              interrupted=self.interrupts > 0)
+                              interrupted=self.interrupts > 0, before_stop=self.before_stop.get(ref.uid))
             reports.append(PodReport(_short(ref.name), ref.namespace, ref.name, ref.uid, status, verdict,
                                      self.stopped_after.get(ref.uid)))
         return reports
@@ -229,6 +238,8 @@ class LocalRun:
     def _interrupt(self) -> None:
         self.interrupts += 1
         if self.interrupts == 1:
+            self._pending(time.monotonic())  # note services that became Running since the last look
+            self._snapshot()
             print("\n… stopping: every Pod gets its grace period (Ctrl-C again to stop at once)",
                   file=sys.stderr, flush=True)
             self.stop.set()

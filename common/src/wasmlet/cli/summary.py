@@ -48,7 +48,8 @@ def print_summary(reports: list[PodReport], logs_dir: Path, log_lines: int) -> N
     if not failed:
         print("\n✓ the Pod ended as it should" if len(reports) == 1 else f"\n✓ all {len(reports)} Pods ended as they should")
         return
-    print(f"\n✗ {len(failed)} of {plural(len(reports), 'Pod')} did not end as they should:")
+    print(f"\n✗ {len(failed)} of {plural(len(reports), 'Pod')} did not end as {'it' if len(failed) == 1 else 'they'} "
+          "should:")
     for report in failed:
         print(f"  {report.name}: {report.outcome.reason}")
 
