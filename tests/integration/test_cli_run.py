@@ -164,7 +164,7 @@ def test_pods_that_fail_or_cannot_start_exit_1_at_once_with_a_reason_each(tmp_pa
     for expected in [
         "exits: Failed: container exit: exit code 3, Error",
         "missing: container main: ImagePullBackOff — Back-off pulling module: cannot read module file",
-        "notwasm: container main: ",
+        "notwasm: container main: ImagePullBackOff — Back-off pulling module: notes.txt: not a wasm module",
         "noimage: Failed: InvalidImageName — spec.containers[0].image: Required value: container 'main' names no module",
         "pathonly: Failed: InvalidImageName — image './hello.wasm' is a file path, not an image reference: "
         "a static Pod names a module file as file:./hello.wasm",

@@ -90,9 +90,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "run":
-        from wasmlet.cli.run import run_command
+        try:
+            from wasmlet.cli.run import run_command
 
-        return run_command(args)
+            return run_command(args)
+        except KeyboardInterrupt:  # before the run handles Ctrl-C itself: nothing started yet
+            return 130
     if args.command == "push":
         from wasmlet.cli.push import push_command
 
