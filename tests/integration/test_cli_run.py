@@ -216,6 +216,16 @@ def test_a_state_dir_that_cannot_be_used_fails_at_once(tmp_path: Path) -> None:
         assert result.stderr.startswith(f"wasmlet run: {complaint}"), result.stderr
 
 
+def test_an_agent_that_fails_to_start_is_reported_not_waited_for(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "modules").write_text("in the way of the module cache's folder")
+    result = wasmlet("run", str(ROOT / "examples" / "workloads" / "hello.yaml"), "--state-dir", str(state))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "wasmlet run: the agent stopped: FileExistsError: " in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr
+
+
 def test_paths_without_manifests_are_refused_with_what_to_do(tmp_path: Path) -> None:
     module = wasmlet("run", str(MODULES / "hello.wasm"), timeout=60)
     assert module.returncode == 2

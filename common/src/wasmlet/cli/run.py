@@ -134,7 +134,7 @@ class LocalRun:
         try:
             await runner
         except Exception as exc:  # the agent's own failure: say what it was, then summarise what ran
-            failure = failure or f"the agent stopped: {type(exc).__name__}: {exc}"
+            failure = f"the agent stopped: {type(exc).__name__}: {exc}"
         if failure is not None:
             print(f"wasmlet run: {failure}", file=sys.stderr, flush=True)
         return self._finish(failure)
@@ -154,7 +154,7 @@ class LocalRun:
         if waiter.done() and not waiter.cancelled():
             return None
         if runner.done():
-            return None  # its exception is reported once it is awaited
+            return "the agent stopped before it read the manifests"  # its exception, if any, replaces this
         if self.stop.is_set():
             return "interrupted before the agent started"
         return f"the agent did not start within {self.options.timeout:g}s (--timeout)"

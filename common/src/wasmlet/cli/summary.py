@@ -34,6 +34,8 @@ class PodReport:
 
 def print_summary(reports: list[PodReport], logs_dir: Path, log_lines: int) -> None:
     """Every Pod with its containers and log tails, then the verdict (one line per Pod that failed)."""
+    if not reports:
+        return
     print()
     for report in reports:
         print(header(report))
@@ -43,8 +45,6 @@ def print_summary(reports: list[PodReport], logs_dir: Path, log_lines: int) -> N
             for line in log_tail(folder, log_lines):
                 print(f"   │ {line}")
     failed = [r for r in reports if not r.outcome.ok]
-    if not reports:
-        return
     if not failed:
         print("\n✓ the Pod ended as it should" if len(reports) == 1 else f"\n✓ all {len(reports)} Pods ended as they should")
         return
