@@ -88,3 +88,10 @@ def test_a_log_tail_keeps_the_last_lines_of_every_run_and_counts_the_rest(tmp_pa
     tail = list(log_tail(tmp_path, 3))
     assert tail == ["  … 32 earlier lines left out (--log-lines 3)", "  run 1 line 2", "  run 1 line 3", "  run 1 line 4"]
     assert list(log_tail(tmp_path, 0)) == ["  … 35 earlier lines left out (--log-lines 0)"]
+
+
+def test_the_message_of_a_container_the_run_stopped_is_left_out() -> None:
+    stopped = {"name": "m", "restartCount": 0, "state": {"terminated": {
+        "exitCode": 143, "reason": "Error", "message": "the node agent stopped"}}}
+    assert container_line(stopped) == "exit code 143, Error — the node agent stopped"
+    assert container_line(stopped, message=False) == "exit code 143, Error"

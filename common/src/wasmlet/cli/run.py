@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from wasmlet.cli.outcome import Obj, is_running, is_service, outcome, plural, waiting_for
+from wasmlet.cli.outcome import Obj, container_statuses, is_running, is_service, outcome, plural, state_of, waiting_for
 from wasmlet.cli.stderr import NativeStderrFilter
 from wasmlet.cli.summary import PodReport, print_summary
 from wasmlet.nodeagent.agent import Agent
@@ -231,8 +231,10 @@ class LocalRun:
             verdict = outcome(status, service, stopped_running=ref.uid in self.stopped_after,
                               gave_up_after=self.options.timeout if ref.uid in self.gave_up else None,
                               interrupted=self.interrupts > 0, before_stop=self.before_stop.get(ref.uid))
+            running = frozenset(c["name"] for c in container_statuses(self.before_stop.get(ref.uid, {}))
+                                if state_of(c)[0] == "running")
             reports.append(PodReport(_short(ref.name), ref.namespace, ref.name, ref.uid, status, verdict,
-                                     self.stopped_after.get(ref.uid)))
+                                     self.stopped_after.get(ref.uid), running))
         return reports
 
     def _interrupt(self) -> None:

@@ -30,6 +30,9 @@ class PodReport:
     status: Obj
     outcome: Outcome
     stopped_after: float | None  # a service stopped by the run: how long it had run
+    # Containers that were running when the run stopped every Pod: how they ended is that stop,
+    # so their message (the agent's own, about its shutdown) is left out.
+    stopped: frozenset[str] = frozenset()
 
 
 def print_summary(reports: list[PodReport], logs_dir: Path, log_lines: int) -> None:
@@ -40,7 +43,7 @@ def print_summary(reports: list[PodReport], logs_dir: Path, log_lines: int) -> N
     for report in reports:
         print(header(report))
         for cstatus in container_statuses(report.status):
-            print(f"   container {cstatus['name']}: {container_line(cstatus)}")
+            print(f"   container {cstatus['name']}: {container_line(cstatus, cstatus['name'] not in report.stopped)}")
             folder = pod_log_dir(logs_dir, report.namespace, report.pod_name, report.uid) / cstatus["name"]
             for line in log_tail(folder, log_lines):
                 print(f"   │ {line}")
@@ -63,22 +66,23 @@ def header(report: PodReport) -> str:
     return f"━━ pod {report.name}: {status.get('phase') or 'Pending'}{reason}"
 
 
-def container_line(cstatus: Obj) -> str:
-    """How one container ended (or why it never started), its run time and restarts."""
+def container_line(cstatus: Obj, message: bool = True) -> str:
+    """How one container ended (or why it never started), its run time and restarts; with the
+    message it ended with unless told not to."""
     kind, detail = state_of(cstatus)
     restarts = cstatus.get("restartCount") or 0
     again = f", {plural(restarts, 'restart')}" if restarts else ""
     if kind == "terminated":
         took = _ran(detail.get("startedAt"), detail.get("finishedAt"))
-        message = f" — {detail['message']}" if detail.get("message") else ""
-        return f"exit code {detail.get('exitCode')}, {detail.get('reason')}{took}{again}{message}"
+        said = f" — {detail['message']}" if detail.get("message") and message else ""
+        return f"exit code {detail.get('exitCode')}, {detail.get('reason')}{took}{again}{said}"
     if kind == "running":
         return f"running{again}"
     reason = detail.get("reason") or ""
     if not reason or reason in NEVER_STARTED:
         return f"never started{again}"
-    message = f" — {detail['message']}" if detail.get("message") else ""
-    return f"waiting, {reason}{again}{message}"
+    said = f" — {detail['message']}" if detail.get("message") else ""
+    return f"waiting, {reason}{again}{said}"
 
 
 def log_tail(folder: Path, keep: int) -> Iterator[str]:
