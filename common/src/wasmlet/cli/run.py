@@ -69,7 +69,7 @@ def run_command(args: argparse.Namespace) -> int:
             state.mkdir(parents=True, exist_ok=True)
             tempfile.TemporaryFile(dir=state).close()  # writable: found now, not by the first Pod
         except OSError as exc:
-            return _usage_error(f"--state-dir {state}: {exc.strerror or exc}")
+            return _usage_error(f"--state-dir {state}: cannot create or write it: {exc.strerror or exc}")
         except SettingsError as exc:
             return _usage_error(str(exc).replace("state_dir:", "--state-dir:", 1))
         with NativeStderrFilter() as stderr:
