@@ -14,6 +14,7 @@ import pytest
 
 from wasmlet.kube import NotFound
 from wasmlet.kube.resources import PODS
+
 from tests.e2e.test_kubelet_semantics import Cluster, Obj, cluster, eventually  # noqa: F401 - the fixture
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
 from tests.integration.faults import AgentProcess

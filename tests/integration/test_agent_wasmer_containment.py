@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from wasmlet.kube.resources import PODS
+
 from tests.integration.agent_helpers import (
     MODULES,
     api_client,
@@ -79,7 +80,7 @@ async def gone(pid: int, timeout: float = 30.0) -> bool:
     """Whether process `pid` ends (and is reaped) within `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists() or "Z" == Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]:
+        if not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
             return True
         await asyncio.sleep(0.1)
     return False

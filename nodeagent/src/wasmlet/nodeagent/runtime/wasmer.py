@@ -1,4 +1,4 @@
-"""The default backend, on the `wasmer-sdk` package (DESIGN.md §5), run in worker processes.
+"""The default backend, on the `wasmer-sdk` package (docs/runtimes.md), run in worker processes.
 
 What Wasmer can and cannot do decides the shape of this module:
 - wasmer-sdk stops a module only at a host call (a busy loop spins on after every stop, until

@@ -27,12 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import wasmer_sdk as sdk
+
 from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, EXIT_TRAP, ExitStatus
 from wasmlet.nodeagent.runtime.wasmer_forkserver import PACKET as _PACKET
 from wasmlet.nodeagent.runtime.wasmer_memory import MemoryGuard
 from wasmlet.nodeagent.runtime.wasmer_protocol import Message, encode, read_message, unpack_files
-
-import wasmer_sdk as sdk
 
 _PR_SET_PDEATHSIG = 1
 
