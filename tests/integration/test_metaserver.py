@@ -15,6 +15,7 @@ from typing import Any
 
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import PODS
+
 from tests.fixtures.metaserver import MetaServer, metaserver
 from tests.integration.faults import AgentProcess, agent_process
 from tests.integration.test_faults import NODE, seed, until

@@ -10,6 +10,7 @@ import pytest
 
 from wasmlet.kube import ApiUnavailable, KubeClient, load_config
 from wasmlet.kube.resources import PODS
+
 from tests.fixtures.metaserver import metaserver
 from tests.integration.test_faults import NODE, seed, ticker
 

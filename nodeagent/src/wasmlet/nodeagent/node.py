@@ -50,7 +50,7 @@ def node_labels(settings: AgentSettings) -> dict[str, str]:
 
 
 def node_object(settings: AgentSettings) -> Obj:
-    """The Node as registered: labels and taints of DESIGN.md §4; status is posted separately."""
+    """The Node as registered: labels and taints of docs/contract.md; status is posted separately."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -82,7 +82,8 @@ def node_status(settings: AgentSettings, ready: bool, reason: str, message: str,
         "addresses": [{"type": "InternalIP", "address": settings.node_ip},
                       {"type": "Hostname", "address": settings.node_name}],
         "capacity": capacity,
-        "allocatable": dict(capacity),
+        "allocatable": {**capacity, "memory": f"{settings.allocatable_memory // 1024}Ki"}
+        if settings.allocatable_memory else dict(capacity),
         "daemonEndpoints": {"kubeletEndpoint": {"Port": settings.kubelet_port}},
         "nodeInfo": {
             "architecture": "wasm32", "operatingSystem": "wasi", "kernelVersion": os.uname().release,
@@ -218,7 +219,7 @@ class NodeController:
             timeout = min(self._settings.node_check_seconds, interval)
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 due = asyncio.get_running_loop().time() - last_post >= interval
                 if not due and not await self._api_disagrees():
                     continue

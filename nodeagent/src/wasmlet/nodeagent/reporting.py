@@ -78,7 +78,7 @@ class ApiReporter:
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Post every pending status before shutdown, for at most `timeout` seconds."""
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(self.flush_one(ref) for ref in list(self._latest))), timeout)
 
     async def flush_one(self, ref: PodRef) -> None:
@@ -112,13 +112,13 @@ class ApiReporter:
             semaphore = asyncio.Semaphore(POST_CONCURRENCY)
 
             async def post(ref: PodRef) -> None:
-                async with semaphore:
+                async with semaphore:  # noqa: B023 - awaited below, within this iteration
                     await self._post(ref)
 
             await asyncio.gather(*(post(ref) for ref in list(self._latest)))
             if self._latest and not self._dirty.is_set():
                 self._retry.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._retry.wait(), self._backoff.next())
                 self._dirty.set()
             elif not self._latest:
