@@ -98,7 +98,8 @@ class CacheGuard:
         """Confirm the Pods in doubt whenever the link is up, until cancelled; once at the start,
         as after a reconnect (the agent may have been restarted while the cloud was away)."""
         await self._link.up.wait()
-        self._reconnected()
+        if not self._unconfirmed:  # unless the first success was already a reconnect
+            self._reconnected()
         while True:
             await self._wake.wait()
             self._wake.clear()
