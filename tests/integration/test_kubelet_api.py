@@ -26,7 +26,8 @@ NODE = "wasm-node-1"
 async def pod_log(kube_api: Any, pod: str, **params: str) -> tuple[int, str]:
     """GET pods/NAME/log through the API server, as `kubectl logs` does."""
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{kube_api.url}/api/v1/namespaces/default/pods/{pod}/log", params=params) as resp:
+        async with session.get(f"{kube_api.url}/api/v1/namespaces/default/pods/{pod}/log", params=params,
+                               ssl=kube_api.ssl_context()) as resp:
             return resp.status, await resp.text()
 
 
@@ -63,7 +64,7 @@ async def test_following_logs_streams_lines_until_the_container_ends(kube_api: A
         seen: list[str] = []
         async with aiohttp.ClientSession() as session:
             url = f"{kube_api.url}/api/v1/namespaces/default/pods/ticker/log"
-            async with session.get(url, params={"follow": "true"}) as resp:
+            async with session.get(url, params={"follow": "true"}, ssl=kube_api.ssl_context()) as resp:
                 assert resp.status == 200
                 async with asyncio.timeout(10):
                     while len(seen) < 5:
