@@ -19,10 +19,9 @@ import binascii
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from wasmlet.kube.execplugin import ExecConfig, parse_exec
 from wasmlet.kube.kubeconfig import (
     ConfigError,
     Entry,
@@ -31,6 +30,9 @@ from wasmlet.kube.kubeconfig import (
     read_kubeconfigs,
     relative_to,
 )
+
+if TYPE_CHECKING:  # the exec plugin's code is loaded only for a kubeconfig that has one
+    from wasmlet.kube.execplugin import ExecConfig
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -177,6 +179,8 @@ def _user_fields(user: Entry, cluster: dict[str, Any], tls: dict[str, Any], cont
         "client_key_data": _data(body, "client-key-data", where),
     }
     if body.get("exec") is not None:
+        from wasmlet.kube.execplugin import parse_exec
+
         wants_ca = (body["exec"] or {}).get("provideClusterInfo") if isinstance(body["exec"], dict) else False
         ca_pem = tls["ca_data"] or (_read_file(tls["ca_file"], "certificate-authority")
                                     if wants_ca and tls["ca_file"] else None)

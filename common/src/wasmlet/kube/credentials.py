@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from wasmlet.kube.config import ClusterConfig
 from wasmlet.kube.kubeconfig import ConfigError
-from wasmlet.kube.tls import client_context
 
 
 @dataclass(frozen=True)
@@ -78,6 +77,9 @@ class Credentials:
         pair = login.pair() or self.config.client_pair()
         context = self._contexts.get(pair)
         if context is None:
+            # Loaded for https only: an agent on KubeEdge's plain-http MetaServer never needs it.
+            from wasmlet.kube.tls import client_context
+
             try:
                 context = client_context(self.config.ca_pem(), insecure=self.config.insecure,
                                          server_name=self.config.tls_server_name, pair=pair)
