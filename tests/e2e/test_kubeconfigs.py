@@ -183,6 +183,11 @@ class Run:
         return body if status == 200 and isinstance(body, str) and "tick" in body else None
 
     async def cleanup(self) -> None:
+        # The namespace first, while the agents still run: they finish its Pods' deletion.
+        with contextlib.suppress(ApiError):
+            await self.api.delete("v1", "namespaces", None, self.namespace)
+        with contextlib.suppress(TimeoutError, ApiError):
+            await eventually(self._namespace_gone, f"namespace {self.namespace} deleted", timeout=90)
         for process in self.processes.values():
             if process.returncode is None:
                 process.terminate()
@@ -191,8 +196,7 @@ class Run:
                 except TimeoutError:
                     process.kill()
                     await process.wait()
-        deletions = [("v1", "namespaces", None, self.namespace),
-                     ("certificates.k8s.io/v1", "certificatesigningrequests", None, f"{self.run_id}-node-csr")]
+        deletions = [("certificates.k8s.io/v1", "certificatesigningrequests", None, f"{self.run_id}-node-csr")]
         deletions += [("v1", "nodes", None, node) for node in self.nodes]
         deletions += [("coordination.k8s.io/v1", "leases", "kube-node-lease", node) for node in self.nodes]
         if self.runtime_class:
@@ -201,6 +205,13 @@ class Run:
             with contextlib.suppress(ApiError):
                 await self.api.delete(api_version, plural, namespace, name)
         await self.api.close()
+
+    async def _namespace_gone(self) -> bool:
+        try:
+            await self.api.get("v1", "namespaces", None, self.namespace)
+        except ApiError as error:
+            return error.status == 404
+        return False
 
 
 @pytest.fixture()
