@@ -183,7 +183,11 @@ class Agent:
         self.kubelet_port = runner.addresses[0][1]
         # Port 0 picks a free port; the Node must advertise the real one.
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
-        log.info("kubelet API on https://%s:%d", s.kubelet_address, self.kubelet_port)
+        trusted = (s.client_ca_file if s.client_ca_file is not None
+                   else f"the cluster CA of {api.config.source}" if api is not None and client_ca is not None
+                   else "no CA (tokens only)")
+        log.info("kubelet API on https://%s:%d; client certificates signed by %s", s.kubelet_address,
+                 self.kubelet_port, trusted)
         return runner
 
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
