@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.fixtures.pki import TestPki, make_pki
 from wasmlet.kube.resources import PODS
 from tests.integration.agent_helpers import (
     api_client,
@@ -145,3 +147,28 @@ async def test_with_authentication_switched_off_anyone_may_read(kube_api: Any, t
         async with aiohttp.ClientSession() as session:
             async with session.get(f"https://127.0.0.1:{agent.kubelet_port}/pods", ssl=False) as resp:
                 assert resp.status == 200
+
+
+async def _status_with_certificate(url: str, cert: Path, key: Path) -> int | str:
+    """The answer to a request presenting this client certificate, or "refused" (TLS rejected it)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the agent's is self-signed
+    context.load_cert_chain(cert, key)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url, ssl=context) as resp:
+            return resp.status
+    except aiohttp.ClientError:
+        return "refused"
+
+
+async def test_by_default_the_cluster_ca_verifies_client_certificates_and_a_client_ca_file_replaces_it(
+        kube_api: Any, cluster_pki: TestPki, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other-pki")
+    async with running_agent(kube_api, tmp_path / "default") as agent:
+        pods = f"https://127.0.0.1:{agent.kubelet_port}/pods"
+        assert await _status_with_certificate(pods, cluster_pki.client_cert, cluster_pki.client_key) == 200
+        assert await _status_with_certificate(pods, other.client_cert, other.client_key) in (401, "refused")
+    async with running_agent(kube_api, tmp_path / "override", client_ca_file=other.ca_file) as agent:
+        pods = f"https://127.0.0.1:{agent.kubelet_port}/pods"
+        assert await _status_with_certificate(pods, other.client_cert, other.client_key) == 200
+        assert await _status_with_certificate(pods, cluster_pki.client_cert, cluster_pki.client_key) in (401, "refused")
