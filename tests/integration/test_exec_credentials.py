@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from wasmlet.kube import KubeClient, load_config
+from wasmlet.kube.resources import WASM_WORKLOADS
 
 from tests.fixtures.kubeapi import KubeAPI, write_kubeconfig
 from tests.integration.faults import agent_process
-from tests.integration.operator_helpers import NS, eventually, install_crds, pods_count, wasm_node, workload
-from wasmlet.kube import KubeClient, load_config
-from wasmlet.kube.resources import WASM_WORKLOADS
+from tests.integration.operator_helpers import (
+    NS,
+    eventually,
+    install_crds,
+    pods_count,
+    wasm_node,
+    workload,
+)
 
 NODE = "wasm-node-1"
 TOKEN_SECONDS = 3  # how long each token the plugin prints is valid

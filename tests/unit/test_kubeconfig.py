@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from wasmlet.kube.config import ClusterConfig, ConfigError, load_config
 from wasmlet.kube.credentials import Credentials
 from wasmlet.kube.execplugin import ExecError
@@ -141,16 +140,20 @@ print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": 
     assert (await credentials.login()).token == "t2"
 
 
+def _credential(api_version: str, status: str) -> str:
+    """Plugin code printing an ExecCredential of this version with this status (a Python literal)."""
+    return (f"print(json.dumps({{'apiVersion': 'client.authentication.k8s.io/{api_version}', "
+            f"'kind': 'ExecCredential'{status}}}))")
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ("print('not json')", "decoding stdout"),
     ("sys.stderr.write('no session'); sys.exit(3)", "failed with exit code 3: no session"),
-    ("print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential', "
-     "'status': {'token': 't'}}))", "configured to use API version client.authentication.k8s.io/v1, "
-                                    "plugin returned version client.authentication.k8s.io/v1beta1"),
-    ("print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', 'kind': 'ExecCredential'}))",
-     "didn't return a status field"),
-    ("print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', 'kind': 'ExecCredential', "
-     "'status': {'clientCertificateData': 'x'}}))", "only certificate or key"),
+    (_credential("v1beta1", ", 'status': {'token': 't'}"),
+     ("configured to use API version client.authentication.k8s.io/v1, plugin returned version "
+      "client.authentication.k8s.io/v1beta1")),
+    (_credential("v1", ""), "didn't return a status field"),
+    (_credential("v1", ", 'status': {'clientCertificateData': 'x'}"), "only certificate or key"),
 ])
 async def test_a_failing_exec_plugin_says_what_went_wrong(tmp_path: Path, body: str, message: str) -> None:
     credentials = Credentials(one_context(tmp_path, exec_user(plugin(tmp_path, body))))
