@@ -16,7 +16,6 @@ client CA file: `kubectl logs` must work with the cluster CA they trust by defau
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -33,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.test_journey import BIN, MODULE, WW, eventually, free_port
+from tests.e2e.test_journey import BIN, MODULE, WW, Journey, eventually, free_port
 from tests.fixtures.kubeclient import ApiError, KubeClient
 
 TOKEN_SECONDS = 20  # the exec plugin's credentials expire this fast, so the run sees refreshes
@@ -139,22 +138,14 @@ def _inline(section: dict[str, Any], key: str, base: Path) -> None:
         section[f"{key}-data"] = base64.b64encode((base / os.path.expanduser(path)).read_bytes()).decode()
 
 
-class Run:
-    """The processes and objects of one run, so cleanup removes exactly those."""
+class Run(Journey):
+    """The processes (started, stopped and checked as the journey's) and objects of one run."""
 
-    def __init__(self, api: KubeClient, run_id: str, work: Path) -> None:
-        self.api, self.run_id, self.work = api, run_id, work
+    def __init__(self, kubeconfig: Path, run_id: str, work: Path) -> None:
+        super().__init__(kubeconfig, run_id, work)
         self.namespace = f"{run_id}-kubeconfigs"
-        self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.nodes: list[str] = []
         self.runtime_class = False
-
-    async def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        log = (self.work / f"{name}.log").open("wb")
-        base = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.work), "PYTHONUNBUFFERED": "1"}
-        self.processes[name] = await asyncio.create_subprocess_exec(
-            *argv, env={**base, **env}, stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=self.work)
-        log.close()
 
     async def agent(self, form: str, kubeconfig: Path) -> str:
         node = f"{self.run_id}-{form}"
@@ -164,11 +155,6 @@ class Run:
             "WASMLET_STATE_DIR": str(self.work / f"state-{form}"), "WASMLET_NODE_LABELS": f"wasmlet.dev/e2e={node}",
             **({"WASMLET_NODE_IP": os.environ["WASMLET_E2E_NODE_IP"]} if os.environ.get("WASMLET_E2E_NODE_IP") else {})})
         return node
-
-    def alive(self) -> None:
-        for name, process in self.processes.items():
-            log = (self.work / f"{name}.log").read_text(errors="replace")[-4000:]
-            assert process.returncode is None, f"{name} exited {process.returncode}:\n{log}"
 
     async def node_ready(self, node: str) -> bool:
         self.alive()
@@ -187,15 +173,10 @@ class Run:
         with contextlib.suppress(ApiError):
             await self.api.delete("v1", "namespaces", None, self.namespace)
         with contextlib.suppress(TimeoutError, ApiError):
-            await eventually(self._namespace_gone, f"namespace {self.namespace} deleted", timeout=90)
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 60)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+            await eventually(lambda: self.absent("v1", "namespaces", None, self.namespace),
+                             f"namespace {self.namespace} deleted", timeout=90)
+        for name in list(self.processes):
+            await self.stop(name)
         deletions = [("certificates.k8s.io/v1", "certificatesigningrequests", None, f"{self.run_id}-node-csr")]
         deletions += [("v1", "nodes", None, node) for node in self.nodes]
         deletions += [("coordination.k8s.io/v1", "leases", "kube-node-lease", node) for node in self.nodes]
@@ -205,18 +186,11 @@ class Run:
             with contextlib.suppress(ApiError):
                 await self.api.delete(api_version, plural, namespace, name)
         await self.api.close()
-
-    async def _namespace_gone(self) -> bool:
-        try:
-            await self.api.get("v1", "namespaces", None, self.namespace)
-        except ApiError as error:
-            return error.status == 404
-        return False
-
+        self.helm.close()
 
 @pytest.fixture()
 async def run(e2e_kubeconfig: Path, run_id: str, tmp_path: Path) -> AsyncIterator[Run]:
-    trip = Run(KubeClient.from_kubeconfig(e2e_kubeconfig), run_id, tmp_path)
+    trip = Run(e2e_kubeconfig, run_id, tmp_path)
     try:
         yield trip
     finally:
@@ -271,7 +245,12 @@ async def test_the_operator_and_agents_work_with_data_exec_and_node_identity_kub
 
     # The exec credentials expire: the operator and the agent run the plugin again and keep working.
     first_runs = int(forms.runs.read_text())
-    await asyncio.sleep(TOKEN_SECONDS + 5)
+
+    async def plugin_ran_again() -> bool:
+        return int(forms.runs.read_text()) > first_runs
+
+    await eventually(plugin_ran_again, "the exec plugin run again after its credential expired",
+                     timeout=TOKEN_SECONDS * 3)
     await api.patch(WW, "wasmworkloads", run.namespace, "ticker-exec", {"spec": {"replicas": 2}})
 
     async def scaled() -> bool:
@@ -280,7 +259,6 @@ async def test_the_operator_and_agents_work_with_data_exec_and_node_identity_kub
         return (workload.get("status") or {}).get("readyReplicas") == 2
 
     await eventually(scaled, "ticker-exec scaled to 2 after the credentials expired")
-    assert int(forms.runs.read_text()) > first_runs
     for node in nodes.values():
         assert await run.node_ready(node)
 
