@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 import wasmlet.kube.resources as kube_resources
-from tests.deploy.chart import NAMESPACE, ROOT, one, render
 from wasmlet.kube.resources import Resource
 from wasmlet.operator.handlers import build_registry
+
+from tests.deploy.chart import NAMESPACE, ROOT, one, render
 
 Obj = dict[str, Any]
 Use = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
@@ -52,6 +53,8 @@ AGENT_GRANTS: dict[Grant, str] = {
     ("cluster", "", "events", "create"): "Pod events",
     ("cluster", "", "configmaps", "get"): "ConfigMaps its Pods reference (env, volumes, modules)",
     ("cluster", "", "secrets", "get"): "Secrets its Pods reference (env, volumes, imagePullSecrets)",
+    ("cluster", "", "persistentvolumeclaims", "get"): "the claims its Pods' volumes name",
+    ("cluster", "", "persistentvolumes", "get"): "the PersistentVolume a claim is bound to",
     ("cluster", "authentication.k8s.io", "tokenreviews", "create"): "authenticating kubelet API callers",
     (LEASES_NAMESPACE, "coordination.k8s.io", "leases", "get"): "its node Lease",
     (LEASES_NAMESPACE, "coordination.k8s.io", "leases", "create"): "its node Lease",

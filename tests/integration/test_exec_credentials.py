@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import WASM_WORKLOADS
 

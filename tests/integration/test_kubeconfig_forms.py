@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+
 from wasmlet.kube import ApiUnavailable, KubeClient, load_config
 from wasmlet.kube.credentials import Credentials
 from wasmlet.kube.resources import NAMESPACES

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from wasmlet.kube.resources import PODS
+
 from tests.integration.agent_helpers import MODULES, api_client, running_agent, wait_for, wait_gone
 
 NODE = "wasm-node-1"
@@ -46,7 +47,7 @@ async def test_static_pods_run_next_to_api_pods_and_show_as_mirror_pods(kube_api
         # The file removed: the static Pod stops and its mirror goes.
         (manifests / "ticker.yaml").unlink()
         await wait_gone(api, MIRROR, timeout=30)
-        # The mirror's deletion does not wait for the instance to end: wait for that separately.
+        # The mirror may go before the Pod's instance has stopped (both follow the same scan).
         async with asyncio.timeout(30):
             while any(w.plan.name == MIRROR for w in agent.controller.workers() if w.instances):
                 await asyncio.sleep(0.05)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from wasmlet.kube.config import ClusterConfig, ConfigError, load_config
 from wasmlet.kube.credentials import Credentials
 from wasmlet.kube.execplugin import ExecError

@@ -8,7 +8,6 @@ credentials when they can change (exec plugin, auth-provider, token file), as cl
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -118,13 +117,13 @@ class KubeClient:
             async with await self._send(session, "GET", resource.path(namespace), params=params,
                                         timeout=timeout) as response:
                 if response.status >= 400:
-                    raise error_from_status(response.status, await _json_or_none(response))
+                    raise error_from_status(response.status, await _json_or_text(response))
                 async for event in _json_lines(response):
                     if event.get("type") == "ERROR":
                         status = event.get("object") or {}
                         raise error_from_status(int(status.get("code") or 500), status)
                     yield event
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
             raise ApiUnavailable(0, "WatchBroken", f"watch {resource.plural}: {exc!r}") from exc
         except ConfigError as exc:
             raise ApiUnavailable(0, "CredentialsUnavailable", f"watch {resource.plural}: {exc}") from exc
@@ -143,13 +142,13 @@ class KubeClient:
         try:
             async with await self._send(session, method, path, params=params, data=data, headers=headers,
                                         timeout=self._timeout) as response:
-                body = await _json_or_none(response)
+                body = await _json_or_text(response)
                 if response.status >= 400:
                     raise error_from_status(response.status, body)
                 return body if isinstance(body, dict) else {}
         except ApiError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ApiUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
         except ConfigError as exc:
             raise ApiUnavailable(0, "CredentialsUnavailable", f"{method} {path}: {exc}") from exc
@@ -199,11 +198,13 @@ async def _json_lines(response: aiohttp.ClientResponse) -> AsyncIterator[Obj]:
         yield json.loads(buffer)
 
 
-async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
+async def _json_or_text(response: aiohttp.ClientResponse) -> Any:
+    """The decoded JSON body, or the raw text when it is not JSON (e.g. `404 page not found`)."""
+    raw = await response.read()
     try:
-        return await response.json(content_type=None)
-    except (json.JSONDecodeError, UnicodeDecodeError, aiohttp.ContentTypeError):
-        return None
+        return json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw.decode(errors="replace")
 
 
 __all__ = ["JSON_PATCH", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "Gone", "KubeClient"]

@@ -71,6 +71,9 @@ class AgentSettings:
     # The module cache's size cap; least recently used modules no Pod holds are evicted past it.
     # 2 GiB keeps a few hundred typical modules on a small edge disk.
     module_cache_max_bytes: int = 2 * 1024 ** 3
+    # The first wait of the crash-loop and image-pull back-offs, doubling to 300 s: the kubelet's
+    # 10 s. Shorter only where waiting is the cost and not the point (tests, demonstrations).
+    restart_backoff_seconds: float = 10.0
     # Registries (host[:port]) that may be reached over plain HTTP or with unverified TLS. Loopback
     # registries always may, as with Docker's and containerd's defaults (docs/decisions.md).
     insecure_registries: tuple[str, ...] = ()
@@ -96,11 +99,25 @@ class AgentSettings:
         unknown = [r for r in self.runtimes if r not in ("wasmer", "wasmtime")]
         if unknown:
             raise SettingsError(f"runtimes: unknown runtime(s) {unknown}; known: wasmer, wasmtime")
+        if not 0 < self.restart_backoff_seconds <= 300:
+            raise SettingsError(f"restart_backoff_seconds: {self.restart_backoff_seconds} is not in (0, 300]")
         if self.lease_renew_seconds >= self.lease_duration_seconds:
             raise SettingsError("lease_renew_seconds: must be shorter than lease_duration_seconds")
         if self.manifests is not None and not self.manifests.exists():
             raise SettingsError(f"manifests: {self.manifests} does not exist")
+        _check_state_dir(self.state_dir)
         return self if self.node_ip else replace(self, node_ip=_primary_ip())
+
+
+def _check_state_dir(path: Path) -> None:
+    """The state folder, or the nearest existing folder above it, must be a directory: found now, not
+    as an error of the first task that writes there. (Whether it can be written shows when the agent
+    creates its subfolders, before it starts anything.)"""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SettingsError(f"state_dir: {existing} is not a directory" + (f" (for {path})" if existing != path else ""))
 
 
 def load_settings(file: Path | None, env: dict[str, str], flags: dict[str, Any]) -> AgentSettings:

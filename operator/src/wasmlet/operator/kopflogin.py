@@ -13,6 +13,7 @@ import dataclasses
 import ssl
 
 import kopf
+
 from wasmlet.kube.credentials import Credentials, Login
 
 

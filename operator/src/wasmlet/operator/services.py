@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
 from wasmlet.api import keys
 from wasmlet.kube import ClusterConfig, KubeClient
 from wasmlet.kube.backoff import Backoff

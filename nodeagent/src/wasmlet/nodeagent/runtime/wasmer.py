@@ -1,4 +1,4 @@
-"""The default backend, on the `wasmer-sdk` package (DESIGN.md §5).
+"""The default backend, on the `wasmer-sdk` package (docs/runtimes.md).
 
 What Wasmer can and cannot do decides the shape of this module:
 - One `Wasmer()` client runs at most 200 processes at once (the 201st spawn waits for a free
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import wasmer_sdk as sdk
+
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import (
     EXIT_KILLED,
@@ -35,8 +37,6 @@ from wasmlet.nodeagent.runtime import (
     OutputSink,
     RunSpec,
 )
-
-import wasmer_sdk as sdk
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,10 @@ class WasmerRuntime:
                 "runtimeClassName: wasmtime, which preopens it as the module's current directory",
                 reason="UnsupportedField")
         for mount in spec.mounts:
-            if mount.volume_type == "hostPath":
+            if mount.volume_type in ("hostPath", "persistentVolumeClaim"):
                 raise UnsupportedPod(
-                    f"container {spec.container!r}: volumeMounts mountPath {mount.guest_path!r} is a hostPath volume, "
+                    f"container {spec.container!r}: volumeMounts mountPath {mount.guest_path!r} is a "
+                    f"{mount.volume_type} volume (a host directory), "
                     "and the wasmer runtime cannot mount host directories; use runtimeClassName: wasmtime, which "
                     "preopens them", reason="UnsupportedField")
             if not mount.read_only and not _under_workspace(mount.guest_path):
