@@ -153,6 +153,17 @@ class KubeClient:
         except ConfigError as exc:
             raise ApiUnavailable(0, "CredentialsUnavailable", f"{method} {path}: {exc}") from exc
 
+    async def get_text(self, path: str, *, params: Mapping[str, str] | None = None) -> tuple[int, str]:
+        """GET a body that is not JSON (`pods/NAME/log`): the HTTP status and the text, errors included."""
+        session = self._require_session()
+        try:
+            async with await self._send(session, "GET", path, params=params, timeout=self._timeout) as response:
+                return response.status, await response.text()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ApiUnavailable(0, "Unreachable", f"GET {path}: {exc!r}") from exc
+        except ConfigError as exc:
+            raise ApiUnavailable(0, "CredentialsUnavailable", f"GET {path}: {exc}") from exc
+
     async def _send(self, session: aiohttp.ClientSession, method: str, path: str, *,
                     headers: Mapping[str, str] | None = None, **kwargs: Any) -> aiohttp.ClientResponse:
         """One request with the current credentials; on 401 once more with fresh ones, if they can change."""
