@@ -28,10 +28,8 @@ NODE = "wasm-node-1"
 
 async def pod_log(kube_api: Any, pod: str, **params: str) -> tuple[int, str]:
     """GET pods/NAME/log through the API server, as `kubectl logs` does."""
-    async with aiohttp.ClientSession() as session, \
-            session.get(f"{kube_api.url}/api/v1/namespaces/default/pods/{pod}/log", params=params,
-                        ssl=kube_api.ssl_context()) as resp:
-        return resp.status, await resp.text()
+    async with api_client(kube_api.kubeconfig) as api:
+        return await api.get_text(f"/api/v1/namespaces/default/pods/{pod}/log", params=params)
 
 
 async def phase_is(api: Any, name: str, phase: str) -> dict[str, Any]:
