@@ -33,7 +33,7 @@ def ticker(name: str) -> dict[str, Any]:
 @asynccontextmanager
 async def edge(kube_api: Any, tmp_path: Path) -> AsyncIterator[tuple[KubeClient, MetaServer, AgentProcess]]:
     """The cloud's client, a MetaServer in front of the test API, and an agent behind it."""
-    async with KubeClient(load_config(kube_api.url)) as api, metaserver(kube_api.url) as cache:
+    async with KubeClient(load_config(str(kube_api.kubeconfig))) as api, metaserver(kube_api) as cache:
         await seed(api)
         async with agent_process(cache.url, tmp_path / "state", WASMLET_METASERVER="true") as agent:
             yield api, cache, agent

@@ -16,7 +16,7 @@ from tests.integration.test_faults import NODE, seed, ticker
 
 
 async def test_offline_lists_are_empty_gets_are_stale_and_writes_fail(kube_api: Any, tmp_path: Path) -> None:
-    async with KubeClient(load_config(kube_api.url)) as cloud, metaserver(kube_api.url) as cache, \
+    async with KubeClient(load_config(str(kube_api.kubeconfig))) as cloud, metaserver(kube_api) as cache, \
             KubeClient(load_config(cache.url)) as edge:
         await seed(cloud)
         await cloud.create(PODS, ticker("p1"))
@@ -31,7 +31,7 @@ async def test_offline_lists_are_empty_gets_are_stale_and_writes_fail(kube_api: 
 
 async def test_field_selectors_on_pods_are_ignored_and_such_a_watch_never_delivers(
         kube_api: Any, tmp_path: Path) -> None:
-    async with KubeClient(load_config(kube_api.url)) as cloud, metaserver(kube_api.url) as cache, \
+    async with KubeClient(load_config(str(kube_api.kubeconfig))) as cloud, metaserver(kube_api) as cache, \
             KubeClient(load_config(cache.url)) as edge:
         await seed(cloud)
         other = ticker("other")
@@ -51,7 +51,7 @@ async def test_field_selectors_on_pods_are_ignored_and_such_a_watch_never_delive
 
 
 async def test_the_first_watch_after_a_reconnect_replays_every_copy_as_added(kube_api: Any, tmp_path: Path) -> None:
-    async with KubeClient(load_config(kube_api.url)) as cloud, metaserver(kube_api.url) as cache, \
+    async with KubeClient(load_config(str(kube_api.kubeconfig))) as cloud, metaserver(kube_api) as cache, \
             KubeClient(load_config(cache.url)) as edge:
         await seed(cloud)
         await cloud.create(PODS, ticker("p1"))
