@@ -20,7 +20,7 @@ from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.mirror import MirrorReporter
-from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
+from wasmlet.nodeagent.objects import LayeredObjects, ObjectStore, StaticObjects, WatchedObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
 from wasmlet.nodeagent.runtime import Runtime, load_backend
@@ -86,7 +86,11 @@ class Agent:
             objects: ObjectStore = static_objects
             base = self._reporter or self._api_reporter(api)
             if api is not None:
-                objects = ApiObjects(api, store)
+                # Object watches hold a connection each: their own client, without the connection limit.
+                watch_api = await stack.enter_async_context(KubeClient(
+                    api.config, user_agent=f"wasmlet-agent/{settings.node_name}", max_connections=0))
+                watched = objects = WatchedObjects(watch_api, store)
+                stack.push_async_callback(watched.close)
                 if settings.manifests is not None:  # mixed mode: static Pods next to the API's
                     objects = LayeredObjects(static_objects, objects)
                     base = self.mirrors = MirrorReporter(base, api, settings.node_name)

@@ -90,12 +90,15 @@ async def pulling(w: PodWorker) -> State:
         record = w.records[container.name]
         if record.image_id:
             continue
-        w.event("Normal", "Pulling", f'Pulling module "{container.module.ref}"', container.name)
         started = time.monotonic()
+        ref, name = container.module.ref, container.name
         try:
+            # `Pulling` only when a download begins: a module in the store gets one `Pulled` event.
             module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir, holder=w.plan.uid,
                                                pull_secrets=w.plan.image_pull_secrets,
-                                               pull_policy=container.image_pull_policy)
+                                               pull_policy=container.image_pull_policy,
+                                               on_pull=lambda: w.event("Normal", "Pulling",
+                                                                       f'Pulling module "{ref}"', name))
             runtime = await w.env.runtime(w.plan.runtime)
             await runtime.prepare(module.path, module.digest)
         except (PullError, ModuleError) as exc:
@@ -111,8 +114,12 @@ async def pulling(w: PodWorker) -> State:
         w.env.metrics.pulls.labels("ok").inc()
         w.modules[container.name] = module
         record.image_id = module.image_id or module.digest
-        w.event("Normal", "Pulled", f'Successfully pulled module "{container.module.ref}" in '
-                f"{time.monotonic() - started:.3f}s ({module.size} bytes, {module.digest[:19]})", container.name)
+        if module.cached:
+            w.event("Normal", "Pulled", f'Container image "{container.module.ref}" already present on machine',
+                    container.name)
+        else:
+            w.event("Normal", "Pulled", f'Successfully pulled module "{container.module.ref}" in '
+                    f"{time.monotonic() - started:.3f}s ({module.size} bytes, {module.digest[:19]})", container.name)
     w.pull_backoff.delay = 0.0
     return S.VOLUMES
 

@@ -56,6 +56,9 @@ class Reporter(Protocol):
     async def finished(self, ref: PodRef, deleting: bool) -> None:
         """The worker ended; when the Pod was being deleted, remove it (grace 0, UID precondition)."""
 
+    def gone(self, ref: PodRef) -> None:
+        """The API no longer has the Pod: nothing more is written for it."""
+
 
 @dataclass
 class AgentEnv:
@@ -544,6 +547,8 @@ class PodController:
         if slot is None:
             return
         slot.removed = True
+        if slot.source == "api":
+            self.env.reporter.gone(slot.worker.ref)
         if slot.task.done():
             self._forget(uid)
         else:
