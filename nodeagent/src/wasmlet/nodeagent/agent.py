@@ -79,7 +79,8 @@ class Agent:
             api: KubeClient | None = None
             if not settings.standalone:
                 api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig),
-                                                                 user_agent=f"wasmlet-agent/{settings.node_name}"))
+                                                                 user_agent=f"wasmlet-agent/{settings.node_name}",
+                                                                 on_request=self._count_request))
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
             static_objects = StaticObjects()
@@ -88,7 +89,8 @@ class Agent:
             if api is not None:
                 # Object watches hold a connection each: their own client, without the connection limit.
                 watch_api = await stack.enter_async_context(KubeClient(
-                    api.config, user_agent=f"wasmlet-agent/{settings.node_name}", max_connections=0))
+                    api.config, user_agent=f"wasmlet-agent/{settings.node_name}", max_connections=0,
+                    on_request=self._count_request))
                 watched = objects = WatchedObjects(watch_api, store)
                 stack.push_async_callback(watched.close)
                 if settings.manifests is not None:  # mixed mode: static Pods next to the API's
@@ -178,7 +180,10 @@ class Agent:
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter
 
-        return ApiReporter(api, self.settings.node_name) if api else ConsoleReporter()
+        return ApiReporter(api, self.settings.node_name, metrics=self.metrics) if api else ConsoleReporter()
+
+    def _count_request(self, verb: str, resource: str, code: str) -> None:
+        self.metrics.api_requests.labels(verb, resource, code).inc()
 
     async def _mark_not_ready(self) -> None:
         assert self.node is not None

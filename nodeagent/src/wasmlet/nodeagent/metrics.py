@@ -72,6 +72,14 @@ class AgentMetrics:
         self.pulls = Counter("wasmlet_module_pulls", "Module fetches, by result (ok, error).",
                              ["result"], registry=self.registry)
         self.pods = Gauge("wasmlet_pods", "Pods the agent is running now.", registry=self.registry)
+        # The kubelet's rest_client_requests_total: what the agent costs the API server, by verb and resource.
+        self.api_requests = Counter("wasmlet_agent_api_requests", "Requests the agent sent to the API server, "
+                                    "by verb, resource and HTTP code.", ["verb", "resource", "code"],
+                                    registry=self.registry)
+        # A Pod's start path, step by step: its first status (the worker began) → the status saying
+        # Running is handed to the reporter ("run") → that status is written ("report").
+        self.start_steps = Histogram("wasmlet_pod_start_step_seconds", "A Pod's start, by step (run, report).",
+                                     ["step"], buckets=START_BUCKETS, registry=self.registry)
         self.http = HttpMetrics(self.registry)
         # The kubelet's prober_probe_total, by its label values (Startup/Liveness/Readiness; successful/failed).
         self.probes = Counter("wasmlet_probe_results", "Probe attempts, by probe type and result.",

@@ -6,9 +6,10 @@ per Pod as a kubelet does:
   so a reconnect never floods the API with stale intermediate states; a Pod's statuses are
   posted one at a time, each taken as the newest when its post begins, so an older one never
   lands after a newer one; a status equal to the one last posted is not posted again;
-- a Pod's first status, while it is still `Pending`, waits `pending_hold` seconds: a Pod that
-  starts within that time gets one write (`Running`) instead of two, and the write that matters
-  (`Running`, or the end) is never delayed;
+- a Pod's first status, while it is only starting (`Pending`, its containers `ContainerCreating`),
+  waits `pending_hold` seconds: a Pod that starts within that time gets one write (`Running`)
+  instead of two, and the writes that matter (`Running`, an error such as `ErrImagePull`, the
+  end) are never delayed;
 - nothing is written for a Pod known to be gone (its watch said DELETED, a write answered 404,
   or the agent deleted it): its pending status and events are dropped, and it is deleted at
   most once;
@@ -32,6 +33,7 @@ from wasmlet.kube import ApiError, ApiUnavailable, Conflict, Invalid, KubeClient
 from wasmlet.kube.backoff import Backoff
 from wasmlet.kube.resources import EVENTS, PODS
 from wasmlet.nodeagent.events import EventCorrelator, Post
+from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.pods import PodRef
 from wasmlet.nodeagent.status import now
 
@@ -42,6 +44,7 @@ EVENT_QUEUE = 1000
 POST_CONCURRENCY = 8
 PENDING_HOLD = 1.0  # seconds a new Pod's first Pending status waits for a quick Running
 EVENT_DELAY = 0.25  # longest an event waits for status posts to finish
+STARTING_REASONS = ("ContainerCreating", "PodInitializing")  # the waiting reasons of a Pod merely starting
 GONE_MEMORY = 10_000  # Pods remembered as gone until their workers end (a bound, should one never end)
 
 
@@ -49,8 +52,10 @@ class ApiReporter:
     """Posts Pod status (`/status`, merge patch) and Events to the API server."""
 
     def __init__(self, api: KubeClient, node_name: str, *, pending_hold: float = PENDING_HOLD,
-                 event_delay: float = EVENT_DELAY) -> None:
+                 event_delay: float = EVENT_DELAY, metrics: AgentMetrics | None = None) -> None:
         self._api = api
+        self._steps = metrics.start_steps if metrics is not None else None
+        self._starting: dict[PodRef, list[float]] = {}  # first status, then Running handed in: when
         self._node = node_name
         self._pending_hold = pending_hold
         self._event_delay = event_delay
@@ -71,11 +76,29 @@ class ApiReporter:
     def update(self, ref: PodRef, status: Obj) -> None:
         if ref.uid in self._gone:
             return
-        if ref not in self._posted and ref not in self._hold and status.get("phase") == "Pending":
+        if ref not in self._posted and ref not in self._hold and _starting(status):
             self._hold[ref] = time.monotonic() + self._pending_hold
+        self._time_start(ref, status)
         self._latest[ref] = status
         self._quiet.clear()
         self._schedule(ref)
+
+    def _time_start(self, ref: PodRef, status: Obj) -> None:
+        if self._steps is None:
+            return
+        marks = self._starting.get(ref)
+        if marks is None and ref not in self._posted:
+            marks = self._starting[ref] = [time.monotonic()]
+        if marks is not None and len(marks) == 1 and status.get("phase") == "Running":
+            marks.append(time.monotonic())
+            self._steps.labels("run").observe(marks[1] - marks[0])
+
+    def _time_posted(self, ref: PodRef, status: Obj) -> None:
+        marks = self._starting.get(ref)
+        if marks is not None and self._steps is not None and status.get("phase") != "Pending":
+            del self._starting[ref]
+            if len(marks) == 2 and status.get("phase") == "Running":
+                self._steps.labels("report").observe(time.monotonic() - marks[1])
 
     def _schedule(self, ref: PodRef) -> None:
         changed = self._scheduled.get(ref)
@@ -105,6 +128,7 @@ class ApiReporter:
         self._latest.pop(ref, None)
         self._posted.pop(ref, None)
         self._hold.pop(ref, None)
+        self._starting.pop(ref, None)
         self._settle()
 
     async def finished(self, ref: PodRef, deleting: bool) -> None:
@@ -162,6 +186,7 @@ class ApiReporter:
         try:
             if await self._patch(ref, status):
                 self._posted[ref] = status
+                self._time_posted(ref, status)
         except ApiUnavailable:
             self._latest.setdefault(ref, status)  # a newer one may have arrived meanwhile
             return False
@@ -183,7 +208,7 @@ class ApiReporter:
             while (status := self._latest.get(ref)) is not None:
                 changed.clear()
                 until = self._hold.get(ref)
-                if until is not None and status.get("phase") == "Pending" and until > time.monotonic():
+                if until is not None and _starting(status) and until > time.monotonic():
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(changed.wait(), until - time.monotonic())
                     continue
@@ -266,6 +291,14 @@ class ConsoleReporter:
 
     def gone(self, ref: PodRef) -> None:
         """Nothing to do: no API to write to."""
+
+
+def _starting(status: Obj) -> bool:
+    """A Pod that is only starting: Pending, and no container waits for any other reason (an image
+    pull error, a missing ConfigMap: what a user must see at once)."""
+    containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    return status.get("phase") == "Pending" and all(
+        ((c.get("state") or {}).get("waiting") or {}).get("reason") in STARTING_REASONS for c in containers)
 
 
 def _event(ref: PodRef, node: str, type_: str, reason: str, message: str, container: str | None) -> Obj:

@@ -1,0 +1,288 @@
+"""Where the Pod benchmarks run, and the floor they are measured against.
+
+- `Cluster`: the test Kubernetes API in this process (default), or a real API server when a
+  kubeconfig is given (`--kubeconfig`, else `WASMLET_E2E_KUBECONFIG`): its own namespace there,
+  removed afterwards.
+- `FloorAgent`: an ideal node agent in the bench process. It watches the Pods bound to its node
+  and writes each one's final status (`Running`, or `Succeeded` for run-to-completion Pods) the
+  moment it appears — one request per Pod, no runtime. What wasmlet takes beyond it is the cost
+  of really running the Pod and of everything a kubelet says about it.
+- `AgentRun`: a `wasmlet-agent` process on its own node, with its /metrics readable, so the
+  bench counts the agent's requests by verb and resource (`wasmlet_agent_api_requests_total`,
+  exact even on a shared server); on a real server `apiserver_request_total` is read too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from common import agent_process  # first: it sets up sys.path
+
+import aiohttp
+
+from tests.fixtures.kubeapi import running_kube_api
+from tests.integration.agent_helpers import module_bytes
+from tests.integration.faults import free_port
+from wasmlet.kube import ApiError, KubeClient, NotFound, load_config
+from wasmlet.kube.resources import CONFIGMAPS, NAMESPACES, NODES, PODS
+
+Obj = dict[str, Any]
+TOLERATIONS = [{"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi", "effect": effect}
+               for effect in ("NoExecute", "NoSchedule")]
+COUNTED = ("pods", "pods/status", "events", "configmaps", "secrets")  # what a Pod costs; not Node/Lease upkeep
+
+
+def pod(name: str, namespace: str, node: str, module: str, restart: str, args: list[str] | None = None) -> Obj:
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+        "spec": {"nodeName": node, "restartPolicy": restart, "automountServiceAccountToken": False,
+                 "terminationGracePeriodSeconds": 0, "tolerations": TOLERATIONS,
+                 "containers": [{"name": "main", "image": f"configmap://modules/{module}.wasm", "args": args or []}]},
+    }
+
+
+class Cluster:
+    """An API to run Pods on: `kubeconfig` (a real server) or the test API; `api` is the bench's client."""
+
+    def __init__(self, kubeconfig: str | None, workdir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.real = kubeconfig is not None
+        self.namespace = f"apieff-bench-{uuid.uuid4().hex[:6]}" if self.real else "default"
+        self.api: KubeClient
+
+    @contextlib.asynccontextmanager
+    async def up(self, modules: tuple[str, ...]) -> AsyncIterator[Cluster]:
+        async with contextlib.AsyncExitStack() as stack:
+            if self.kubeconfig is None:
+                kube = await stack.enter_async_context(running_kube_api(self.workdir))
+                self.kubeconfig = str(kube.kubeconfig)
+            self.api = await stack.enter_async_context(KubeClient(load_config(self.kubeconfig), user_agent="bench"))
+            if self.real:
+                await self.api.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
+                                                   "metadata": {"name": self.namespace}})
+                stack.push_async_callback(self._remove_namespace)
+                await self._wait_service_account()
+            await self.api.create(CONFIGMAPS, {
+                "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "modules", "namespace": self.namespace},
+                "binaryData": {f"{m}.wasm": base64.b64encode(module_bytes(m)).decode() for m in modules}})
+            yield self
+
+    async def _wait_service_account(self) -> None:
+        async with asyncio.timeout(60):
+            while True:
+                with contextlib.suppress(NotFound):
+                    await self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/serviceaccounts/default")
+                    return
+                await asyncio.sleep(0.2)
+
+    async def _remove_namespace(self) -> None:
+        with contextlib.suppress(ApiError):
+            await self.api.delete(NAMESPACES, self.namespace)
+
+    async def node_kubeconfig(self, node: str) -> str:
+        """A kubeconfig for the agent: the node's own identity on the real control plane (Node
+        authorizer, NodeRestriction) when its script is there, else the bench's."""
+        script = os.environ.get("BENCH_NODE_KUBECONFIG_SCRIPT", "/work/shared/realcluster/node-kubeconfig.sh")
+        if not self.real or not Path(script).exists():
+            assert self.kubeconfig is not None
+            return self.kubeconfig
+        out = self.workdir / f"{node}.kubeconfig"
+        process = await asyncio.create_subprocess_exec("bash", script, node, str(out))
+        if await process.wait() != 0:
+            raise RuntimeError(f"{script} failed")
+        return str(out)
+
+    async def server_requests(self) -> Counter[tuple[str, str]]:
+        """kube-apiserver's `apiserver_request_total` by (verb, resource[/subresource]); empty on the test API."""
+        if not self.real:
+            return Counter()
+        text = await self._metrics_text()
+        counts: Counter[tuple[str, str]] = Counter()
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            counts[(labels.get("verb", ""), resource)] += int(float(line.rsplit(" ", 1)[1]))
+        return counts
+
+    async def _metrics_text(self) -> str:
+        session = self.api._require_session()
+        async with session.get("/metrics", headers=self.api._auth()) as response:
+            return await response.text()
+
+    async def remove_node(self, node: str) -> None:
+        with contextlib.suppress(ApiError):
+            await self.api.delete(NODES, node)
+
+
+class PodWatch:
+    """Records, through one watch on the namespace, when each Pod first reached `phase`; runs
+    `on_phase` for it then (the bench deletes run-to-completion Pods as they end)."""
+
+    def __init__(self, cluster: Cluster, phase: str, on_phase: Callable[[str], Any] | None = None) -> None:
+        self.cluster = cluster
+        self.phase = phase
+        self.on_phase = on_phase
+        self.seen: dict[str, float] = {}
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def _run(self) -> None:
+        listing = await self.cluster.api.list(PODS, self.cluster.namespace)
+        version = listing["metadata"].get("resourceVersion")
+        self.ready.set()
+        while True:
+            with contextlib.suppress(ApiError):
+                async for event in self.cluster.api.watch(PODS, self.cluster.namespace, resource_version=version,
+                                                          timeout_seconds=600, bookmarks=False):
+                    obj = event["object"]
+                    version = obj["metadata"].get("resourceVersion") or version
+                    name = obj["metadata"]["name"]
+                    if (obj.get("status") or {}).get("phase") == self.phase and name not in self.seen:
+                        self.seen[name] = time.perf_counter()
+                        self._waiters.setdefault(name, asyncio.Event()).set()
+                        if self.on_phase is not None:
+                            self.on_phase(name)
+
+    async def wait(self, name: str, timeout: float = 120) -> float:
+        await asyncio.wait_for(self._waiters.setdefault(name, asyncio.Event()).wait(), timeout)
+        return self.seen[name]
+
+    async def __aenter__(self) -> PodWatch:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.ready.wait(), 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+class FloorAgent:
+    """The ideal agent: writes each of its Pods' final status the moment the Pod appears."""
+
+    def __init__(self, cluster: Cluster, node: str) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self._done: set[str] = set()
+        self._writes: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._api: KubeClient | None = None
+        self.ready = asyncio.Event()
+
+    def _count(self, verb: str, resource: str, code: str) -> None:
+        self.requests[(verb, resource)] += 1
+
+    async def _run(self) -> None:
+        assert self.cluster.kubeconfig is not None
+        async with KubeClient(load_config(self.cluster.kubeconfig), user_agent="floor", on_request=self._count) as api:
+            self._api = api
+            version = (await api.list(PODS, self.cluster.namespace, field_selector=f"spec.nodeName={self.node}")
+                       )["metadata"].get("resourceVersion")
+            self.ready.set()
+            async for event in api.watch(PODS, self.cluster.namespace, resource_version=version, timeout_seconds=600,
+                                         field_selector=f"spec.nodeName={self.node}", bookmarks=False):
+                obj = event["object"]
+                meta = obj["metadata"]
+                if event["type"] == "ADDED" and meta["uid"] not in self._done:
+                    self._done.add(meta["uid"])
+                    task = asyncio.create_task(self._finish(api, obj))
+                    self._writes.add(task)
+                    task.add_done_callback(self._writes.discard)
+
+    async def _finish(self, api: KubeClient, obj: Obj) -> None:
+        meta = obj["metadata"]
+        ends = obj["spec"].get("restartPolicy") != "Always"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        state = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": stamp, "finishedAt": stamp}} \
+            if ends else {"running": {"startedAt": stamp}}
+        status = {"phase": "Succeeded" if ends else "Running", "startTime": stamp,
+                  "containerStatuses": [{"name": "main", "image": obj["spec"]["containers"][0]["image"], "imageID": "",
+                                         "ready": not ends, "restartCount": 0, "started": not ends, "state": state}]}
+        with contextlib.suppress(ApiError):
+            await api.patch(PODS, meta["name"], {"metadata": {"uid": meta["uid"]}, "status": status},
+                            meta["namespace"], subresource="status")
+
+    async def __aenter__(self) -> FloorAgent:
+        await self.cluster.api.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node}})
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.ready.wait(), 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.cluster.remove_node(self.node)
+
+
+class AgentRun:
+    """A `wasmlet-agent` process registered as `node`, until the block ends (then its Node is removed)."""
+
+    def __init__(self, cluster: Cluster, node: str, runtime: str = "wasmer") -> None:
+        self.cluster = cluster
+        self.node = node
+        self.runtime = runtime
+        self.port = free_port()
+        self._stack = contextlib.AsyncExitStack()
+        self._state = Path(tempfile.mkdtemp(prefix="wasmlet-bench-agent-", dir=cluster.workdir))
+
+    async def requests(self) -> Counter[tuple[str, str]]:
+        """The agent's own count of its API requests, by (verb, resource)."""
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"https://127.0.0.1:{self.port}/metrics", ssl=False) as response:
+            text = await response.text()
+        counts: Counter[tuple[str, str]] = Counter()
+        for line in text.splitlines():
+            if line.startswith("wasmlet_agent_api_requests_total{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                counts[(labels["verb"], labels["resource"])] += int(float(line.rsplit(" ", 1)[1]))
+        return counts
+
+    async def __aenter__(self) -> AgentRun:
+        kubeconfig = await self.cluster.node_kubeconfig(self.node)
+        args = ["--kubeconfig", kubeconfig, "--node-name", self.node, "--node-ip", "127.0.0.1",
+                "--kubelet-port", str(self.port), "--kubelet-api-auth", "none", "--state-dir", str(self._state),
+                "--runtimes", self.runtime]
+        await self._stack.enter_async_context(agent_process(*args))
+        async with asyncio.timeout(60):
+            while not await self._ready():
+                await asyncio.sleep(0.05)
+        return self
+
+    async def _ready(self) -> bool:
+        try:
+            node = await self.cluster.api.get(NODES, self.node)
+        except ApiError:
+            return False
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in (node.get("status") or {}).get("conditions", []))
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+        await self.cluster.remove_node(self.node)
+
+
+def per_pod(counts: Counter[tuple[str, str]], pods: int) -> dict[str, float]:
+    """Requests per Pod by `VERB resource`, for the resources a Pod costs (not the Node's upkeep)."""
+    return {f"{verb} {resource}": n / pods for (verb, resource), n in sorted(counts.items())
+            if resource in COUNTED and n}
+
+
+def delta(after: Counter[tuple[str, str]], before: Counter[tuple[str, str]]) -> Counter[tuple[str, str]]:
+    return Counter({key: after[key] - before[key] for key in after if after[key] - before[key] > 0})
