@@ -43,22 +43,29 @@ TOLERATIONS = [{"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm
 COUNTED = ("pods", "pods/status", "events", "configmaps", "secrets")  # what a Pod costs; not Node/Lease upkeep
 
 
-def pod(name: str, namespace: str, node: str, module: str, restart: str, args: list[str] | None = None) -> Obj:
-    return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
-        "spec": {"nodeName": node, "restartPolicy": restart, "automountServiceAccountToken": False,
+def pod(name: str, namespace: str, node: str, module: str, restart: str, args: list[str] | None = None,
+        *, referenced: bool = False) -> Obj:
+    """A Pod running `module` from the `modules` ConfigMap. `referenced`: the Pod also mounts that
+    ConfigMap, which is what lets a node identity read it under the Node authorizer (a
+    `configmap://` image is no reference the authorizer knows)."""
+    spec: Obj = {"nodeName": node, "restartPolicy": restart, "automountServiceAccountToken": False,
                  "terminationGracePeriodSeconds": 0, "tolerations": TOLERATIONS,
-                 "containers": [{"name": "main", "image": f"configmap://modules/{module}.wasm", "args": args or []}]},
-    }
+                 "containers": [{"name": "main", "image": f"configmap://modules/{module}.wasm", "args": args or []}]}
+    if referenced:
+        spec["volumes"] = [{"name": "modules", "configMap": {"name": "modules", "items": [
+            {"key": f"{module}.wasm", "path": f"{module}.wasm"}]}}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
 class Cluster:
     """An API to run Pods on: `kubeconfig` (a real server) or the test API; `api` is the bench's client."""
 
-    def __init__(self, kubeconfig: str | None, workdir: Path) -> None:
+    def __init__(self, kubeconfig: str | None, workdir: Path, node_identity: bool | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.real = kubeconfig is not None
+        # The agent as the node it is (Node authorizer) on a real server, unless told otherwise.
+        self.node_identity = self.real if node_identity is None else node_identity and self.real
         self.namespace = f"apieff-bench-{uuid.uuid4().hex[:6]}" if self.real else "default"
         self.api: KubeClient
 
@@ -92,10 +99,10 @@ class Cluster:
             await self.api.delete(NAMESPACES, self.namespace)
 
     async def node_kubeconfig(self, node: str) -> str:
-        """A kubeconfig for the agent: the node's own identity on the real control plane (Node
-        authorizer, NodeRestriction) when its script is there, else the bench's."""
-        script = os.environ.get("BENCH_NODE_KUBECONFIG_SCRIPT", "/work/shared/realcluster/node-kubeconfig.sh")
-        if not self.real or not Path(script).exists():
+        """A kubeconfig for the agent: the node's own identity (Node authorizer, NodeRestriction),
+        minted by `$BENCH_NODE_KUBECONFIG_SCRIPT NODE OUT`, else the bench's own."""
+        script = os.environ.get("BENCH_NODE_KUBECONFIG_SCRIPT", "")
+        if not self.node_identity or not Path(script).is_file():
             assert self.kubeconfig is not None
             return self.kubeconfig
         out = self.workdir / f"{node}.kubeconfig"

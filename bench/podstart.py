@@ -30,13 +30,18 @@ from cluster import AgentRun, Cluster, FloorAgent, PodWatch, delta, per_pod, pod
 from wasmlet.kube.resources import PODS
 
 
+def ticker(cluster: Cluster, name: str, node: str) -> dict[str, Any]:
+    return pod(name, cluster.namespace, node, "ticker", "Always", ["--interval-ms", "60000"],
+               referenced=cluster.node_identity)
+
+
 async def one_at_a_time(cluster: Cluster, watch: PodWatch, node: str, prefix: str, pods: int,
                         interval: float) -> list[float]:
     latencies = []
     for i in range(pods):
         name = f"{prefix}-seq-{i}"
         began = time.perf_counter()
-        await cluster.api.create(PODS, pod(name, cluster.namespace, node, "ticker", "Always", ["--interval-ms", "60000"]))
+        await cluster.api.create(PODS, ticker(cluster, name, node))
         latencies.append(await watch.wait(name) - began)
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - began)))
     return latencies
@@ -47,7 +52,7 @@ async def burst(cluster: Cluster, watch: PodWatch, node: str, prefix: str, pods:
 
     async def create(name: str) -> None:
         created[name] = time.perf_counter()
-        await cluster.api.create(PODS, pod(name, cluster.namespace, node, "ticker", "Always", ["--interval-ms", "60000"]))
+        await cluster.api.create(PODS, ticker(cluster, name, node))
 
     began = time.perf_counter()
     creating = []
@@ -60,7 +65,7 @@ async def burst(cluster: Cluster, watch: PodWatch, node: str, prefix: str, pods:
 
 async def measure(cluster: Cluster, watch: PodWatch, node: str, prefix: str, args: argparse.Namespace) -> dict[str, Any]:
     name = f"{prefix}-warm-up"  # pulls and compiles once: the cache is warm after it
-    await cluster.api.create(PODS, pod(name, cluster.namespace, node, "ticker", "Always", ["--interval-ms", "60000"]))
+    await cluster.api.create(PODS, ticker(cluster, name, node))
     await watch.wait(name)
     seq = await one_at_a_time(cluster, watch, node, prefix, args.pods, args.interval)
     hits = await burst(cluster, watch, node, prefix, args.burst, args.rate)

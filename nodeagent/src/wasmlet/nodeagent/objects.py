@@ -82,6 +82,7 @@ class WatchedObjects:
         self._linger = linger
         self._max_lingering = max_lingering
         self._items: dict[ObjectKey, _Watched] = {}
+        self._refs: dict[Any, set[ObjectKey]] = {}  # Pod uid → what it references (a Pod's spec never changes)
         self._sweep: asyncio.TimerHandle | None = None
 
     async def configmap(self, namespace: str, name: str) -> Obj | None:
@@ -127,7 +128,7 @@ class WatchedObjects:
     def prune(self, pods: list[Obj]) -> None:
         """Drop the ConfigMaps and Secrets no known Pod references from the local store (a Secret
         must not outlive on disk every Pod that used it), and end their watches after `linger`."""
-        keep = set().union(*map(referenced_objects, pods))
+        keep = self._references(pods)
         for key in self._store.object_keys() - keep:
             self._store.put_object(*key, None)
         clock = time.monotonic()
@@ -137,6 +138,12 @@ class WatchedObjects:
         self._stop_idle(clock)
         if self._sweep is None and any(item.idle_since is not None for item in self._items.values()):
             self._sweep = asyncio.get_running_loop().call_later(self._linger, self._swept)
+
+    def _references(self, pods: list[Obj]) -> set[ObjectKey]:
+        """What `pods` reference, each Pod's references found once (a node deleting N Pods prunes N times)."""
+        known = {(p.get("metadata") or {}).get("uid"): p for p in pods}
+        self._refs = {uid: self._refs.get(uid) or referenced_objects(pod) for uid, pod in known.items()}
+        return set().union(*self._refs.values())
 
     def _swept(self) -> None:
         self._sweep = None

@@ -43,23 +43,36 @@ class ApiPods:
         self.reflector = Reflector(api, PODS, field_selector=f"spec.nodeName={node_name}")
         self._controller = controller
         self._store = store
+        self._stored: dict[str, tuple[Any, ...]] = {}  # uid → what the stored copy says that matters
 
     async def run(self) -> None:
         await self.reflector.run(self)
 
+    def _remember(self, pod: Obj) -> None:
+        """Store the Pod for a restart without the API, unless only its status changed (most events
+        are the agent's own status writes coming back): the spec is what the store is for."""
+        meta = pod["metadata"]
+        facts = (meta.get("generation"), meta.get("deletionTimestamp"), str(meta.get("labels")),
+                 str(meta.get("annotations")), meta.get("resourceVersion") if meta.get("generation") is None else None)
+        if self._stored.get(meta["uid"]) != facts:
+            self._stored[meta["uid"]] = facts
+            self._store.put_pod(pod)
+
     async def replace(self, objects: list[Obj]) -> None:
         pods = [pod for pod in objects if not is_mirror(pod)]  # mirrors show static Pods: already ours
+        self._stored = {}
         for pod in pods:
-            self._store.put_pod(pod)
+            self._remember(pod)
         await self._controller.replace(pods)
 
     async def apply(self, event_type: str, obj: Obj) -> None:
         if is_mirror(obj):
             return
         if event_type == "DELETED":
+            self._stored.pop(obj["metadata"]["uid"], None)
             self._controller.remove(obj["metadata"]["uid"])
         else:
-            self._store.put_pod(obj)
+            self._remember(obj)
             self._controller.sync(obj)
 
 
