@@ -267,7 +267,9 @@ class AgentRun:
         args = ["--kubeconfig", kubeconfig, "--node-name", self.node, "--node-ip", "127.0.0.1",
                 "--kubelet-port", str(self.port), "--kubelet-api-auth", "none", "--state-dir", str(self._state),
                 "--runtimes", self.runtime]
-        await self._stack.enter_async_context(agent_process(*args))
+        # Another tree's agent beside this bench (a before/after comparison): its PYTHONPATH.
+        other = os.environ.get("BENCH_AGENT_PYTHONPATH")
+        await self._stack.enter_async_context(agent_process(*args, env={"PYTHONPATH": other} if other else None))
         async with asyncio.timeout(60):
             while not await self._ready():
                 await asyncio.sleep(0.05)
