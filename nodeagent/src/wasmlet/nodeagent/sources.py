@@ -26,7 +26,7 @@ from wasmlet.kube.reflector import Reflector
 from wasmlet.kube.resources import PODS
 from wasmlet.nodeagent.mirror import is_mirror
 from wasmlet.nodeagent.objects import StaticObjects
-from wasmlet.nodeagent.pods import PodController
+from wasmlet.nodeagent.pods import PodController, PodRef, Reporter
 from wasmlet.nodeagent.podstore import PodStore
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,12 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 class ApiPods:
     """Feeds the controller the Pods bound to this node, from a list+watch of the API."""
 
-    def __init__(self, api: KubeClient, node_name: str, controller: PodController, store: PodStore) -> None:
+    def __init__(self, api: KubeClient, node_name: str, controller: PodController, store: PodStore,
+                 reporter: Reporter) -> None:
         self.reflector = Reflector(api, PODS, field_selector=f"spec.nodeName={node_name}")
         self._controller = controller
         self._store = store
+        self._reporter = reporter  # told when the API deletes a Pod: nothing more is written for it
         self._stored: dict[str, tuple[Any, ...]] = {}  # uid → what the stored copy says that matters
 
     async def run(self) -> None:
@@ -69,8 +71,10 @@ class ApiPods:
         if is_mirror(obj):
             return
         if event_type == "DELETED":
-            self._stored.pop(obj["metadata"]["uid"], None)
-            self._controller.remove(obj["metadata"]["uid"])
+            meta = obj["metadata"]
+            self._stored.pop(meta["uid"], None)
+            self._reporter.gone(PodRef(meta.get("namespace") or "default", meta["name"], meta["uid"]))
+            self._controller.remove(meta["uid"])
         else:
             self._remember(obj)
             self._controller.sync(obj)
