@@ -222,9 +222,16 @@ class FloorAgent:
         status = {"phase": "Succeeded" if ends else "Running", "startTime": stamp,
                   "containerStatuses": [{"name": "main", "image": obj["spec"]["containers"][0]["image"], "imageID": "",
                                          "ready": not ends, "restartCount": 0, "started": not ends, "state": state}]}
-        with contextlib.suppress(ApiError):
-            await api.patch(PODS, meta["name"], {"metadata": {"uid": meta["uid"]}, "status": status},
-                            meta["namespace"], subresource="status")
+        for attempt in range(5):  # an ideal agent, not a careless one: a failed write is tried again
+            try:
+                await api.patch(PODS, meta["name"], {"metadata": {"uid": meta["uid"]}, "status": status},
+                                meta["namespace"], subresource="status")
+                return
+            except NotFound:
+                return
+            except ApiError as exc:
+                print(f"floor: status of {meta['name']} not written ({exc}); trying again", flush=True)
+                await asyncio.sleep(0.1 * (attempt + 1))
 
     async def __aenter__(self) -> FloorAgent:
         await self.cluster.api.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node}})
@@ -250,11 +257,28 @@ class AgentRun:
         self._stack = contextlib.AsyncExitStack()
         self._state = Path(tempfile.mkdtemp(prefix="wasmlet-bench-agent-", dir=cluster.workdir))
 
-    async def requests(self) -> Counter[tuple[str, str]]:
-        """The agent's own count of its API requests, by (verb, resource)."""
+    async def _metrics(self) -> str:
         async with aiohttp.ClientSession() as session, \
                 session.get(f"https://127.0.0.1:{self.port}/metrics", ssl=False) as response:
-            text = await response.text()
+            return await response.text()
+
+    async def start_steps(self) -> dict[str, tuple[float, float]]:
+        """The agent's start path so far, step by step: {step: (seconds in all, count)} — from the
+        Pod's first status to `Running` handed in ("run"), to it written ("report"), and the
+        runtime's start request to a running instance ("instance")."""
+        text = await self._metrics()
+        found: dict[str, list[float]] = {}
+        for line in text.splitlines():
+            match = re.match(r'(wasmlet_pod_start_step_seconds|wasmlet_container_start_seconds)_(sum|count)'
+                             r'\{(?:step|runtime)="([^"]+)"\} (\S+)$', line)
+            if match:
+                name = "instance" if match[1] == "wasmlet_container_start_seconds" else match[3]
+                found.setdefault(name, [0.0, 0.0])[0 if match[2] == "sum" else 1] += float(match[4])
+        return {step: (values[0], values[1]) for step, values in found.items()}
+
+    async def requests(self) -> Counter[tuple[str, str]]:
+        """The agent's own count of its API requests, by (verb, resource)."""
+        text = await self._metrics()
         counts: Counter[tuple[str, str]] = Counter()
         for line in text.splitlines():
             if line.startswith("wasmlet_agent_api_requests_total{"):

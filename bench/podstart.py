@@ -4,7 +4,8 @@ Each run measures, in one API server, an ideal agent (the floor, bench/cluster.p
 `Running` the moment a Pod appears) and a `wasmlet-agent` process on a node of its own, each:
 - one at a time: a Pod every `--interval` seconds (default 0.3), latency create → Running;
 - a burst: `--burst` Pods created at `--rate` per second (default 100 at 100/s), latency of each;
-and reports wasmlet / floor for the p50s, and the agent's API requests per Pod by verb and
+and reports wasmlet / floor for the p50s, the agent's start path step by step (its first status
+→ Running handed in, → written; the runtime's start), and the agent's API requests per Pod by verb and
 resource (its own count; on a real server `apiserver_request_total` is shown too, which counts
 every client of a shared server). Warm module cache (one warm-up Pod first), module `ticker`
 from a ConfigMap.
@@ -80,13 +81,16 @@ async def one_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             floor = await measure(cluster, watch, f"apieff-floor-{tag}", "floor", args)
         async with AgentRun(cluster, f"apieff-node-{tag}", args.runtime) as agent:
             before, server_before = await agent.requests(), await cluster.server_requests()
+            steps_before = await agent.start_steps()
             wasmlet = await measure(cluster, watch, f"apieff-node-{tag}", "wasmlet", args)
+            steps = {step: (total - steps_before.get(step, (0.0, 0.0))[0]) / max(1.0, n - steps_before.get(
+                step, (0.0, 0.0))[1]) * 1000 for step, (total, n) in (await agent.start_steps()).items()}
             await asyncio.sleep(1)  # events are posted behind statuses
             counts, server = delta(await agent.requests(), before), delta(await cluster.server_requests(), server_before)
             await delete_all(cluster)
     pods = args.pods + args.burst
     return {"floor": floor, "wasmlet": wasmlet, "requests": per_pod(counts, pods),
-            "server_requests": per_pod(server, pods)}
+            "server_requests": per_pod(server, pods), "steps": steps}
 
 
 async def delete_all(cluster: Cluster) -> None:
@@ -102,6 +106,8 @@ def report(run: int, result: dict[str, Any]) -> None:
               f"floor p50 {floor[key + '_p50']:6.1f} ms (p99 {floor[key + '_p99']:6.1f}), "
               f"ratio {wasmlet[key + '_p50'] / floor[key + '_p50']:.2f}x", flush=True)
     print(f"run {run}: agent requests per Pod: {format_requests(result['requests'])}", flush=True)
+    print(f"run {run}: the agent's start path, mean per Pod: " + ", ".join(
+        f"{step} {ms:.1f} ms" for step, ms in sorted(result["steps"].items())), flush=True)
     if result["server_requests"]:
         print(f"run {run}: apiserver_request_total per Pod (every client): "
               f"{format_requests(result['server_requests'])}", flush=True)
