@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +20,7 @@ from typing import Any
 
 from common import machine, median  # first: it sets up sys.path
 
-from cluster import AgentRun, Cluster, FloorAgent, PodWatch, delta, per_pod, pod
+from cluster import AgentRun, Cluster, FloorAgent, PodWatch, add_arguments, delta, each_run, per_pod, pod
 from podstart import format_requests
 from wasmlet.kube import ApiError
 from wasmlet.kube.resources import PODS
@@ -91,27 +89,23 @@ async def one_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "requests": per_pod(counts, args.pods), "server_requests": per_pod(server, args.pods)}
 
 
+def report(run: int, result: dict[str, Any]) -> None:
+    print(f"run {run}: wasmlet {result['wasmlet']:.0f} Pods/s, floor {result['floor']:.0f} Pods/s, "
+          f"{100 * result['wasmlet'] / result['floor']:.0f}% of the floor", flush=True)
+    print(f"run {run}: agent requests per Pod: {format_requests(result['requests'])}; "
+          f"floor: {format_requests(result['floor_requests'])}", flush=True)
+    if result["server_requests"]:
+        print(f"run {run}: apiserver_request_total per Pod (every client, the bench's own create and "
+              f"delete too): {format_requests(result['server_requests'])}", flush=True)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pods", type=int, default=300)
     parser.add_argument("--rate", type=float, default=100.0, help="Pods created per second")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--runtime", default="wasmer")
-    parser.add_argument("--kubeconfig", default=os.environ.get("WASMLET_E2E_KUBECONFIG"),
-                        help="a real API server (default: $WASMLET_E2E_KUBECONFIG; else the test API)")
+    add_arguments(parser)
     args = parser.parse_args()
-    results = []
-    for run in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="wasmlet-churn-") as workdir:
-            result = await one_run(args, Path(workdir))
-        print(f"run {run + 1}: wasmlet {result['wasmlet']:.0f} Pods/s, floor {result['floor']:.0f} Pods/s, "
-              f"{100 * result['wasmlet'] / result['floor']:.0f}% of the floor", flush=True)
-        print(f"run {run + 1}: agent requests per Pod: {format_requests(result['requests'])}; "
-              f"floor: {format_requests(result['floor_requests'])}", flush=True)
-        if result["server_requests"]:
-            print(f"run {run + 1}: apiserver_request_total per Pod (every client, the bench's own create and "
-                  f"delete too): {format_requests(result['server_requests'])}", flush=True)
-        results.append(result)
+    results = await each_run(args, "churn", one_run, report)
     print(f"\nmachine: {machine()}; API server: {'real, ' + args.kubeconfig if args.kubeconfig else 'the test API'}")
     print(f"median over {args.runs} runs of {args.pods} Pods at {args.rate:g}/s: "
           f"wasmlet {median([r['wasmlet'] for r in results]):.0f} Pods/s, "

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -23,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -170,14 +171,12 @@ class PodWatch:
         return self.seen[name]
 
     async def __aenter__(self) -> PodWatch:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self.ready.wait(), 30)
+        self._task = await start_ready(self._run(), self.ready)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await stop(self._task)
 
 
 class FloorAgent:
@@ -235,14 +234,12 @@ class FloorAgent:
 
     async def __aenter__(self) -> FloorAgent:
         await self.cluster.api.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node}})
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self.ready.wait(), 30)
+        self._task = await start_ready(self._run(), self.ready)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await stop(self._task)
         await self.cluster.remove_node(self.node)
 
 
@@ -309,6 +306,38 @@ class AgentRun:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
         await self.cluster.remove_node(self.node)
+
+
+async def start_ready(work: Coroutine[Any, Any, None], ready: asyncio.Event) -> asyncio.Task[None]:
+    """Run `work` in a task; return it once `ready` is set (its list done, its watch begun)."""
+    task = asyncio.create_task(work)
+    await asyncio.wait_for(ready.wait(), 30)
+    return task
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every Pod benchmark shares: how many runs, which runtime, which API server."""
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runtime", default="wasmer")
+    parser.add_argument("--kubeconfig", default=os.environ.get("WASMLET_E2E_KUBECONFIG"),
+                        help="a real API server (default: $WASMLET_E2E_KUBECONFIG; else the test API)")
+
+
+async def each_run(args: argparse.Namespace, name: str, one_run: Callable[[argparse.Namespace, Path], Awaitable[Obj]],
+                   report: Callable[[int, Obj], None]) -> list[Obj]:
+    """`args.runs` runs, each in a fresh working directory, each reported as it ends."""
+    results = []
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix=f"wasmlet-{name}-") as workdir:
+            result = await one_run(args, Path(workdir))
+        report(run + 1, result)
+        results.append(result)
+    return results
 
 
 def per_pod(counts: Counter[tuple[str, str]], pods: int) -> dict[str, float]:

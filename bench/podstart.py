@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 
 from common import machine, median, percentile  # first: it sets up sys.path
 
-from cluster import AgentRun, Cluster, FloorAgent, PodWatch, delta, per_pod, pod
+from cluster import AgentRun, Cluster, FloorAgent, PodWatch, add_arguments, delta, each_run, per_pod, pod
 from wasmlet.kube.resources import PODS
 
 
@@ -123,17 +121,9 @@ async def main() -> None:
     parser.add_argument("--interval", type=float, default=0.3, help="seconds between two of them")
     parser.add_argument("--burst", type=int, default=100, help="Pods in the burst")
     parser.add_argument("--rate", type=float, default=100.0, help="Pods per second in the burst")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--runtime", default="wasmer")
-    parser.add_argument("--kubeconfig", default=os.environ.get("WASMLET_E2E_KUBECONFIG"),
-                        help="a real API server (default: $WASMLET_E2E_KUBECONFIG; else the test API)")
+    add_arguments(parser)
     args = parser.parse_args()
-    results = []
-    for run in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="wasmlet-podstart-") as workdir:
-            result = await one_run(args, Path(workdir))
-        report(run + 1, result)
-        results.append(result)
+    results = await each_run(args, "podstart", one_run, report)
     print(f"\nmachine: {machine()}; API server: {'real, ' + args.kubeconfig if args.kubeconfig else 'the test API'}")
     for key, what in (("seq", "one at a time"), ("burst", f"{args.burst} at {args.rate:g}/s")):
         ours = median([r["wasmlet"][key + "_p50"] for r in results])
