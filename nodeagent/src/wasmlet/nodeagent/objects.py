@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from wasmlet.api import keys
 from wasmlet.kube import ApiUnavailable, KubeClient
 from wasmlet.kube.reflector import Reflector
-from wasmlet.kube.resources import CONFIGMAPS, SECRETS, Resource
+from wasmlet.kube.resources import CONFIGMAPS, SECRETS
 from wasmlet.nodeagent.podstore import PodStore
 
 Obj = dict[str, Any]
@@ -86,18 +87,20 @@ class WatchedObjects:
         self._sweep: asyncio.TimerHandle | None = None
 
     async def configmap(self, namespace: str, name: str) -> Obj | None:
-        return await self._get(CONFIGMAPS, namespace, name)
+        return await self._read(("ConfigMap", namespace, name), lambda: Reflector(
+            self._api, CONFIGMAPS, namespace=namespace, field_selector=f"metadata.name={name}"))
 
     async def secret(self, namespace: str, name: str) -> Obj | None:
-        return await self._get(SECRETS, namespace, name)
+        return await self._read(("Secret", namespace, name), lambda: Reflector(
+            self._api, SECRETS, namespace=namespace, field_selector=f"metadata.name={name}"))
 
     def watched(self) -> dict[ObjectKey, bool]:
         """Every object with a watch, and whether a known Pod references it."""
         return {key: item.idle_since is None for key, item in self._items.items()}
 
-    async def _get(self, resource: Resource, namespace: str, name: str) -> Obj | None:
-        key = (resource.kind, namespace, name)
-        item = self._items.get(key) or self._watch(resource, key)
+    async def _read(self, key: ObjectKey, new_reflector: Callable[[], Reflector]) -> Obj | None:
+        """The object, from its watch (started by this read if it is the first)."""
+        item = self._items.get(key) or self._watch(new_reflector(), key)
         if item.idle_since is not None:  # referenced again: back into the local store
             item.idle_since = None
             if item.reflector.synced.is_set():
@@ -115,10 +118,9 @@ class WatchedObjects:
         cached = self._store.object(*key) if isinstance(reflector.error, ApiUnavailable) else None
         if cached is not None:
             return cached
-        raise reflector.error or ApiUnavailable(0, "Unreachable", f"cannot read {resource.kind} {namespace}/{name}")
+        raise reflector.error or ApiUnavailable(0, "Unreachable", f"cannot read {key[0]} {key[1]}/{key[2]}")
 
-    def _watch(self, resource: Resource, key: ObjectKey) -> _Watched:
-        reflector = Reflector(self._api, resource, namespace=key[1], field_selector=f"metadata.name={key[2]}")
+    def _watch(self, reflector: Reflector, key: ObjectKey) -> _Watched:
         item = _Watched(reflector)
         item.task = asyncio.create_task(reflector.run(_Handler(item, key, self._store)),
                                         name=f"watch {key[0]} {key[1]}/{key[2]}")
