@@ -111,8 +111,9 @@ class WatchedObjects:
             if not reflector.synced.is_set() and not isinstance(reflector.error, ApiUnavailable):
                 # A 403 while the Node authorizer has not yet seen the Pod that references the
                 # object: the watch retries within a fraction of a second.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(reflector.synced.wait(), AUTHORIZER_WAIT)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(AUTHORIZER_WAIT):
+                        await reflector.synced.wait()
         if reflector.synced.is_set():
             return item.obj
         cached = self._store.object(*key) if isinstance(reflector.error, ApiUnavailable) else None

@@ -154,8 +154,9 @@ class ApiReporter:
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Post every pending status before shutdown, for at most `timeout` seconds."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(self.flush_one(ref) for ref in list(self._latest))), timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(self.flush_one(ref) for ref in list(self._latest)))
 
     async def idle(self) -> None:
         """Wait until every status and event handed in so far has been sent (or dropped)."""
@@ -209,8 +210,9 @@ class ApiReporter:
                 changed.clear()
                 until = self._hold.get(ref)
                 if until is not None and _starting(status) and until > time.monotonic():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(changed.wait(), until - time.monotonic())
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(until - time.monotonic()):
+                            await changed.wait()
                     continue
                 async with self._slots:
                     posted = await self._post(ref)
@@ -244,8 +246,11 @@ class ApiReporter:
         while True:
             ref, event = await self._events.get()
             try:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._quiet.wait(), self._event_delay)
+                # Not wait_for: on Python 3.11 it can swallow a cancellation that arrives as the
+                # wait ends, and this loop would then never stop.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._event_delay):
+                        await self._quiet.wait()
                 if ref.uid in self._gone:
                     continue  # an event about a Pod that no longer exists: no one can see it
                 post = self._correlator.correlate(event)
