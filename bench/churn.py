@@ -22,6 +22,7 @@ from common import machine, median  # first: it sets up sys.path
 
 from cluster import AgentRun, Cluster, FloorAgent, PodWatch, add_arguments, delta, each_run, per_pod, pod
 from podstart import format_requests
+
 from wasmlet.kube import ApiError
 from wasmlet.kube.resources import PODS
 

@@ -32,11 +32,12 @@ from common import agent_process  # first: it sets up sys.path
 
 import aiohttp
 
+from wasmlet.kube import ApiError, KubeClient, NotFound, load_config
+from wasmlet.kube.resources import CONFIGMAPS, NAMESPACES, NODES, PODS
+
 from tests.fixtures.kubeapi import running_kube_api
 from tests.integration.agent_helpers import module_bytes
 from tests.integration.faults import free_port
-from wasmlet.kube import ApiError, KubeClient, NotFound, load_config
-from wasmlet.kube.resources import CONFIGMAPS, NAMESPACES, NODES, PODS
 
 Obj = dict[str, Any]
 TOLERATIONS = [{"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi", "effect": effect}

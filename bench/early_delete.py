@@ -20,12 +20,13 @@ from typing import Any
 from common import machine, median  # first: it sets up sys.path
 
 from aiohttp import web
-
 from cluster import AgentRun, Cluster, add_arguments, delta, each_run, per_pod, pod
 from podstart import format_requests
-from tests.integration.agent_helpers import module_bytes
+
 from wasmlet.api.keys import sha256_annotation
 from wasmlet.kube.resources import PODS
+
+from tests.integration.agent_helpers import module_bytes
 
 
 class Stalled:

@@ -26,6 +26,7 @@ from typing import Any
 from common import machine, median, percentile  # first: it sets up sys.path
 
 from cluster import AgentRun, Cluster, FloorAgent, PodWatch, add_arguments, delta, each_run, per_pod, pod
+
 from wasmlet.kube.resources import PODS
 
 

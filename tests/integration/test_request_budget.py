@@ -20,6 +20,7 @@ from aiohttp import web
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import PODS
 from wasmlet.nodeagent.agent import Agent
+
 from tests.integration.agent_helpers import (
     about_pod,
     agent_requests,

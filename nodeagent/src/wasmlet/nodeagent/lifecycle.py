@@ -16,6 +16,7 @@ while the others keep running. Cleanup happens in one place (`_cleanup`).
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -95,14 +96,14 @@ async def pulling(w: PodWorker) -> State:
         if record.image_id:
             continue
         started = time.monotonic()
-        ref, name = container.module.ref, container.name
         try:
             # `Pulling` only when a download begins: a module in the store gets one `Pulled` event.
             module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir, holder=w.plan.uid,
                                                pull_secrets=w.plan.image_pull_secrets,
                                                pull_policy=container.image_pull_policy,
-                                               on_pull=lambda: w.event("Normal", "Pulling",
-                                                                       f'Pulling module "{ref}"', name))
+                                               on_pull=functools.partial(w.event, "Normal", "Pulling",
+                                                                         f'Pulling module "{container.module.ref}"',
+                                                                         container.name))
             runtime = await w.env.runtime(w.plan.runtime)
             await runtime.prepare(module.path, module.digest)
         except (PullError, ModuleError) as exc:
