@@ -16,7 +16,6 @@ while the others keep running. Cleanup happens in one place (`_cleanup`).
 from __future__ import annotations
 
 import enum
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -101,9 +100,7 @@ async def pulling(w: PodWorker) -> State:
             module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir, holder=w.plan.uid,
                                                pull_secrets=w.plan.image_pull_secrets,
                                                pull_policy=container.image_pull_policy,
-                                               on_pull=functools.partial(w.event, "Normal", "Pulling",
-                                                                         f'Pulling module "{container.module.ref}"',
-                                                                         container.name))
+                                               on_pull=_announce_pull(w, container.module.ref, container.name))
             runtime = await w.env.runtime(w.plan.runtime)
             await runtime.prepare(module.path, module.digest)
         except (PullError, ModuleError) as exc:
@@ -270,6 +267,13 @@ HANDLERS: dict[State, Handler] = {
     S.CRASH_BACKOFF: crash_backoff,
     S.TERMINATING: terminating,
 }
+
+
+def _announce_pull(w: PodWorker, module: str, container: str) -> Callable[[], None]:
+    """The kubelet's `Pulling` event, for when a download begins (not for a module in the store)."""
+    def pulling() -> None:
+        w.event("Normal", "Pulling", f'Pulling module "{module}"', container)
+    return pulling
 
 
 def exit_for_deadline() -> ExitStatus:
