@@ -128,9 +128,7 @@ class Cluster:
         return counts
 
     async def _metrics_text(self) -> str:
-        session = self.api._require_session()
-        async with session.get("/metrics", headers=self.api._auth()) as response:
-            return await response.text()
+        return (await self.api.get_text("/metrics"))[1]
 
     async def remove_node(self, node: str) -> None:
         with contextlib.suppress(ApiError):
