@@ -25,7 +25,7 @@ from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.mirror import MirrorReporter
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.node import node_labels
-from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
+from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects, WatchedObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
 from wasmlet.nodeagent.runtime import Runtime, load_backend
@@ -97,7 +97,8 @@ class Agent:
             api: KubeClient | None = None
             if not settings.standalone:
                 api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig, settings.context),
-                                                                 user_agent=f"wasmlet-agent/{settings.node_name}"))
+                                                                 user_agent=f"wasmlet-agent/{settings.node_name}",
+                                                                 on_request=self._count_request))
                 await _check_credentials(api)
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
@@ -105,11 +106,18 @@ class Agent:
             objects: ObjectStore = static_objects
             self.link = CloudLink()  # writes tell whether the API is reachable (node, reporter)
             base = self._reporter or self._api_reporter(api)
-            if api is not None:
+            if api is not None and settings.metaserver:
                 objects = ApiObjects(api, store)
-                if settings.manifests is not None:  # mixed mode: static Pods next to the API's
-                    objects = LayeredObjects(static_objects, objects)
-                    base = self.mirrors = MirrorReporter(base, api, settings.node_name)
+            elif api is not None:
+                # Object watches hold a connection each: their own client, without the connection limit.
+                watch_api = await stack.enter_async_context(KubeClient(
+                    api.config, user_agent=f"wasmlet-agent/{settings.node_name}", max_connections=0,
+                    credentials=api.credentials, on_request=self._count_request))
+                watched = objects = WatchedObjects(watch_api, store)
+                stack.push_async_callback(watched.close)
+            if api is not None and settings.manifests is not None:  # mixed mode: static Pods next to the API's
+                objects = LayeredObjects(static_objects, objects)
+                base = self.mirrors = MirrorReporter(base, api, settings.node_name)
             reporter = StoringReporter(base, store)
             claims: ClaimSource = ApiClaims(api) if api is not None else NoClaims()
             env = AgentEnv(
@@ -154,7 +162,7 @@ class Agent:
                 guard = CacheGuard(api, store, self.controller, self.node.link) if self.settings.metaserver else None
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
-                pods = ApiPods(api, self.settings.node_name, self.controller, store, guard)
+                pods = ApiPods(api, self.settings.node_name, self.controller, store, reporter, guard)
                 tasks.append(group.create_task(pods.run()))
             if self.settings.manifests is not None:
                 statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
@@ -205,7 +213,11 @@ class Agent:
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter
 
-        return ApiReporter(api, self.settings.node_name, self.link) if api else ConsoleReporter()
+        return (ApiReporter(api, self.settings.node_name, metrics=self.metrics, link=self.link) if api
+                else ConsoleReporter())
+
+    def _count_request(self, verb: str, resource: str, code: str) -> None:
+        self.metrics.api_requests.labels(verb, resource, code).inc()
 
     async def _mark_not_ready(self) -> None:
         assert self.node is not None

@@ -64,6 +64,9 @@ class Reporter(Protocol):
     async def finished(self, ref: PodRef, deleting: bool) -> None:
         """The worker ended; when the Pod was being deleted, remove it (grace 0, UID precondition)."""
 
+    def gone(self, ref: PodRef) -> None:
+        """The API no longer has the Pod: nothing more is written for it."""
+
 
 @dataclass
 class AgentEnv:

@@ -139,6 +139,9 @@ class StoringReporter:
         self.flush()
         await self.inner.finished(ref, deleting)
 
+    def gone(self, ref: Any) -> None:
+        self.inner.gone(ref)
+
     def flush(self) -> None:
         pending, self._pending = self._pending, {}
         self._store.put_statuses(pending)

@@ -28,7 +28,7 @@ from wasmlet.nodeagent.cacheguard import CacheGuard
 from wasmlet.nodeagent.mirror import is_mirror
 from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.podfields import unknown_fields
-from wasmlet.nodeagent.pods import PodController
+from wasmlet.nodeagent.pods import PodController, PodRef, Reporter
 from wasmlet.nodeagent.podstore import PodStore
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,15 @@ class ApiPods:
     """
 
     def __init__(self, api: KubeClient, node_name: str, controller: PodController, store: PodStore,
-                 guard: CacheGuard | None = None) -> None:
+                 reporter: Reporter, guard: CacheGuard | None = None) -> None:
         selector = None if guard is not None else f"spec.nodeName={node_name}"
         self.reflector = Reflector(api, PODS, field_selector=selector)
         self._node = node_name
         self._controller = controller
         self._store = store
+        self._reporter = reporter  # told when the API deletes a Pod: nothing more is written for it
         self._guard = guard
+        self._stored: dict[str, tuple[Any, ...]] = {}  # uid → what the stored copy says that matters
 
     async def run(self) -> None:
         if self._guard is None:
@@ -67,13 +69,24 @@ class ApiPods:
         """Bound to this node and not a mirror (mirrors show static Pods: already ours)."""
         return (pod.get("spec") or {}).get("nodeName") == self._node and not is_mirror(pod)
 
+    def _remember(self, pod: Obj) -> None:
+        """Store the Pod for a restart without the API, unless only its status changed (most events
+        are the agent's own status writes coming back): the spec is what the store is for."""
+        meta = pod["metadata"]
+        facts = (meta.get("generation"), meta.get("deletionTimestamp"), str(meta.get("labels")),
+                 str(meta.get("annotations")), meta.get("resourceVersion") if meta.get("generation") is None else None)
+        if self._stored.get(meta["uid"]) != facts:
+            self._stored[meta["uid"]] = facts
+            self._store.put_pod(pod)
+
     async def replace(self, objects: list[Obj]) -> None:
         pods = [pod for pod in objects if self._ours(pod)]
         guard = self._guard
         if guard is not None:
             pods = [pod for pod in pods if not guard.stale(pod)]
+        self._stored = {}
         for pod in pods:
-            self._store.put_pod(pod)
+            self._remember(pod)
         if guard is None:
             await self._controller.replace(pods)
             return
@@ -88,6 +101,9 @@ class ApiPods:
             return
         uid = obj["metadata"]["uid"]
         if event_type == "DELETED":
+            meta = obj["metadata"]
+            self._stored.pop(uid, None)
+            self._reporter.gone(PodRef(meta.get("namespace") or "default", meta["name"], uid))
             if self._guard is not None:
                 self._guard.deleted(uid)  # remembered against replays, then stopped
             else:
@@ -99,7 +115,7 @@ class ApiPods:
                           obj["metadata"].get("name"), event_type)
                 return
             self._guard.seen(obj)
-        self._store.put_pod(obj)
+        self._remember(obj)
         self._controller.sync(obj)
 
 
