@@ -151,6 +151,7 @@ class Agent:
     async def _serve_kubelet_api(self, logs_dir: Path, pki_dir: Path, api: KubeClient | None) -> Any:
         from wasmlet.nodeagent.kubeletapi import KubeletApi, serve
         from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware
+        from wasmlet.nodeagent.kubeletauthz import AccessReviewer
         from wasmlet.nodeagent.tls import server_context
 
         assert self.controller is not None
@@ -162,7 +163,8 @@ class Agent:
             if api is None and s.client_ca_file is None:
                 log.warning("kubelet API: no API server to review tokens and no client_ca_file: only /healthz "
                             "answers; set kubelet_api_auth: none to serve logs without authentication")
-            middlewares = (auth_middleware(TokenReviewer(api) if api else None),)
+            middlewares = (auth_middleware(TokenReviewer(api) if api else None,
+                                           AccessReviewer(api, s.node_name) if api else None),)
         kubelet_api = KubeletApi(self.controller, self.metrics, logs_dir, middlewares=middlewares)
         runner = await serve(kubelet_api, s.kubelet_address, s.kubelet_port, context)
         self.kubelet_port = runner.addresses[0][1]
