@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 AUTHORIZED_TTL_SECONDS = 300.0
 UNAUTHORIZED_TTL_SECONDS = 30.0
 CACHE_MAX_ENTRIES = 1024
+# Every authenticated caller is in this group: the kubelet's authenticator adds it, as kube-apiserver's does.
+AUTHENTICATED_GROUP = "system:authenticated"
 VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 # Subresources checked before the path's own, behind the kubelet's KubeletFineGrainedAuthz (GA in 1.36).
 FINE_GRAINED = (("/pods", "pods"), ("/healthz", "healthz"), ("/configz", "configz"), ("/runningpods", "pods"))
@@ -42,6 +44,10 @@ class Caller:
     uid: str = ""
     groups: tuple[str, ...] = ()
     extra: dict[str, list[str]] = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if AUTHENTICATED_GROUP not in self.groups:
+            object.__setattr__(self, "groups", (*self.groups, AUTHENTICATED_GROUP))
 
 
 class AuthorizationError(Exception):
