@@ -14,11 +14,14 @@ import os
 from typing import Any
 
 from wasmlet.api import keys
-from wasmlet.kube import AlreadyExists, ApiError, Conflict, KubeClient, NotFound
+from wasmlet.kube import AlreadyExists, ApiError, Conflict, Forbidden, KubeClient, NotFound
 from wasmlet.kube.backoff import Backoff
 from wasmlet.kube.resources import LEASES, NODES
 from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.noderestriction import (
+    forbidden_label, labels_to_change, missing_taints, node_restriction_note,
+)
 from wasmlet.nodeagent.status import now, now_micro
 
 log = logging.getLogger(__name__)
@@ -126,11 +129,9 @@ class NodeController:
         while True:
             try:
                 try:
-                    await self._api.create(NODES, node_object(self._settings))
+                    await self._create_node()
                 except AlreadyExists:
-                    node = node_object(self._settings)
-                    await self._api.patch(NODES, self._settings.node_name,
-                                          {"metadata": {"labels": node["metadata"]["labels"]}, "spec": node["spec"]})
+                    await self._reconcile_node()
                 await self.post_status()
                 self.registered.set()
                 log.info("registered node %s", self._settings.node_name)
@@ -139,6 +140,56 @@ class NodeController:
                 delay = backoff.next()
                 log.warning("cannot register node %s: %s; retrying in %.1fs", self._settings.node_name, exc, delay)
                 await asyncio.sleep(delay)
+
+    async def _create_node(self) -> None:
+        """Create the Node; when NodeRestriction refuses some of its labels, create it without them."""
+        node = node_object(self._settings)
+        labels = node["metadata"]["labels"]
+        restricted = {key: value for key, value in labels.items() if forbidden_label(key)}
+        try:
+            await self._api.create(NODES, node)
+        except Forbidden:
+            if not restricted:
+                raise
+            log.warning("%s", node_restriction_note(restricted))
+            node["metadata"]["labels"] = {k: v for k, v in labels.items() if k not in restricted}
+            await self._api.create(NODES, node)
+
+    async def _reconcile_node(self) -> None:
+        """An existing Node (a restart): patch only the labels that differ and add our taints if
+        they are missing, as the kubelet leaves an existing Node's taints alone. A node identity may
+        not change taints or restricted labels: a refused patch is retried once without them, and
+        a second refusal is reported and left — never retried in a loop."""
+        current = await self._api.get(NODES, self._settings.node_name)
+        wanted = node_object(self._settings)
+        labels = labels_to_change(wanted["metadata"]["labels"], current["metadata"].get("labels") or {})
+        have_taints = list((current.get("spec") or {}).get("taints") or [])
+        taints = missing_taints(wanted["spec"]["taints"], have_taints)
+        patch: Obj = {"metadata": {"labels": labels}} if labels else {}
+        if taints:
+            patch["spec"] = {"taints": have_taints + taints}
+        if not patch:
+            return
+        try:
+            await self._api.patch(NODES, self._settings.node_name, patch)
+            return
+        except Forbidden as exc:
+            refused = str(exc)
+        allowed = {k: v for k, v in labels.items() if not forbidden_label(k)}
+        restricted = {k: v for k, v in labels.items() if forbidden_label(k)}
+        if restricted:
+            log.warning("%s", node_restriction_note(restricted))
+        if taints:
+            log.warning("node %s lacks the taints %s and its identity may not add them (%s); add them with "
+                        "`kubectl taint node`", self._settings.node_name,
+                        ", ".join(f"{t['key']}={t['value']}:{t['effect']}" for t in taints), refused)
+        if not (restricted or taints):
+            log.warning("node %s: cannot update labels %s: %s", self._settings.node_name, sorted(labels), refused)
+        elif allowed:
+            try:
+                await self._api.patch(NODES, self._settings.node_name, {"metadata": {"labels": allowed}})
+            except Forbidden as exc:
+                log.warning("node %s: cannot update labels %s: %s", self._settings.node_name, sorted(allowed), exc)
 
     async def _renew_lease(self) -> None:
         backoff = Backoff(base=0.2, cap=7.0)  # the kubelet's lease retry: 200 ms doubling to 7 s
