@@ -7,8 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from wasmlet.kube.resources import LEASES, NODES
-from tests.integration.agent_helpers import api_client, running_agent, wait_for
+from wasmlet.kube.resources import LEASES, NODES, PODS
+from tests.integration.agent_helpers import (
+    api_client, container_state, module_bytes, put_module_configmap, running_agent, wait_for, wasm_pod,
+)  # fmt: skip
 
 NODE = "wasm-node-1"
 EDGE = "node-role.kubernetes.io/edge"
@@ -55,3 +57,18 @@ async def test_an_existing_node_is_patched_once_and_a_refused_patch_is_not_retri
                                                "wasmlet.dev/runtime.wasmer": "true",
                                                "wasmlet.dev/runtime.wasmtime": "true",
                                                "kubernetes.io/arch": "wasm32-wasi", "kubernetes.io/os": "wasm32-wasi"}}}
+
+
+async def test_a_module_configmap_the_node_may_not_read_is_a_clear_config_error(kube_api: Any, tmp_path: Path) -> None:
+    """A hand-written Pod whose `configmap://` module no volume or env references: the Node
+    authorizer refuses the read (injected 403), and the container says why and what to add."""
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
+        await put_module_configmap(api, "default", "mods", {"hello.wasm": module_bytes("hello")})
+        kube_api.server["get /api/v1/namespaces/default/configmaps/mods"] << 403
+        await api.create(PODS, wasm_pod("unreferenced", NODE, "configmap://mods/hello.wasm"))
+        pod = await wait_for(api, PODS, "unreferenced", "default",
+                             lambda p: "waiting" in container_state(p) and
+                             container_state(p)["waiting"].get("reason") == "CreateContainerConfigError")
+        message = container_state(pod)["waiting"]["message"]
+        assert 'configmap "mods" is forbidden to this node' in message
+        assert '{"name": "wasmlet-module", "configMap": {"name": "mods"}}' in message
