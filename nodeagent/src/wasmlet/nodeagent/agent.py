@@ -22,6 +22,7 @@ from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.mirror import MirrorReporter
 from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
+from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
 from wasmlet.nodeagent.runtime import Runtime, load_backend
 
@@ -100,6 +101,7 @@ class Agent:
                 objects=objects, reporter=reporter, pods_dir=state / "pods", logs_dir=state / "logs",
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 backoff_base=self._backoff_base, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
+                ports=NodePorts(settings.min_host_port),
             )
             self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:
@@ -168,6 +170,7 @@ class Agent:
         kubelet_api = KubeletApi(self.controller, self.metrics, logs_dir, middlewares=middlewares)
         runner = await serve(kubelet_api, s.kubelet_address, s.kubelet_port, context)
         self.kubelet_port = runner.addresses[0][1]
+        self.controller.env.ports.reserve(self.kubelet_port, "kubelet API: logs, /pods, /metrics")
         # Port 0 picks a free port; the Node must advertise the real one.
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
         log.info("kubelet API on https://%s:%d", s.kubelet_address, self.kubelet_port)

@@ -47,6 +47,9 @@ class AgentSettings:
     manifests: Path | None = None
     # Path to a kubeconfig, or an http(s) URL (KubeEdge MetaServer). Unset: KUBECONFIG/in-cluster.
     kubeconfig: str | None = None
+    # The lowest port a Pod may serve on (a wasm Pod's ports are its node's). 1024 keeps the
+    # privileged ports, where a node's own daemons listen, from tenants; 1 allows every port.
+    min_host_port: int = 1024
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
     node_labels: dict[str, str] = field(default_factory=dict)
     # The kubelet's default maxPods.
@@ -86,6 +89,8 @@ class AgentSettings:
             raise SettingsError(f"kubelet_api_auth: {self.kubelet_api_auth!r} is not webhook or none")
         if self.client_ca_file is not None and not self.client_ca_file.is_file():
             raise SettingsError(f"client_ca_file: {self.client_ca_file} is not a file")
+        if not 1 <= self.min_host_port <= 65535:
+            raise SettingsError(f"min_host_port: {self.min_host_port} is not a port number")
         if self.max_pods < 1:
             raise SettingsError(f"max_pods: must be at least 1, not {self.max_pods}")
         if self.module_cache_max_bytes < self.module_max_bytes:
