@@ -4,10 +4,20 @@ as kube-apiserver answers them, with 403)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import stat
 from pathlib import Path
 from typing import Any
 
-from wasmlet.kube.resources import LEASES, NODES, PODS
+import pytest
+import yaml
+from cryptography import x509
+
+from wasmlet.kube.config import ConfigError
+from wasmlet.kube.resources import LEASES, NODES, PODS, Resource
+from wasmlet.nodeagent.agent import Agent
+from wasmlet.nodeagent.config import AgentSettings
 from tests.integration.agent_helpers import (
     api_client, container_state, module_bytes, put_module_configmap, running_agent, wait_for, wasm_pod,
 )  # fmt: skip
@@ -72,3 +82,69 @@ async def test_a_module_configmap_the_node_may_not_read_is_a_clear_config_error(
         message = container_state(pod)["waiting"]["message"]
         assert 'configmap "mods" is forbidden to this node' in message
         assert '{"name": "wasmlet-module", "configMap": {"name": "mods"}}' in message
+
+
+CSRS = Resource("certificates.k8s.io", "v1", "certificatesigningrequests", namespaced=False,
+                kind="CertificateSigningRequest")
+
+
+def subject_of(pem: bytes) -> str:
+    return x509.load_pem_x509_certificate(pem).subject.rfc4514_string()
+
+
+async def test_tls_bootstrap_requests_a_node_certificate_once_and_writes_a_private_node_kubeconfig(
+        kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api:
+        async with running_agent(kube_api, tmp_path, bootstrap_kubeconfig=str(kube_api.kubeconfig),
+                                 kubeconfig=None) as agent:
+            await wait_for(api, NODES, NODE, None, ready)
+            assert agent.credentials is not None
+        (csr,) = (await api.list(CSRS))["items"]
+        spec = csr["spec"]
+        assert (spec["signerName"], spec["usages"]) == ("kubernetes.io/kube-apiserver-client-kubelet",
+                                                        ["digital signature", "client auth"])
+        request = x509.load_pem_x509_csr(base64.b64decode(spec["request"]))
+        assert request.subject.rfc4514_string() == "CN=system:node:wasm-node-1,O=system:nodes"
+        kubeconfig, pem = tmp_path / "pki" / "kubelet.kubeconfig", tmp_path / "pki" / "kubelet-client-current.pem"
+        assert stat.S_IMODE(kubeconfig.stat().st_mode) == stat.S_IMODE(pem.stat().st_mode) == 0o600
+        user = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]
+        assert user == {"client-certificate": str(pem), "client-key": str(pem)}
+        assert subject_of(pem.read_bytes()) == "CN=system:node:wasm-node-1,O=system:nodes"
+        assert b"PRIVATE KEY" in pem.read_bytes() and not list((tmp_path / "pki").glob("*.tmp"))
+        async with running_agent(kube_api, tmp_path, bootstrap_kubeconfig=str(kube_api.kubeconfig), kubeconfig=None):
+            await wait_for(api, NODES, NODE, None, ready)
+        assert len((await api.list(CSRS))["items"]) == 1  # a valid certificate is reused after a restart
+
+
+@pytest.mark.kmock(csr_duration=3.0)
+async def test_a_node_certificate_is_renewed_before_it_expires(kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(
+            kube_api, tmp_path, bootstrap_kubeconfig=str(kube_api.kubeconfig), kubeconfig=None):
+        pem = tmp_path / "pki" / "kubelet-client-current.pem"
+        first = pem.read_bytes()
+        deadline = asyncio.get_running_loop().time() + 30
+        while pem.read_bytes() == first:
+            assert asyncio.get_running_loop().time() < deadline, "no renewal within 30s of a 3s certificate"
+            await asyncio.sleep(0.1)
+        await wait_for(api, NODES, NODE, None, ready)
+        assert len((await api.list(CSRS))["items"]) >= 2
+        assert subject_of(pem.read_bytes()) == subject_of(first)
+
+
+@pytest.mark.kmock(signing_ca=None)
+async def test_a_denied_request_stops_the_agent_with_the_reason(kube_api: Any, tmp_path: Path) -> None:
+    """Nobody signs here: the test denies the request as an administrator would."""
+    async with api_client(kube_api.kubeconfig) as api:
+        settings = AgentSettings(node_name=NODE, kubelet_port=0, state_dir=tmp_path, kubeconfig=None,
+                                 bootstrap_kubeconfig=str(kube_api.kubeconfig), node_ip="127.0.0.1").validate()
+        run = asyncio.create_task(Agent(settings).run(asyncio.Event()))
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (await api.list(CSRS))["items"]:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        (csr,) = (await api.list(CSRS))["items"]
+        csr["status"] = {"conditions": [{"type": "Denied", "status": "True", "reason": "NotOurs",
+                                         "message": "unknown node"}]}
+        await api.request("PUT", CSRS.path(name=csr["metadata"]["name"], subresource="approval"), json_body=csr)
+        with pytest.raises(ConfigError, match=r"was denied: NotOurs unknown node"):
+            await asyncio.wait_for(run, 30)

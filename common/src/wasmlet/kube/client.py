@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -34,14 +35,22 @@ class KubeClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | bool = True
 
     async def __aenter__(self) -> KubeClient:
+        self._ssl = self.config.ssl_context()
         self._session = aiohttp.ClientSession(
             base_url=self.config.server,
-            connector=aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=self._max_connections),
+            connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self._max_connections),
             headers={"User-Agent": self._user_agent, "Accept": "application/json"},
         )
         return self
+
+    def rotate_client_certificate(self, cert_file: str, key_file: str) -> None:
+        """Present a renewed client certificate on every new connection (a kubelet's certificate
+        rotation); open connections keep the old one, still valid, until they close."""
+        if isinstance(self._ssl, ssl.SSLContext):
+            self._ssl.load_cert_chain(cert_file, key_file)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()

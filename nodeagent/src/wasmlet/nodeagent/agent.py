@@ -68,6 +68,7 @@ class Agent:
         self.mirrors: MirrorReporter | None = None
         self.metrics = AgentMetrics()
         self.kubelet_port: int | None = None
+        self.credentials: Any = None  # NodeCredentials under TLS bootstrap
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -79,7 +80,13 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             api: KubeClient | None = None
             if not settings.standalone:
-                api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig),
+                kubeconfig = settings.kubeconfig
+                if settings.bootstrap_kubeconfig is not None:
+                    from wasmlet.nodeagent.bootstrap import NodeCredentials
+
+                    self.credentials = NodeCredentials(settings)
+                    kubeconfig = str(await self.credentials.ensure())
+                api = await stack.enter_async_context(KubeClient(load_config(kubeconfig),
                                                                  user_agent=f"wasmlet-agent/{settings.node_name}"))
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
@@ -133,6 +140,8 @@ class Agent:
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
                 tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller, store).run()))
+                if self.credentials is not None:
+                    tasks.append(group.create_task(self.credentials.rotate(api)))
             if self.settings.manifests is not None:
                 statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
                 assert isinstance(statics, StaticObjects)

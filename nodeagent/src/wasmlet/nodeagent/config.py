@@ -50,6 +50,10 @@ class AgentSettings:
     # The lowest port a Pod may serve on (a wasm Pod's ports are its node's). 1024 keeps the
     # privileged ports, where a node's own daemons listen, from tenants; 1 allows every port.
     min_host_port: int = 1024
+    # TLS bootstrap, as the kubelet's --bootstrap-kubeconfig: a kubeconfig path, or "in-cluster" (the
+    # Pod's ServiceAccount), used only to request this node's client certificate; the node
+    # kubeconfig is then written to `kubeconfig` (default state_dir/pki/kubelet.kubeconfig).
+    bootstrap_kubeconfig: str | None = None
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
     node_labels: dict[str, str] = field(default_factory=dict)
     # The kubelet's default maxPods.
@@ -78,7 +82,8 @@ class AgentSettings:
     @property
     def standalone(self) -> bool:
         """No API server: run only the static Pods of `manifests`."""
-        return self.kubeconfig is None and self.manifests is not None and not _cluster_env()
+        return (self.kubeconfig is None and self.bootstrap_kubeconfig is None and self.manifests is not None
+                and not _cluster_env())
 
     def validate(self) -> AgentSettings:
         if not self.node_name or len(self.node_name) > 253:
@@ -91,6 +96,9 @@ class AgentSettings:
             raise SettingsError(f"client_ca_file: {self.client_ca_file} is not a file")
         if not 1 <= self.min_host_port <= 65535:
             raise SettingsError(f"min_host_port: {self.min_host_port} is not a port number")
+        if self.bootstrap_kubeconfig is not None and (self.kubeconfig or "").startswith(("http://", "https://")):
+            raise SettingsError("kubeconfig: with bootstrap_kubeconfig it is the node kubeconfig file to write, "
+                                f"not a URL ({self.kubeconfig})")
         if self.max_pods < 1:
             raise SettingsError(f"max_pods: must be at least 1, not {self.max_pods}")
         if self.module_cache_max_bytes < self.module_max_bytes:

@@ -34,6 +34,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", type=Path, help="YAML file of settings (keys as the flags, with _ or -)")
     p.add_argument("--kubeconfig", help="kubeconfig path or API URL (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    p.add_argument("--bootstrap-kubeconfig",
+                   help="TLS bootstrap, as the kubelet's: credentials (a kubeconfig path, or in-cluster) used only to "
+                        "request this node's client certificate; the node kubeconfig is written to --kubeconfig")
+    p.add_argument("--min-host-port", type=int, help="lowest port a Pod may serve on (default 1024)")
     p.add_argument("--node-name", help="the Node's name (default: the hostname)")
     p.add_argument("--node-ip", help="the Node's InternalIP (default: the address of the default route)")
     p.add_argument("--kubelet-port", type=int, help="port of the kubelet API (default 10250)")
@@ -59,6 +63,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
         "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
+        "bootstrap_kubeconfig": args.bootstrap_kubeconfig, "min_host_port": args.min_host_port,
     }
     return load_settings(args.config, dict(os.environ), flags)
 
