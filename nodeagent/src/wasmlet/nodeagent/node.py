@@ -106,6 +106,7 @@ class NodeController:
         self._changed = asyncio.Event()
         self._lease: Obj | None = None
         self.registered = asyncio.Event()
+        self._reported: set[str] = set()  # labels NodeRestriction refused, already logged
 
     def set_ready(self, ready: bool, reason: str, message: str) -> None:
         if (ready, reason, message) != self._ready:
@@ -151,7 +152,7 @@ class NodeController:
         except Forbidden:
             if not restricted:
                 raise
-            log.warning("%s", node_restriction_note(restricted))
+            self._report_restricted(restricted)
             node["metadata"]["labels"] = {k: v for k, v in labels.items() if k not in restricted}
             await self._api.create(NODES, node)
 
@@ -177,8 +178,7 @@ class NodeController:
             refused = str(exc)
         allowed = {k: v for k, v in labels.items() if not forbidden_label(k)}
         restricted = {k: v for k, v in labels.items() if forbidden_label(k)}
-        if restricted:
-            log.warning("%s", node_restriction_note(restricted))
+        self._report_restricted(restricted)
         if taints:
             log.warning("node %s lacks the taints %s and its identity may not add them (%s); add them with "
                         "`kubectl taint node`", self._settings.node_name,
@@ -190,6 +190,12 @@ class NodeController:
                 await self._api.patch(NODES, self._settings.node_name, {"metadata": {"labels": allowed}})
             except Forbidden as exc:
                 log.warning("node %s: cannot update labels %s: %s", self._settings.node_name, sorted(allowed), exc)
+
+    def _report_restricted(self, labels: dict[str, str]) -> None:
+        """Say once which labels NodeRestriction keeps the node from setting."""
+        if labels and set(labels) - self._reported:
+            self._reported |= set(labels)
+            log.warning("%s", node_restriction_note(labels))
 
     async def _renew_lease(self) -> None:
         backoff = Backoff(base=0.2, cap=7.0)  # the kubelet's lease retry: 200 ms doubling to 7 s
