@@ -179,10 +179,11 @@ def test_the_agent_checks_the_config_the_chart_gives_it(fresh_install: Path, pre
     ca.write_text("a CA")
     env.update(WASMLET_NODE_IP="10.0.0.7", WASMLET_STATE_DIR=str(fresh_install / "state"), WASMLET_CLIENT_CA_FILE=str(ca))
     if preset == "default":
-        env["WASMLET_KUBECONFIG"] = "https://10.96.0.1:443"  # stands in for the in-cluster credentials
+        assert env["WASMLET_BOOTSTRAP_KUBECONFIG"] == "in-cluster"  # TLS bootstrap from the ServiceAccount
+        env["WASMLET_BOOTSTRAP_KUBECONFIG"] = "https://10.96.0.1:443"  # stands in for the in-cluster credentials
     out = run([str(fresh_install / "bin" / "wasmlet-agent"), "--check-config"], cwd=fresh_install, env=env)
     assert "node_name: worker-1-wasm" in out and "kubelet_port: 10260" in out and "node_ip: 10.0.0.7" in out
-    assert ("api: http://127.0.0.1:10550" if preset == "kubeedge" else "api: https://10.96.0.1:443") in out
+    assert ("api: http://127.0.0.1:10550" if preset == "kubeedge" else "api: https://10.96.0.1:443 (TLS bootstrap)") in out
     bad = run([str(fresh_install / "bin" / "wasmlet-agent"), "--check-config"], cwd=fresh_install,
               env={**env, "WASMLET_KUBELET_PORT": "eighty"}, check=False)
     assert "kubelet_port" in bad

@@ -94,7 +94,13 @@ def check_config(settings: AgentSettings) -> int:
     for name, value in sorted(vars(settings).items()):
         print(f"{name}: {value}")
     try:
-        print("api: none (standalone)" if settings.standalone else f"api: {load_config(settings.kubeconfig).server}")
+        if settings.standalone:
+            print("api: none (standalone)")
+        elif settings.bootstrap_kubeconfig is not None:  # the node kubeconfig may not exist yet
+            source = settings.bootstrap_kubeconfig
+            print(f"api: {load_config(None if source == 'in-cluster' else source).server} (TLS bootstrap)")
+        else:
+            print(f"api: {load_config(settings.kubeconfig).server}")
     except ConfigError as exc:
         print(f"wasmlet-agent: {exc}", file=sys.stderr)
         return 2
