@@ -201,6 +201,11 @@ class Journey:
         ):
             with contextlib.suppress(ApiError):
                 await self.api.delete(api_version, plural, namespace, name)
+        with contextlib.suppress(ApiError):  # the agent's node certificate requests (TLS bootstrap)
+            for csr in (await self.api.list("certificates.k8s.io/v1", "certificatesigningrequests"))["items"]:
+                if csr["metadata"]["name"].startswith(f"node-csr-{self.node}-"):
+                    await self.api.delete("certificates.k8s.io/v1", "certificatesigningrequests", None,
+                                          csr["metadata"]["name"])
         with contextlib.suppress(helm_python.HelmError):
             await asyncio.to_thread(self.helm.uninstall, self.release, ignore_not_found=True, timeout=120)
         with contextlib.suppress(ApiError):
