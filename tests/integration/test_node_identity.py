@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import stat
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,60 @@ async def test_a_denied_request_stops_the_agent_with_the_reason(kube_api: Any, t
         await api.request("PUT", CSRS.path(name=csr["metadata"]["name"], subresource="approval"), json_body=csr)
         with pytest.raises(ConfigError, match=r"was denied: NotOurs unknown node"):
             await asyncio.wait_for(run, 30)
+
+
+def _client_pem(cluster_pki: Any, common_name: str, path: Path) -> Path:
+    """A client certificate and key in one PEM file, as kubelet-client-current.pem holds them."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    ca = x509.load_pem_x509_certificate(cluster_pki.ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key(cluster_pki.ca_key.read_bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(hours=1))
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return path
+
+
+async def test_a_rotated_client_certificate_is_presented_on_new_connections(cluster_pki: Any, tmp_path: Path) -> None:
+    """What renewal relies on: the running client presents the new pair without a restart."""
+    import ssl
+
+    import aiohttp.web
+
+    from wasmlet.kube import KubeClient
+    from wasmlet.kube.config import ClusterConfig
+
+    async def whoami(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        subject = dict(rdn[0] for rdn in request.transport.get_extra_info("peercert")["subject"])  # type: ignore[union-attr]
+        return aiohttp.web.json_response({"cn": subject["commonName"]}, headers={"Connection": "close"})
+
+    server_pem = _client_pem(cluster_pki, "localhost", tmp_path / "server.pem")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_pem, server_pem)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile=str(cluster_pki.ca_file))
+    app = aiohttp.web.Application()
+    app.router.add_get("/whoami", whoami)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = runner.addresses[0][1]
+    first = _client_pem(cluster_pki, "system:node:old", tmp_path / "first.pem")
+    config = ClusterConfig(server=f"https://127.0.0.1:{port}", insecure=True, client_cert_file=str(first),
+                           client_key_file=str(first))
+    try:
+        async with KubeClient(config) as api:
+            assert (await api.request("GET", "/whoami"))["cn"] == "system:node:old"
+            renewed = _client_pem(cluster_pki, "system:node:new", tmp_path / "renewed.pem")
+            api.rotate_client_certificate(str(renewed), str(renewed))
+            assert (await api.request("GET", "/whoami"))["cn"] == "system:node:new"
+    finally:
+        await runner.cleanup()

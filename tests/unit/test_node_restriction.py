@@ -35,3 +35,13 @@ def test_only_differing_labels_and_missing_taints_are_asked_for() -> None:
     current = [{"key": "k", "value": "v", "effect": "NoSchedule"}, {"key": "other", "effect": "NoSchedule"}]
     assert missing_taints(ours, current) == [ours[1]]
     assert missing_taints(ours, ours) == []
+
+
+def test_a_node_certificate_is_renewed_between_70_and_90_percent_of_its_lifetime() -> None:
+    import random
+
+    from wasmlet.nodeagent.bootstrap import rotation_deadline
+
+    deadlines = [rotation_deadline(1000.0, 2000.0, random.Random(seed)) for seed in range(200)]
+    assert all(1700.0 <= d <= 1900.0 for d in deadlines)
+    assert max(deadlines) - min(deadlines) > 100  # jittered, so a fleet does not renew at once
