@@ -208,3 +208,16 @@ async def test_with_authentication_switched_off_anyone_may_read(kube_api: Any, t
         async with aiohttp.ClientSession() as session:
             async with session.get(f"https://127.0.0.1:{agent.kubelet_port}/pods", ssl=False) as resp:
                 assert resp.status == 200
+
+
+@pytest.mark.kmock(tokens={TENANT_TOKEN: service_account("tenant", "default")})
+async def test_with_authorization_always_allow_any_authenticated_caller_may_read(kube_api: Any, tmp_path: Path) -> None:
+    """The kubelet's authorization.mode AlwaysAllow: authentication still applies, no review is asked."""
+    async with running_agent(kube_api, tmp_path, kubelet_api_authorization="always-allow") as agent:
+        async with aiohttp.ClientSession() as session:
+            base = f"https://127.0.0.1:{agent.kubelet_port}/pods"
+            async with session.get(base, ssl=False, headers={"Authorization": f"Bearer {TENANT_TOKEN}"}) as resp:
+                assert resp.status == 200
+            async with session.get(base, ssl=False) as resp:
+                assert resp.status == 401
+        assert len(kube_api.server[SAR]) == 0

@@ -175,7 +175,8 @@ class Agent:
                 log.warning("kubelet API: no API server to review tokens and no client_ca_file: only /healthz "
                             "answers; set kubelet_api_auth: none to serve logs without authentication")
             middlewares = (auth_middleware(TokenReviewer(api) if api else None,
-                                           AccessReviewer(api, s.node_name) if api else None),)
+                                           AccessReviewer(api, s.node_name)
+                                           if api and s.kubelet_api_authorization == "webhook" else None),)
         kubelet_api = KubeletApi(self.controller, self.metrics, logs_dir, middlewares=middlewares)
         runner = await serve(kubelet_api, s.kubelet_address, s.kubelet_port, context)
         self.kubelet_port = runner.addresses[0][1]

@@ -38,6 +38,9 @@ class AgentSettings:
     # Who may read logs, /pods, /metrics: "webhook" (a client certificate from client_ca_file, or a
     # bearer token the API server confirms) or "none" — an explicit opt-out for standalone use.
     kubelet_api_auth: str = "webhook"
+    # What an authenticated caller may do, as the kubelet's authorization.mode: "webhook" (a
+    # SubjectAccessReview per caller and subresource, as the kubelet asks) or "always-allow".
+    kubelet_api_authorization: str = "webhook"
     # The CA of the API server's kubelet-client certificate (kubeadm: /etc/kubernetes/pki/ca.crt;
     # in a Pod: the kube-root-ca.crt ConfigMap).
     client_ca_file: Path | None = None
@@ -92,6 +95,9 @@ class AgentSettings:
             raise SettingsError(f"kubelet_port: {self.kubelet_port} is not a port number")
         if self.kubelet_api_auth not in ("webhook", "none"):
             raise SettingsError(f"kubelet_api_auth: {self.kubelet_api_auth!r} is not webhook or none")
+        if self.kubelet_api_authorization not in ("webhook", "always-allow"):
+            raise SettingsError(f"kubelet_api_authorization: {self.kubelet_api_authorization!r} is not webhook or "
+                                "always-allow")
         if self.client_ca_file is not None and not self.client_ca_file.is_file():
             raise SettingsError(f"client_ca_file: {self.client_ca_file} is not a file")
         if not 1 <= self.min_host_port <= 65535:

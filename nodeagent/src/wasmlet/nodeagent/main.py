@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubelet-api-auth", choices=("webhook", "none"),
                    help="who may read logs/pods/metrics: webhook (client certificate or TokenReview; default) "
                         "or none (explicit opt-out, for standalone use)")
+    p.add_argument("--kubelet-api-authorization", choices=("webhook", "always-allow"),
+                   help="what an authenticated caller may do: webhook (a SubjectAccessReview, as the kubelet asks; "
+                        "default) or always-allow")
     p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.add_argument("--check-config", action="store_true",
@@ -63,7 +66,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
         "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
-        "bootstrap_kubeconfig": args.bootstrap_kubeconfig, "min_host_port": args.min_host_port,
+        "bootstrap_kubeconfig": args.bootstrap_kubeconfig, "kubelet_api_authorization": args.kubelet_api_authorization, "min_host_port": args.min_host_port,
     }
     return load_settings(args.config, dict(os.environ), flags)
 
