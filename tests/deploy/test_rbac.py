@@ -54,6 +54,8 @@ NODE_AUTHORIZER_ALLOWS: dict[Use, str] = {
     ("", "events", "create"): "Pod events",
     ("", "configmaps", "get"): "ConfigMaps its Pods reference (env, volumes, the module's volume)",
     ("", "secrets", "get"): "Secrets its Pods reference (env, volumes, imagePullSecrets)",
+    ("", "persistentvolumeclaims", "get"): "the claims its Pods' volumes name (the node graph's pod → claim)",
+    ("", "persistentvolumes", "get"): "the PersistentVolume a claim is bound to (claim → volume)",
     ("coordination.k8s.io", "leases", "get"): "its node Lease (kube-node-lease)",
     ("coordination.k8s.io", "leases", "create"): "its node Lease (kube-node-lease)",
     ("coordination.k8s.io", "leases", "update"): "renewing its node Lease",
