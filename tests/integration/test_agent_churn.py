@@ -16,6 +16,7 @@ import pytest
 from wasmlet.kube.resources import CONFIGMAPS, PODS, SECRETS
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.main import MALLOC_TUNABLE
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,

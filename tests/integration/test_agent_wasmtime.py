@@ -13,6 +13,7 @@ from typing import Any
 from wasmlet.kube.resources import PODS
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.logs import pod_log_dir, read_lines
+
 from tests.integration.agent_helpers import (
     api_client,
     container_state,

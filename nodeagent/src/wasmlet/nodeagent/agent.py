@@ -19,8 +19,8 @@ from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.metrics import AgentMetrics
-from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.mirror import MirrorReporter
+from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.node import node_labels
 from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class Runtimes:
-    """Loads each runtime backend the first time a Pod asks for it (DESIGN.md §5: footprint)."""
+    """Loads each runtime backend the first time a Pod asks for it (the footprint: docs/architecture.md)."""
 
     def __init__(self, offered: tuple[str, ...], cache_dir: Path) -> None:
         self.offered = offered
@@ -198,5 +198,5 @@ class Agent:
         self.node.set_ready(False, "KubeletNotReady", "wasmlet is shutting down")
         try:
             await asyncio.wait_for(self.node.post_status(), timeout=5)
-        except (ApiError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ApiError) as exc:
             log.warning("could not mark the node not ready: %s", exc)

@@ -121,7 +121,19 @@ class AgentSettings:
             raise SettingsError("lease_renew_seconds: must be shorter than lease_duration_seconds")
         if self.manifests is not None and not self.manifests.exists():
             raise SettingsError(f"manifests: {self.manifests} does not exist")
+        _check_state_dir(self.state_dir)
         return self if self.node_ip else replace(self, node_ip=_primary_ip())
+
+
+def _check_state_dir(path: Path) -> None:
+    """The state folder, or the nearest existing folder above it, must be a directory: found now, not
+    as an error of the first task that writes there. (Whether it can be written shows when the agent
+    creates its subfolders, before it starts anything.)"""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SettingsError(f"state_dir: {existing} is not a directory" + (f" (for {path})" if existing != path else ""))
 
 
 def load_settings(file: Path | None, env: dict[str, str], flags: dict[str, Any]) -> AgentSettings:

@@ -48,7 +48,7 @@ def node_labels(settings: AgentSettings) -> dict[str, str]:
 
 
 def node_object(settings: AgentSettings) -> Obj:
-    """The Node as registered: labels and taints of DESIGN.md §4; status is posted separately."""
+    """The Node as registered: labels and taints of docs/contract.md; status is posted separately."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -242,7 +242,7 @@ class NodeController:
         while True:
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=self._settings.node_status_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._changed.clear()
             try:

@@ -31,9 +31,14 @@ from wasmlet.nodeagent.podspec import PodPlan, parse_pod
 from wasmlet.nodeagent.podstore import PodStore
 from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.probes import ContainerProber, ContainerProbes, new_probe_session
-from wasmlet.nodeagent.restarts import AGENT_STOPPED, RestartSchedule, crash_loop_message, restore_records, \
-    should_restart
-from wasmlet.nodeagent.runtime import EXIT_TERMINATED, ExitStatus, Instance, Runtime, RunSpec
+from wasmlet.nodeagent.restarts import (
+    AGENT_STOPPED,
+    RestartSchedule,
+    crash_loop_message,
+    restore_records,
+    should_restart,
+)
+from wasmlet.nodeagent.runtime import EXIT_TERMINATED, ExitStatus, Instance, RunSpec, Runtime
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
 from wasmlet.nodeagent.wagi import HandlerInstance
 
@@ -219,7 +224,7 @@ class PodWorker:
         """Sleep, but wake at once when the Pod is being stopped."""
         try:
             await asyncio.wait_for(self._stopping.wait(), timeout=max(seconds, 0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def should_start(self, name: str) -> bool:

@@ -2,7 +2,7 @@
 
 A backend turns a `RunSpec` into a running `Instance`. It never talks to the API, never
 decides about restarts, and never blocks the event loop. Backends are imported on first use:
-`wasmer_sdk` alone costs ~41 MB of resident memory (DESIGN.md §5).
+`wasmer_sdk` alone costs ~41 MB of resident memory (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The default backend, on the `wasmer-sdk` package (DESIGN.md §5).
+"""The default backend, on the `wasmer-sdk` package (docs/runtimes.md).
 
 What Wasmer can and cannot do decides the shape of this module:
 - One `Wasmer()` client runs at most 200 processes at once (the 201st spawn waits for a free
@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import wasmer_sdk as sdk
+
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import (
     EXIT_KILLED,
@@ -35,8 +37,6 @@ from wasmlet.nodeagent.runtime import (
     OutputSink,
     RunSpec,
 )
-
-import wasmer_sdk as sdk
 
 log = logging.getLogger(__name__)
 
