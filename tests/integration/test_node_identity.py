@@ -19,8 +19,15 @@ from wasmlet.kube.config import ConfigError
 from wasmlet.kube.resources import LEASES, NODES, PODS, Resource
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.config import AgentSettings
+
 from tests.integration.agent_helpers import (
-    api_client, container_state, module_bytes, put_module_configmap, running_agent, wait_for, wasm_pod,
+    api_client,
+    container_state,
+    module_bytes,
+    put_module_configmap,
+    running_agent,
+    wait_for,
+    wasm_pod,
 )  # fmt: skip
 
 NODE = "wasm-node-1"

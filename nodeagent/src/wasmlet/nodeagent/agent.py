@@ -24,8 +24,8 @@ from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.node import node_labels
 from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
-from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
+from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.runtime import Runtime, load_backend
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,12 @@ from aiohttp import web
 from wasmlet.kube import ApiError, KubeClient
 from wasmlet.kube.resources import TOKEN_REVIEWS
 from wasmlet.nodeagent.kubeletauthz import (
-    VERBS, AccessReviewer, AuthorizationError, Caller, forbidden_message, subresources_for,
+    VERBS,
+    AccessReviewer,
+    AuthorizationError,
+    Caller,
+    forbidden_message,
+    subresources_for,
 )
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,8 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
         "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
-        "bootstrap_kubeconfig": args.bootstrap_kubeconfig, "kubelet_api_authorization": args.kubelet_api_authorization, "min_host_port": args.min_host_port,
+        "bootstrap_kubeconfig": args.bootstrap_kubeconfig, "min_host_port": args.min_host_port,
+        "kubelet_api_authorization": args.kubelet_api_authorization,
     }
     return load_settings(args.config, dict(os.environ), flags)
 

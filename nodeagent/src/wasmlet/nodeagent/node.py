@@ -20,7 +20,10 @@ from wasmlet.kube.resources import LEASES, NODES
 from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.noderestriction import (
-    forbidden_label, labels_to_change, missing_taints, node_restriction_note,
+    forbidden_label,
+    labels_to_change,
+    missing_taints,
+    node_restriction_note,
 )
 from wasmlet.nodeagent.status import now, now_micro
 
