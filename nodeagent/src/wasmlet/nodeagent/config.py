@@ -59,8 +59,15 @@ class AgentSettings:
     bootstrap_kubeconfig: str | None = None
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
     node_labels: dict[str, str] = field(default_factory=dict)
+    # When the agent stops, its Pods get their grace period but at most this long (the kubelet's
+    # shutdownGracePeriod), so that the agent exits within ~10 s of SIGTERM whatever its Pods do.
+    shutdown_grace_seconds: float = 8.0
     # The kubelet's default maxPods.
     max_pods: int = 110
+    # Memory all Pods of this node may use together, in bytes: the Node's allocatable memory, and
+    # the cap wasmer Pods share (a Pod without limits.memory is capped here; past it, the largest
+    # ends OOMKilled). 0: all of the node's memory, as a kubelet without reservations reports it.
+    allocatable_memory: int = 0
     # Runtimes this node offers, by RuntimeClass handler; each is loaded when first used.
     runtimes: tuple[str, ...] = ("wasmer", "wasmtime")
     # Lease renewal as the kubelet does it: every 10 s, valid for 40 s (nodeLeaseDurationSeconds).
@@ -108,6 +115,10 @@ class AgentSettings:
         if self.bootstrap_kubeconfig is not None and (self.kubeconfig or "").startswith(("http://", "https://")):
             raise SettingsError("kubeconfig: with bootstrap_kubeconfig it is the node kubeconfig file to write, "
                                 f"not a URL ({self.kubeconfig})")
+        if self.shutdown_grace_seconds < 0:
+            raise SettingsError(f"shutdown_grace_seconds: must not be negative, not {self.shutdown_grace_seconds}")
+        if self.allocatable_memory < 0:
+            raise SettingsError(f"allocatable_memory: must be a number of bytes, not {self.allocatable_memory}")
         if self.max_pods < 1:
             raise SettingsError(f"max_pods: must be at least 1, not {self.max_pods}")
         if self.module_cache_max_bytes < self.module_max_bytes:

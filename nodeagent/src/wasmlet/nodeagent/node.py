@@ -83,7 +83,8 @@ def node_status(settings: AgentSettings, ready: bool, reason: str, message: str,
         "addresses": [{"type": "InternalIP", "address": settings.node_ip},
                       {"type": "Hostname", "address": settings.node_name}],
         "capacity": capacity,
-        "allocatable": dict(capacity),
+        "allocatable": {**capacity, "memory": f"{settings.allocatable_memory // 1024}Ki"}
+        if settings.allocatable_memory else dict(capacity),
         "daemonEndpoints": {"kubeletEndpoint": {"Port": settings.kubelet_port}},
         "nodeInfo": {
             "architecture": "wasm32", "operatingSystem": "wasi", "kernelVersion": os.uname().release,

@@ -606,12 +606,15 @@ class PodController:
         else:
             slot.worker.request_stop(None, resumable=True)
 
-    async def stop_all(self) -> None:
-        """Agent shutdown: stop every Pod within its grace period and wait for them. A kubelet
-        restart ends no Pod: their phases stay, and what this stop ended runs again at the next start."""
+    async def stop_all(self, grace_cap: float | None = None) -> None:
+        """Agent shutdown: stop every Pod within its grace period, at most `grace_cap` seconds
+        (the kubelet's shutdownGracePeriod), and wait for them. A kubelet restart ends no Pod:
+        their phases stay, and what this stop ended runs again at the next start."""
         self._closing = True
         for slot in self._slots.values():
-            slot.worker.request_stop(None, resumable=True)
+            own = slot.worker.plan.grace_seconds
+            grace = None if grace_cap is None or own <= grace_cap else grace_cap
+            slot.worker.request_stop(grace, resumable=True)
         await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
 
     def workers(self) -> list[PodWorker]:
