@@ -14,8 +14,8 @@ group `system:bootstrappers` on kubeadm clusters) and signs it. The agent then w
   NodeRestriction confine it to its Node, its Lease, its Pods and what they reference.
 
 A certificate is renewed at a random point between 70 % and 90 % of its lifetime (the kubelet's
-jittered rotation deadline): at start when that point has passed, else while running, where the
-new pair is loaded into the client for every new connection.
+jittered rotation deadline): at start when that point has passed, else while running; the
+client reads the file for every new connection, so the new pair is used without a restart.
 """
 
 from __future__ import annotations
@@ -104,8 +104,9 @@ class NodeCredentials:
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(not_after)),
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.deadline)))
 
-    async def rotate(self, api: KubeClient) -> None:
-        """Run for the agent's lifetime: renew at each deadline and hand the pair to `api`."""
+    async def rotate(self) -> None:
+        """Run for the agent's lifetime: renew at each deadline. The client reads the certificate
+        file for each new connection, so the renewed pair is presented without a restart."""
         while True:
             await asyncio.sleep(max(self.deadline - time.time(), 0.0))
             try:
@@ -113,8 +114,6 @@ class NodeCredentials:
             except (ApiError, ConfigError, OSError) as exc:
                 log.warning("node certificate renewal failed: %s; retrying in 60s", exc)
                 self.deadline = time.time() + 60
-                continue
-            api.rotate_client_certificate(str(self.pem), str(self.pem))
 
     async def _issue(self, api: KubeClient, request: bytes) -> bytes:
         name = f"node-csr-{self._settings.node_name[:200]}-{os.urandom(3).hex()}"

@@ -35,14 +35,15 @@ class AgentSettings:
     tls_key_file: Path | None = None
     # Off only for `wasmlet run`, which needs no API on a port.
     serve_kubelet_api: bool = True
-    # Who may read logs, /pods, /metrics: "webhook" (a client certificate from client_ca_file, or a
+    # Who may read logs, /pods, /metrics: "webhook" (a client certificate from the client CA, or a
     # bearer token the API server confirms) or "none" — an explicit opt-out for standalone use.
     kubelet_api_auth: str = "webhook"
     # What an authenticated caller may do, as the kubelet's authorization.mode: "webhook" (a
     # SubjectAccessReview per caller and subresource, as the kubelet asks) or "always-allow".
     kubelet_api_authorization: str = "webhook"
-    # The CA of the API server's kubelet-client certificate (kubeadm: /etc/kubernetes/pki/ca.crt;
-    # in a Pod: the kube-root-ca.crt ConfigMap).
+    # The CA of the API server's kubelet-client certificate. Unset: the cluster CA of the agent's
+    # own credentials (its kubeconfig's certificate authority, or in a Pod the service account's
+    # ca.crt), which is what signs that certificate on a kubeadm cluster.
     client_ca_file: Path | None = None
     # Desired state, module cache and container logs live here; it must survive restarts.
     state_dir: Path = Path("/var/lib/wasmlet")
@@ -57,6 +58,8 @@ class AgentSettings:
     # Pod's ServiceAccount), used only to request this node's client certificate; the node
     # kubeconfig is then written to `kubeconfig` (default state_dir/pki/kubelet.kubeconfig).
     bootstrap_kubeconfig: str | None = None
+    # The kubeconfig context to use (kubectl's --context). Unset: the kubeconfig's current-context.
+    context: str | None = None
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
     node_labels: dict[str, str] = field(default_factory=dict)
     # When the agent stops, its Pods get their grace period but at most this long (the kubelet's

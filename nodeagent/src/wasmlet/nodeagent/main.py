@@ -41,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
                    help="TLS bootstrap, as the kubelet's: credentials (a kubeconfig path, or in-cluster) used only to "
                         "request this node's client certificate; the node kubeconfig is written to --kubeconfig")
     p.add_argument("--min-host-port", type=int, help="lowest port a Pod may serve on (default 1024)")
+    p.add_argument("--context", help="kubeconfig context to use (default: its current-context)")
     p.add_argument("--node-name", help="the Node's name (default: the hostname)")
     p.add_argument("--node-ip", help="the Node's InternalIP (default: the address of the default route)")
     p.add_argument("--kubelet-port", type=int, help=f"port of the kubelet API (default {DEFAULTS.kubelet_port})")
@@ -56,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubelet-api-authorization", choices=("webhook", "always-allow"),
                    help="what an authenticated caller may do: webhook (a SubjectAccessReview, as the kubelet asks; "
                         "default) or always-allow")
-    p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate")
+    p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate (default: the cluster CA "
+                                                               "of the agent's kubeconfig or service account)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.add_argument("--check-config", action="store_true",
                    help="validate the settings and credentials, print them, and exit (connects to nothing)")
@@ -65,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     flags = {
-        "kubeconfig": args.kubeconfig, "node_name": args.node_name, "node_ip": args.node_ip,
+        "kubeconfig": args.kubeconfig, "context": args.context, "node_name": args.node_name, "node_ip": args.node_ip,
         "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
         "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
@@ -107,7 +109,7 @@ def check_config(settings: AgentSettings) -> int:
             source = settings.bootstrap_kubeconfig
             print(f"api: {load_config(None if source == 'in-cluster' else source).server} (TLS bootstrap)")
         else:
-            print(f"api: {load_config(settings.kubeconfig).server}")
+            print(f"api: {load_config(settings.kubeconfig, settings.context).server}")
     except ConfigError as exc:
         print(f"wasmlet-agent: {exc}", file=sys.stderr)
         return 2
