@@ -17,8 +17,10 @@ from typing import Any
 from wasmlet.kube import ApiError, KubeClient, load_config
 from wasmlet.kube.config import ConfigError
 from wasmlet.nodeagent import VERSION
+from wasmlet.nodeagent.cacheguard import CacheGuard
 from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.link import CloudLink
 from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.mirror import MirrorReporter
 from wasmlet.nodeagent.modules import ModuleCache
@@ -84,6 +86,7 @@ class Agent:
         self.metrics = AgentMetrics()
         self.kubelet_port: int | None = None
         self.credentials: Any = None  # NodeCredentials under TLS bootstrap
+        self.link = CloudLink()
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,6 +111,7 @@ class Agent:
             stack.callback(store.close)
             static_objects = StaticObjects()
             objects: ObjectStore = static_objects
+            self.link = CloudLink()  # writes tell whether the API is reachable (node, reporter)
             base = self._reporter or self._api_reporter(api)
             if api is not None:
                 objects = ApiObjects(api, store)
@@ -127,6 +131,7 @@ class Agent:
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 backoff_base=settings.restart_backoff_seconds, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
                 ports=NodePorts(settings.min_host_port),
+                modules_by_reference=settings.metaserver,
             )
             self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:
@@ -154,10 +159,12 @@ class Agent:
                 # Edge autonomy: what the store says should run starts now, API or not; the API's
                 # list replaces it as soon as the API answers.
                 await self.controller.replace(store.pods("api"))
-                self.node = NodeController(api, self.settings)
+                self.node = NodeController(api, self.settings, self.link)
+                guard = CacheGuard(api, store, self.controller, self.node.link) if self.settings.metaserver else None
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
-                tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller, store).run()))
+                pods = ApiPods(api, self.settings.node_name, self.controller, store, guard)
+                tasks.append(group.create_task(pods.run()))
                 if self.credentials is not None:
                     tasks.append(group.create_task(self.credentials.rotate()))
             if self.settings.manifests is not None:
@@ -213,7 +220,7 @@ class Agent:
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter
 
-        return ApiReporter(api, self.settings.node_name) if api else ConsoleReporter()
+        return ApiReporter(api, self.settings.node_name, self.link) if api else ConsoleReporter()
 
     async def _mark_not_ready(self) -> None:
         assert self.node is not None

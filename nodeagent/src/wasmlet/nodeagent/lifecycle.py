@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from wasmlet.nodeagent.claims import claim_mounts, resolve_claims
 from wasmlet.nodeagent.errors import ModuleError, PodConfigError, PullError, UnsupportedPod
+from wasmlet.nodeagent.modules import check_module_reference
 from wasmlet.nodeagent.probes import parse_probes
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, RunSpec
 from wasmlet.nodeagent.volumes import mounts_for, prepare_volumes, resolve_env
@@ -100,6 +101,8 @@ async def pulling(w: PodWorker) -> State:
         w.event("Normal", "Pulling", f'Pulling module "{container.module.ref}"', container.name)
         started = time.monotonic()
         try:
+            if w.env.modules_by_reference and container.module.kind == "configmap":
+                check_module_reference(container.module, w.plan.volumes)
             module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir, holder=w.plan.uid,
                                                pull_secrets=w.plan.image_pull_secrets,
                                                pull_policy=container.image_pull_policy)

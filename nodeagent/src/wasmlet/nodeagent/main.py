@@ -57,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubelet-api-authorization", choices=("webhook", "always-allow"),
                    help="what an authenticated caller may do: webhook (a SubjectAccessReview, as the kubelet asks; "
                         "default) or always-allow")
+    p.add_argument("--metaserver", action="store_const", const=True,
+                   help="the API endpoint is KubeEdge's MetaServer: trust its lists and copies only as a cache's")
     p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate (default: the cluster CA "
                                                                "of the agent's kubeconfig or service account)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
@@ -73,6 +75,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
         "bootstrap_kubeconfig": args.bootstrap_kubeconfig, "min_host_port": args.min_host_port,
         "kubelet_api_authorization": args.kubelet_api_authorization,
+        "metaserver": args.metaserver,
     }
     return load_settings(args.config, dict(os.environ), flags)
 

@@ -15,6 +15,7 @@ import base64
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -42,6 +43,22 @@ DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
 class _Job:
     task: asyncio.Future[Module] | None = None
     holders: set[str] = field(default_factory=set)
+
+
+def check_module_reference(ref: ModuleRef, volumes: list[dict[str, Any]]) -> None:
+    """Refuse a `configmap://` module whose ConfigMap no volume of the Pod names. A node identity
+    may read only the ConfigMaps its Pods reference, and KubeEdge's MetaServer hides the 403 by
+    answering from its own store: such a module would run only while some other Pod happens to
+    reference the same ConfigMap, and could be a stale copy. Said plainly instead."""
+    name = ref.ref.partition("/")[0]
+    for volume in volumes:
+        for source in [volume, *((volume.get("projected") or {}).get("sources") or [])]:
+            if (source.get("configMap") or {}).get("name") == name:
+                return
+    raise PodConfigError(
+        f'configmap "{name}" (module configmap://{ref.ref}) is not referenced by a volume of this Pod: behind '
+        "KubeEdge's MetaServer a node reads only the ConfigMaps its Pods reference; add the volume "
+        f'{{"name": "wasmlet-module", "configMap": {{"name": "{name}"}}}} to the Pod')
 
 
 class ModuleCache:

@@ -87,6 +87,8 @@ class AgentEnv:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     ports: NodePorts = field(default_factory=NodePorts)
     server_software: str = "wasmlet"
+    # ConfigMap modules only through a volume reference (an API that is KubeEdge's MetaServer).
+    modules_by_reference: bool = False
     _probe_session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     def probe_session(self) -> aiohttp.ClientSession:
@@ -616,6 +618,10 @@ class PodController:
             grace = None if grace_cap is None or own <= grace_cap else grace_cap
             slot.worker.request_stop(grace, resumable=True)
         await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
+
+    def desired(self, source: str = "api") -> list[Obj]:
+        """The Pods of one source that this node is to run (not those already removed)."""
+        return [s.pod for s in self._slots.values() if s.source == source and not s.removed]
 
     def workers(self) -> list[PodWorker]:
         return [s.worker for s in self._slots.values()]

@@ -19,6 +19,7 @@ from typing import Any
 from wasmlet.kube import ApiError, ApiUnavailable, Conflict, Invalid, KubeClient, NotFound
 from wasmlet.kube.backoff import Backoff
 from wasmlet.kube.resources import EVENTS, PODS
+from wasmlet.nodeagent.link import CloudLink
 from wasmlet.nodeagent.pods import PodRef
 from wasmlet.nodeagent.status import now
 
@@ -32,9 +33,12 @@ POST_CONCURRENCY = 8
 class ApiReporter:
     """Posts Pod status (`/status`, merge patch) and Events to the API server."""
 
-    def __init__(self, api: KubeClient, node_name: str) -> None:
+    def __init__(self, api: KubeClient, node_name: str, link: CloudLink | None = None) -> None:
         self._api = api
         self._node = node_name
+        self._link = link or CloudLink()
+        self._link.on_reconnect(self.retry_now)
+        self._retry = asyncio.Event()
         self._latest: dict[PodRef, Obj] = {}
         self._posting: dict[PodRef, asyncio.Event] = {}  # a post in flight, set when it ends
         self._dirty: asyncio.Event = asyncio.Event()
@@ -44,6 +48,11 @@ class ApiReporter:
     def update(self, ref: PodRef, status: Obj) -> None:
         self._latest[ref] = status
         self._dirty.set()
+
+    def retry_now(self) -> None:
+        """The link is back: post what is pending now, not when the backoff ends."""
+        self._backoff.reset()
+        self._retry.set()
 
     def event(self, ref: PodRef, type_: str, reason: str, message: str, container: str | None) -> None:
         try:
@@ -69,7 +78,7 @@ class ApiReporter:
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Post every pending status before shutdown, for at most `timeout` seconds."""
-        with contextlib.suppress(asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(self.flush_one(ref) for ref in list(self._latest))), timeout)
 
     async def flush_one(self, ref: PodRef) -> None:
@@ -89,6 +98,7 @@ class ApiReporter:
             await self._patch(ref, status)
         except ApiUnavailable:
             self._latest.setdefault(ref, status)  # a newer one may have arrived meanwhile
+            self._link.failed()
             return False
         finally:
             del self._posting[ref]
@@ -107,7 +117,9 @@ class ApiReporter:
 
             await asyncio.gather(*(post(ref) for ref in list(self._latest)))
             if self._latest and not self._dirty.is_set():
-                await asyncio.sleep(self._backoff.next())
+                self._retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry.wait(), self._backoff.next())
                 self._dirty.set()
             elif not self._latest:
                 self._backoff.reset()
