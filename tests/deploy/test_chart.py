@@ -224,7 +224,7 @@ def test_agent_values_reach_its_settings(tmp_path: Any) -> None:
     assert settings.kubelet_port == 10260 and settings.runtimes == ("wasmer", "wasmtime")
     assert settings.module_cache_max_bytes == 2 * 1024 ** 3 and settings.node_labels == {"zone": "a"}
     assert settings.insecure_registries == ("registry.lan:5000",)
-    assert settings.kubelet_api_auth == "webhook"
+    assert settings.kubelet_api_auth == "webhook" and settings.kubelet_api_authorization == "webhook"
 
 
 def test_the_kubeedge_preset_is_the_cloud_side_only() -> None:

@@ -54,7 +54,7 @@ def folder(tmp_path: Path, *docs: dict[str, Any], modules: tuple[str, ...] = ("h
 
 
 def http_pod(name: str, port: int) -> dict[str, Any]:
-    web = container("main", "http-hello", ports=[{"containerPort": port, "protocol": "TCP"}])
+    web = container("main", "http-hello", ports=[{"containerPort": port, "hostPort": port, "protocol": "TCP"}])
     doc = pod(name, web, restart="Always")
     doc["metadata"]["annotations"] = {"wasmlet.dev/http.main": json.dumps({"port": port})}
     return doc
