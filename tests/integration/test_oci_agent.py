@@ -81,7 +81,9 @@ async def test_a_private_image_is_pulled_with_the_pods_image_pull_secret(
             "type": "kubernetes.io/dockerconfigjson",
             "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}})
         await api.create(PODS, wasm_pod("private", NODE, image, imagePullSecrets=[{"name": "regcred"}]))
-        await api.create(PODS, wasm_pod("no-secret", NODE, image))
+        # IfNotPresent would reuse the module "private" pulled, if that pull finished first (the
+        # kubelet's default too): Always asks the registry, with this Pod's credentials (none).
+        await api.create(PODS, wasm_pod("no-secret", NODE, image, container={"imagePullPolicy": "Always"}))
         await wait_for(api, PODS, "private", "default", lambda p: phase(p) == "Succeeded")
         pod = await wait_for(api, PODS, "no-secret", "default", lambda p: waiting_reason(p) == "ImagePullBackOff")
     assert "unauthorized" in container_state(pod)["waiting"]["message"]
