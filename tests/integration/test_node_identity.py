@@ -83,7 +83,7 @@ async def test_a_module_configmap_the_node_may_not_read_is_a_clear_config_error(
     authorizer refuses the read (injected 403), and the container says why and what to add."""
     async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path):
         await put_module_configmap(api, "default", "mods", {"hello.wasm": module_bytes("hello")})
-        kube_api.server["get /api/v1/namespaces/default/configmaps/mods"] << 403
+        kube_api.server["get /api/v1/namespaces/default/configmaps"] << 403  # the list of its watch
         await api.create(PODS, wasm_pod("unreferenced", NODE, "configmap://mods/hello.wasm"))
         pod = await wait_for(api, PODS, "unreferenced", "default",
                              lambda p: "waiting" in container_state(p) and
