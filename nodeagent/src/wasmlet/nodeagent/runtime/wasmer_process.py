@@ -106,6 +106,10 @@ class WorkerProcess:
             self._send({"op": "prepare", "module": str(module_path), "digest": digest})
             return await self._prepared
 
+    def preload(self, module_path: Path, digest: str) -> None:
+        """Load a module ahead of the Pod that may use it (a spare's start then skips it); no answer."""
+        self._send({"op": "prepare", "module": str(module_path), "digest": digest, "quiet": True})
+
     async def start(self, message: Message, payload: bytes, output: OutputSink,
                     memory_limit: int | None) -> WasmerInstance:
         """Start one container (`message` is the start message without its id)."""
