@@ -5,7 +5,10 @@ made, the SDK's one-time set-up done (`Worker.warm_up`) and the modules the node
 loaded (`preload`). Forking and warming a worker costs ~10 ms of CPU and loading a module into
 a new process ~10 ms more; done here, before the Pod arrives, instead of on its start path
 (bench/RESULTS.md, "wasmer worker pool"). Each spare taken is replaced at once, in the
-background, so a burst of Pods finds the next ones forking while it starts the first.
+background, so a burst of Pods finds the next ones forking while it starts the first; at most
+`FORKS_AT_ONCE` workers start at a time (the rest queue, in order), so that in a burst the first
+Pods get their workers first instead of all of them getting theirs late together, their Wasmer
+runtimes' threads fighting over the cores.
 
 The pool is small (`SPARE_WORKERS`): an idle worker costs ~6 MiB. Spares also compile modules
 at pull time (`prepare`) into the shared compiled cache, so a hostile module's compile cannot
@@ -27,6 +30,7 @@ SPARE_WORKERS = 2
 # Modules loaded into every spare: the ones the node started or pulled last. A Pod's worker
 # keeps them (file-backed, mostly shared between workers), so not more than a few.
 PRELOAD_MODULES = 4
+FORKS_AT_ONCE = 2
 
 
 class SparePool:
@@ -37,6 +41,7 @@ class SparePool:
         self._size = size
         self._spares: collections.deque[asyncio.Task[WorkerProcess]] = collections.deque()
         self._recent: collections.OrderedDict[str, Path] = collections.OrderedDict()
+        self._forking = asyncio.Semaphore(FORKS_AT_ONCE)
 
     def take(self) -> asyncio.Task[WorkerProcess]:
         """A spare for a new Pod: a ready one if there is one, else the one forking longest; its
@@ -90,7 +95,8 @@ class SparePool:
         return asyncio.create_task(self._ready())
 
     async def _ready(self) -> WorkerProcess:
-        worker = await self._fork()
+        async with self._forking:
+            worker = await self._fork()
         for digest, module_path in list(self._recent.items()):  # read now: what came while it forked too
             worker.preload(module_path, digest)
         return worker

@@ -223,8 +223,8 @@ async def serve(cache_dir: Path, node_cap: int, inbound: int, outbound: int) -> 
     client = sdk.Wasmer(cache_root=cache_dir)
     guard = MemoryGuard(node_cap)  # after the client: its overhead is the worker's, not the Pod's
     worker = Worker(client, guard, lambda message, payload=b"": transport.write(encode(message, payload)))
+    await worker.warm_up()  # ready means warm: the agent forks only a few at once, until ready
     transport.write(encode({"ev": "ready", "baseline": guard.baseline}))
-    await worker.warm_up()  # messages that come meanwhile wait in the pipe
     while (received := await read_message(reader)) is not None:
         await worker.handle(*received)
 
