@@ -29,7 +29,7 @@ from wasmlet.nodeagent.runtime.wasmer_process import WorkerProcess
 SPARE_WORKERS = 2
 # Modules loaded into every spare: the ones the node started or pulled last. A Pod's worker
 # keeps them (file-backed, mostly shared between workers), so not more than a few.
-PRELOAD_MODULES = 4
+PRELOAD_MODULES = 2
 FORKS_AT_ONCE = 2
 
 
