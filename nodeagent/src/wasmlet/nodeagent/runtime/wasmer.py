@@ -101,7 +101,8 @@ class WasmerRuntime:
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmerInstance:
         self.check(spec)
         worker = await self._worker(spec.pod_uid)
-        self._pool.remember(spec.module_path, spec.module_digest)
+        command = command_name(spec.argv[0] if spec.argv else "")
+        self._pool.remember(spec.module_path, spec.module_digest, command)
         # Volumes under /workspace are sandbox files (a package file there would be hidden by the
         # workspace), read when the Pod's sandbox is made; the others, read-only by check(), are
         # package files at their mountPath.
@@ -110,7 +111,7 @@ class WasmerRuntime:
         sandbox_files, sandbox_bytes = pack_files({} if worker.sandboxed else _collect_files(workspace))
         message = {
             "module": str(spec.module_path), "digest": spec.module_digest,
-            "command": command_name(spec.argv[0] if spec.argv else ""), "argv": spec.argv[1:], "env": spec.env,
+            "command": command, "argv": spec.argv[1:], "env": spec.env,
             "network": spec.network, "files": files, "workspace": sandbox_files,
             "dirs": [m.guest_path for m in workspace], "memory": spec.memory_limit_bytes,
             "capture": spec.capture_limit, "stdin": spec.stdin is not None,

@@ -40,7 +40,8 @@ class SparePool:
         self._fork = fork
         self._size = size
         self._spares: collections.deque[asyncio.Task[WorkerProcess]] = collections.deque()
-        self._recent: collections.OrderedDict[str, Path] = collections.OrderedDict()
+        # (digest, command name) → module file: what the node ran lately, as it ran it
+        self._recent: collections.OrderedDict[tuple[str, str], Path] = collections.OrderedDict()
         self._forking = asyncio.Semaphore(FORKS_AT_ONCE)
 
     def take(self) -> asyncio.Task[WorkerProcess]:
@@ -67,20 +68,22 @@ class SparePool:
                 if attempt == 2:
                     raise
         if error is None:
-            self.remember(module_path, digest)
+            self.remember(module_path, digest, "main")
         return error
 
-    def remember(self, module_path: Path, digest: str) -> None:
-        """A module the node runs: the ready spares load it now, new spares when they are ready."""
-        if digest in self._recent:
-            self._recent.move_to_end(digest)
+    def remember(self, module_path: Path, digest: str, command: str) -> None:
+        """A module the node runs (as `command`, its argv[0]): the ready spares load it now, new
+        spares when they are ready."""
+        key = (digest, command)
+        if key in self._recent:
+            self._recent.move_to_end(key)
             return
-        self._recent[digest] = module_path
+        self._recent[key] = module_path
         while len(self._recent) > PRELOAD_MODULES:
             self._recent.popitem(last=False)
         for task in self._spares:
             if task.done() and not task.cancelled() and task.exception() is None:
-                task.result().preload(module_path, digest)
+                task.result().preload(module_path, digest, command)
 
     async def close(self) -> None:
         """End every spare (forking ones included)."""
@@ -97,8 +100,8 @@ class SparePool:
     async def _ready(self) -> WorkerProcess:
         async with self._forking:
             worker = await self._fork()
-        for digest, module_path in list(self._recent.items()):  # read now: what came while it forked too
-            worker.preload(module_path, digest)
+        for (digest, command), module_path in list(self._recent.items()):  # now: what came while it forked too
+            worker.preload(module_path, digest, command)
         return worker
 
     def _refill(self) -> None:

@@ -106,9 +106,10 @@ class WorkerProcess:
             self._send({"op": "prepare", "module": str(module_path), "digest": digest})
             return await self._prepared
 
-    def preload(self, module_path: Path, digest: str) -> None:
-        """Load a module ahead of the Pod that may use it (a spare's start then skips it); no answer."""
-        self._send({"op": "prepare", "module": str(module_path), "digest": digest, "quiet": True})
+    def preload(self, module_path: Path, digest: str, command: str) -> None:
+        """Load a module as `command` into the spare's sandbox ahead of a Pod that may run it (that
+        Pod's start then only spawns it); no answer."""
+        self._send({"op": "prepare", "module": str(module_path), "digest": digest, "command": command, "quiet": True})
 
     async def start(self, message: Message, payload: bytes, output: OutputSink,
                     memory_limit: int | None) -> WasmerInstance:

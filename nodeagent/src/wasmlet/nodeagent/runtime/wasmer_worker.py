@@ -50,7 +50,8 @@ class Worker:
         self._packages: dict[tuple[str, str], Any] = {}
         self._sandbox: Any = None
         self._blank: Any = None  # a sandbox made ahead (no files, no network), for the Pod to take
-        self._installed: set[str] = set()
+        self._installed: set[str] = set()  # packages installed in `_sandbox`
+        self._blank_installed: set[str] = set()  # and in `_blank`, by preloads
         self._processes: dict[int, Any] = {}
         self._limits: dict[int, int | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -65,7 +66,10 @@ class Worker:
                 self._spawn_task(_terminate(process, float(message["grace"])))
         elif op == "prepare":  # `quiet`: a preload for a Pod that may come; nobody waits for it
             try:
-                await self._package(message["module"], message["digest"], "main", {})
+                package = await self._package(message["module"], message["digest"], message.get("command", "main"), {})
+                if message.get("quiet") and self._blank is not None and package.id not in self._blank_installed:
+                    await self._blank.install_package(package)
+                    self._blank_installed.add(package.id)
                 error = None
             except (sdk.WasmerError, OSError) as exc:
                 error = f"not a loadable wasm module ({message['digest'][:19]}): {exc}"
@@ -168,7 +172,7 @@ class Worker:
 
     async def _ensure_sandbox(self, files: dict[str, bytes], dirs: list[str], network: bool) -> Any:
         if self._sandbox is None and self._blank is not None and not files and not network:
-            self._sandbox = self._blank
+            self._sandbox, self._installed = self._blank, self._blank_installed
         if self._sandbox is None:
             self._sandbox = await self._client.sandboxes.create(files=files,
                                                                 network="host" if network else "disabled")
