@@ -57,7 +57,7 @@ async def test_replicas_of_a_not_ready_node_stay_when_rescheduling_is_off(kube_a
         await api.create(WASM_WORKLOADS, workload("autonomous", placement={"rescheduleAfterSeconds": None}), NS)
         [pod] = await eventually(lambda: pods_count(api, "autonomous", 1), what="a pod")
         kube_api.put_status(lost(wasm_node(pod["spec"]["nodeName"]), status="False"))
-        await wait_workload(kube_api, "autonomous", lambda b: b["status"].get("observedGeneration") == 1)
+        await wait_workload(kube_api, "autonomous", lambda b: (b.get("status") or {}).get("observedGeneration") == 1)
         await asyncio.sleep(1.0)
         [still] = await live_pods(api, "autonomous")
         assert still["metadata"]["uid"] == pod["metadata"]["uid"]

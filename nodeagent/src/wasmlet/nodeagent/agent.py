@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmlet.kube import ApiError, KubeClient, load_config
+from wasmlet.kube.config import ConfigError
 from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
@@ -57,6 +58,18 @@ class Runtimes:
         self._loaded.clear()
 
 
+async def _check_credentials(api: KubeClient) -> None:
+    """Fetch the credentials once at start, so a broken exec plugin is reported at once, plainly.
+
+    The agent runs on (its Pods keep running, edge autonomy) and fetches them again on every
+    request until they work; the error repeats in the API errors meanwhile.
+    """
+    try:
+        await api.credentials.login()
+    except ConfigError as exc:
+        log.error("cannot get credentials for the API server %s: %s", api.config.server, exc)
+
+
 class Agent:
     """One node agent. `run()` until `stop` is set."""
 
@@ -80,8 +93,9 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             api: KubeClient | None = None
             if not settings.standalone:
-                api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig),
+                api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig, settings.context),
                                                                  user_agent=f"wasmlet-agent/{settings.node_name}"))
+                await _check_credentials(api)
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
             static_objects = StaticObjects()
@@ -155,16 +169,17 @@ class Agent:
 
     async def _serve_kubelet_api(self, logs_dir: Path, pki_dir: Path, api: KubeClient | None) -> Any:
         from wasmlet.nodeagent.kubeletapi import KubeletApi, serve
-        from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware
+        from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware, client_ca_for
         from wasmlet.nodeagent.tls import server_context
 
         assert self.controller is not None
         s = self.settings
+        client_ca = client_ca_for(s.client_ca_file, api)
         context = await asyncio.to_thread(server_context, s.tls_cert_file, s.tls_key_file, pki_dir, s.node_name,
-                                          s.node_ip, s.client_ca_file)
+                                          s.node_ip, client_ca)
         middlewares: tuple[Any, ...] = ()
         if s.kubelet_api_auth == "webhook":
-            if api is None and s.client_ca_file is None:
+            if api is None and client_ca is None:
                 log.warning("kubelet API: no API server to review tokens and no client_ca_file: only /healthz "
                             "answers; set kubelet_api_auth: none to serve logs without authentication")
             middlewares = (auth_middleware(TokenReviewer(api) if api else None),)
@@ -173,7 +188,11 @@ class Agent:
         self.kubelet_port = runner.addresses[0][1]
         # Port 0 picks a free port; the Node must advertise the real one.
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
-        log.info("kubelet API on https://%s:%d", s.kubelet_address, self.kubelet_port)
+        trusted = (s.client_ca_file if s.client_ca_file is not None
+                   else f"the cluster CA of {api.config.source}" if api is not None and client_ca is not None
+                   else "no CA (tokens only)")
+        log.info("kubelet API on https://%s:%d; client certificates signed by %s", s.kubelet_address,
+                 self.kubelet_port, trusted)
         return runner
 
     def _api_reporter(self, api: KubeClient | None) -> Reporter:

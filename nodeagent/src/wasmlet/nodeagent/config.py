@@ -35,11 +35,12 @@ class AgentSettings:
     tls_key_file: Path | None = None
     # Off only for `wasmlet run`, which needs no API on a port.
     serve_kubelet_api: bool = True
-    # Who may read logs, /pods, /metrics: "webhook" (a client certificate from client_ca_file, or a
+    # Who may read logs, /pods, /metrics: "webhook" (a client certificate from the client CA, or a
     # bearer token the API server confirms) or "none" — an explicit opt-out for standalone use.
     kubelet_api_auth: str = "webhook"
-    # The CA of the API server's kubelet-client certificate (kubeadm: /etc/kubernetes/pki/ca.crt;
-    # in a Pod: the kube-root-ca.crt ConfigMap).
+    # The CA of the API server's kubelet-client certificate. Unset: the cluster CA of the agent's
+    # own credentials (its kubeconfig's certificate authority, or in a Pod the service account's
+    # ca.crt), which is what signs that certificate on a kubeadm cluster.
     client_ca_file: Path | None = None
     # Desired state, module cache and container logs live here; it must survive restarts.
     state_dir: Path = Path("/var/lib/wasmlet")
@@ -47,6 +48,8 @@ class AgentSettings:
     manifests: Path | None = None
     # Path to a kubeconfig, or an http(s) URL (KubeEdge MetaServer). Unset: KUBECONFIG/in-cluster.
     kubeconfig: str | None = None
+    # The kubeconfig context to use (kubectl's --context). Unset: the kubeconfig's current-context.
+    context: str | None = None
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
     node_labels: dict[str, str] = field(default_factory=dict)
     # When the agent stops, its Pods get their grace period but at most this long (the kubelet's
