@@ -40,8 +40,8 @@ class SparePool:
         self._fork = fork
         self._size = size
         self._spares: collections.deque[asyncio.Task[WorkerProcess]] = collections.deque()
-        # (digest, command name) → module file: what the node ran lately, as it ran it
-        self._recent: collections.OrderedDict[tuple[str, str], Path] = collections.OrderedDict()
+        # digest → (module file, command name): what the node ran lately, as it last ran it
+        self._recent: collections.OrderedDict[str, tuple[Path, str]] = collections.OrderedDict()
         self._forking = asyncio.Semaphore(FORKS_AT_ONCE)
 
     def take(self) -> asyncio.Task[WorkerProcess]:
@@ -72,13 +72,13 @@ class SparePool:
         return error
 
     def remember(self, module_path: Path, digest: str, command: str) -> None:
-        """A module the node runs (as `command`, its argv[0]): the ready spares load it now, new
-        spares when they are ready."""
-        key = (digest, command)
-        if key in self._recent:
-            self._recent.move_to_end(key)
+        """A module the node runs (as `command`, its argv[0]; a pull's compile says `main` until a
+        Pod runs it): the ready spares load it now, new spares when they are ready."""
+        known = self._recent.get(digest)
+        self._recent[digest] = (module_path, command)
+        self._recent.move_to_end(digest)
+        if known is not None and known[1] == command:
             return
-        self._recent[key] = module_path
         while len(self._recent) > PRELOAD_MODULES:
             self._recent.popitem(last=False)
         for task in self._spares:
@@ -100,7 +100,7 @@ class SparePool:
     async def _ready(self) -> WorkerProcess:
         async with self._forking:
             worker = await self._fork()
-        for (digest, command), module_path in list(self._recent.items()):  # now: what came while it forked too
+        for digest, (module_path, command) in list(self._recent.items()):  # now: what came while it forked too
             worker.preload(module_path, digest, command)
         return worker
 
