@@ -102,6 +102,33 @@ async def wait_gone(api: KubeClient, name: str, namespace: str = "default", time
             await asyncio.sleep(0.05)
 
 
+def agent_requests(kube_api: Any, since: int = 0, node_name: str = "wasm-node-1") -> list[Any]:
+    """The requests the agent of `node_name` sent to the test API, from request index `since`."""
+    agent = f"wasmlet-agent/{node_name}"
+    return [r for r in list(kube_api.server)[since:] if r.headers.get("User-Agent") == agent]
+
+
+def verb_and_resource(request: Any) -> tuple[str, str]:
+    """How kube-apiserver's `apiserver_request_total` labels a request: (verb, resource[/subresource])."""
+    resource = request.resource.plural if request.resource is not None else "?"
+    if request.subresource:
+        resource = f"{resource}/{request.subresource}"
+    verb = request.method.value.upper()
+    if verb == "GET":
+        verb = "WATCH" if request.params.get("watch") in ("true", "1") else "GET" if request.name else "LIST"
+    return verb, resource
+
+
+def about_pod(request: Any, name: str) -> bool:
+    """Whether a request is about the Pod `name`: on the Pod itself, or an Event about it."""
+    if request.resource is not None and request.resource.plural == "pods":
+        return bool(request.name == name)
+    if request.resource is not None and request.resource.plural == "events" and request.name:
+        return bool(request.name.startswith(f"{name}."))  # a count patched onto an Event about it
+    involved = (request.data or {}).get("involvedObject") if isinstance(request.data, dict) else None
+    return bool(involved and involved.get("kind") == "Pod" and involved.get("name") == name)
+
+
 def container_state(pod: dict[str, Any], index: int = 0) -> dict[str, Any]:
     statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
     return statuses[index].get("state") or {}

@@ -9,7 +9,7 @@ credentials when they can change (exec plugin, auth-provider, token file), as cl
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -25,6 +25,7 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 Obj = dict[str, Any]
+RequestHook = Callable[[str, str, str], None]  # (verb, resource[/subresource], code) of each request sent
 
 
 class KubeClient:
@@ -34,9 +35,11 @@ class KubeClient:
     """
 
     def __init__(self, config: ClusterConfig, *, user_agent: str = "wasmlet", timeout: float = 30.0,
-                 max_connections: int = 32, credentials: Credentials | None = None) -> None:
+                 max_connections: int = 32, credentials: Credentials | None = None,
+                 on_request: RequestHook | None = None) -> None:
         self.config = config
         self.credentials = credentials or Credentials(config)
+        self._on_request = on_request
         self._user_agent = user_agent
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._max_connections = max_connections
@@ -116,6 +119,7 @@ class KubeClient:
         try:
             async with await self._send(session, "GET", resource.path(namespace), params=params,
                                         timeout=timeout) as response:
+                self._count("WATCH", resource.path(namespace), response.status)
                 if response.status >= 400:
                     raise error_from_status(response.status, await _json_or_text(response))
                 async for event in _json_lines(response):
@@ -142,6 +146,7 @@ class KubeClient:
         try:
             async with await self._send(session, method, path, params=params, data=data, headers=headers,
                                         timeout=self._timeout) as response:
+                self._count(method, path, response.status)
                 body = await _json_or_text(response)
                 if response.status >= 400:
                     raise error_from_status(response.status, body)
@@ -152,6 +157,11 @@ class KubeClient:
             raise ApiUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
         except ConfigError as exc:
             raise ApiUnavailable(0, "CredentialsUnavailable", f"{method} {path}: {exc}") from exc
+
+    def _count(self, method: str, path: str, code: int) -> None:
+        if self._on_request is not None:
+            verb, resource = verb_and_resource(method, path)
+            self._on_request(verb, resource, str(code))
 
     async def get_text(self, path: str, *, params: Mapping[str, str] | None = None) -> tuple[int, str]:
         """GET a body that is not JSON (`pods/NAME/log`): the HTTP status and the text, errors included."""
@@ -185,6 +195,22 @@ class KubeClient:
         if self._session is None:
             raise RuntimeError("KubeClient used outside `async with`")
         return self._session
+
+
+def verb_and_resource(method: str, path: str) -> tuple[str, str]:
+    """A request as kube-apiserver's `apiserver_request_total` labels it: (verb, resource[/subresource]);
+    a GET is GET with a name, LIST without (a watch is counted as WATCH by its caller)."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # after /api/v1 or /apis/group/version
+    if len(rest) >= 3 and rest[0] == "namespaces":  # namespaced, not a Namespace itself
+        rest = rest[2:]
+    resource = rest[0] if rest else ""
+    if len(rest) >= 3:
+        resource = f"{resource}/{rest[2]}"
+    verb = method.upper()
+    if verb == "GET":
+        verb = "GET" if len(rest) >= 2 else "LIST"
+    return verb, resource
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:

@@ -17,13 +17,15 @@ from typing import Any
 from wasmlet.kube import ApiError, KubeClient, load_config
 from wasmlet.kube.config import ConfigError
 from wasmlet.nodeagent import VERSION
+from wasmlet.nodeagent.cacheguard import CacheGuard
 from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.link import CloudLink
 from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.mirror import MirrorReporter
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.node import node_labels
-from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
+from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects, WatchedObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
 from wasmlet.nodeagent.runtime import Runtime, load_backend
@@ -82,6 +84,7 @@ class Agent:
         self.mirrors: MirrorReporter | None = None
         self.metrics = AgentMetrics()
         self.kubelet_port: int | None = None
+        self.link = CloudLink()
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -94,18 +97,27 @@ class Agent:
             api: KubeClient | None = None
             if not settings.standalone:
                 api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig, settings.context),
-                                                                 user_agent=f"wasmlet-agent/{settings.node_name}"))
+                                                                 user_agent=f"wasmlet-agent/{settings.node_name}",
+                                                                 on_request=self._count_request))
                 await _check_credentials(api)
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
             static_objects = StaticObjects()
             objects: ObjectStore = static_objects
+            self.link = CloudLink()  # writes tell whether the API is reachable (node, reporter)
             base = self._reporter or self._api_reporter(api)
-            if api is not None:
+            if api is not None and settings.metaserver:
                 objects = ApiObjects(api, store)
-                if settings.manifests is not None:  # mixed mode: static Pods next to the API's
-                    objects = LayeredObjects(static_objects, objects)
-                    base = self.mirrors = MirrorReporter(base, api, settings.node_name)
+            elif api is not None:
+                # Object watches hold a connection each: their own client, without the connection limit.
+                watch_api = await stack.enter_async_context(KubeClient(
+                    api.config, user_agent=f"wasmlet-agent/{settings.node_name}", max_connections=0,
+                    credentials=api.credentials, on_request=self._count_request))
+                watched = objects = WatchedObjects(watch_api, store)
+                stack.push_async_callback(watched.close)
+            if api is not None and settings.manifests is not None:  # mixed mode: static Pods next to the API's
+                objects = LayeredObjects(static_objects, objects)
+                base = self.mirrors = MirrorReporter(base, api, settings.node_name)
             reporter = StoringReporter(base, store)
             claims: ClaimSource = ApiClaims(api) if api is not None else NoClaims()
             env = AgentEnv(
@@ -118,6 +130,7 @@ class Agent:
                 claims=claims, node_labels=node_labels(settings),
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 backoff_base=settings.restart_backoff_seconds, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
+                modules_by_reference=settings.metaserver,
             )
             self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:
@@ -145,10 +158,12 @@ class Agent:
                 # Edge autonomy: what the store says should run starts now, API or not; the API's
                 # list replaces it as soon as the API answers.
                 await self.controller.replace(store.pods("api"))
-                self.node = NodeController(api, self.settings)
+                self.node = NodeController(api, self.settings, self.link)
+                guard = CacheGuard(api, store, self.controller, self.node.link) if self.settings.metaserver else None
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
-                tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller, store).run()))
+                pods = ApiPods(api, self.settings.node_name, self.controller, store, reporter, guard)
+                tasks.append(group.create_task(pods.run()))
             if self.settings.manifests is not None:
                 statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
                 assert isinstance(statics, StaticObjects)
@@ -198,7 +213,11 @@ class Agent:
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter
 
-        return ApiReporter(api, self.settings.node_name) if api else ConsoleReporter()
+        return (ApiReporter(api, self.settings.node_name, metrics=self.metrics, link=self.link) if api
+                else ConsoleReporter())
+
+    def _count_request(self, verb: str, resource: str, code: str) -> None:
+        self.metrics.api_requests.labels(verb, resource, code).inc()
 
     async def _mark_not_ready(self) -> None:
         assert self.node is not None

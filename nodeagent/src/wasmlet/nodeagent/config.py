@@ -68,6 +68,13 @@ class AgentSettings:
     lease_renew_seconds: float = 10.0
     # NodeStatus is posted on change and at least this often (the kubelet's nodeStatusReportFrequency).
     node_status_seconds: float = 300.0
+    # How often the API's Node is compared with the agent's view (one GET): a Node marked Unknown
+    # by the node lifecycle controller while the link was down is corrected within this time.
+    node_check_seconds: float = 60.0
+    # The API endpoint is KubeEdge's MetaServer, a cache that answers from its store while the cloud
+    # is away: list Pods without a field selector (filtered here), stop a Pod only on a DELETED
+    # event, a deletionTimestamp, or a GET answered while writes go through (docs/kubeedge.md).
+    metaserver: bool = False
     # Container log files are capped like the kubelet's containerLogMaxSize / containerLogMaxFiles.
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
@@ -112,6 +119,8 @@ class AgentSettings:
             raise SettingsError(f"runtimes: unknown runtime(s) {unknown}; known: wasmer, wasmtime")
         if not 0 < self.restart_backoff_seconds <= 300:
             raise SettingsError(f"restart_backoff_seconds: {self.restart_backoff_seconds} is not in (0, 300]")
+        if self.node_check_seconds <= 0:
+            raise SettingsError(f"node_check_seconds: {self.node_check_seconds} is not positive")
         if self.lease_renew_seconds >= self.lease_duration_seconds:
             raise SettingsError("lease_renew_seconds: must be shorter than lease_duration_seconds")
         if self.manifests is not None and not self.manifests.exists():

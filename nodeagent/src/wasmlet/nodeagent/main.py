@@ -50,6 +50,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubelet-api-auth", choices=("webhook", "none"),
                    help="who may read logs/pods/metrics: webhook (client certificate or TokenReview; default) "
                         "or none (explicit opt-out, for standalone use)")
+    p.add_argument("--metaserver", action="store_const", const=True,
+                   help="the API endpoint is KubeEdge's MetaServer: trust its lists and copies only as a cache's")
     p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate (default: the cluster CA "
                                                                "of the agent's kubeconfig or service account)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
@@ -64,6 +66,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
         "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
+        "metaserver": args.metaserver,
     }
     return load_settings(args.config, dict(os.environ), flags)
 

@@ -70,6 +70,10 @@ class MirrorReporter:
         target = self._mirrors.get(ref.uid, ref) if ref.uid in self._static else ref
         self.inner.event(target, type_, reason, message, container)
 
+    def gone(self, ref: PodRef) -> None:
+        if ref.uid not in self._static:
+            self.inner.gone(ref)
+
     async def finished(self, ref: PodRef, deleting: bool) -> None:
         if ref.uid in self._static:
             mirror = self._mirrors.get(ref.uid)

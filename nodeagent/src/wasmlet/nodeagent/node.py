@@ -3,6 +3,10 @@
 As the kubelet does: the Lease in `kube-node-lease` is renewed every 10 s (valid 40 s) and
 is what the node lifecycle controller watches; NodeStatus is posted when it changes and at
 least every `node_status_seconds`; a renewal that fails is retried quickly with backoff.
+The Lease renewal is also the link probe (`CloudLink`): after a reconnect NodeStatus is posted
+at once, and the API's Node is compared with the agent's view every `node_check_seconds`, so a
+Node the node lifecycle controller marked `Unknown` while the link was down is Ready again
+within seconds, not at the next periodic report.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import os
 from typing import Any
 
 from wasmlet.api import keys
-from wasmlet.kube import AlreadyExists, ApiError, Conflict, KubeClient, NotFound
+from wasmlet.kube import AlreadyExists, ApiError, ApiUnavailable, Conflict, Forbidden, KubeClient, NotFound
 from wasmlet.kube.backoff import Backoff
 from wasmlet.kube.resources import LEASES, NODES
 from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.link import CloudLink
 from wasmlet.nodeagent.status import now, now_micro
 
 log = logging.getLogger(__name__)
@@ -91,9 +96,11 @@ def node_status(settings: AgentSettings, ready: bool, reason: str, message: str,
 class NodeController:
     """Owns the Node object and the Lease for the agent's lifetime."""
 
-    def __init__(self, api: KubeClient, settings: AgentSettings) -> None:
+    def __init__(self, api: KubeClient, settings: AgentSettings, link: CloudLink | None = None) -> None:
         self._api = api
         self._settings = settings
+        self.link = link or CloudLink()
+        self.link.on_reconnect(self._reconnected)
         self._conditions: list[Obj] = []
         self._ready = (True, "KubeletReady", "wasmlet is posting ready status")
         missing = [r for r in settings.runtimes if importlib.util.find_spec(RUNTIME_PACKAGES[r][0]) is None]
@@ -123,32 +130,51 @@ class NodeController:
         self._conditions = status["conditions"]
 
     async def _register(self) -> None:
-        backoff = Backoff(base=0.5, cap=10.0)
+        backoff = Backoff(base=0.5, cap=7.0)  # as the Lease's: a reconnect is noticed within 7 s
         while True:
             try:
                 try:
                     await self._api.create(NODES, node_object(self._settings))
                 except AlreadyExists:
-                    node = node_object(self._settings)
-                    await self._api.patch(NODES, self._settings.node_name,
-                                          {"metadata": {"labels": node["metadata"]["labels"]}, "spec": node["spec"]})
+                    await self._update_labels()
                 await self.post_status()
+                self.link.succeeded()
                 self.registered.set()
                 log.info("registered node %s", self._settings.node_name)
                 return
             except ApiError as exc:
+                if isinstance(exc, ApiUnavailable):
+                    self.link.failed()
                 delay = backoff.next()
                 log.warning("cannot register node %s: %s; retrying in %.1fs", self._settings.node_name, exc, delay)
                 await asyncio.sleep(delay)
+
+    async def _update_labels(self) -> None:
+        """An existing Node (a restart): set only the labels that differ. Its taints stay as they
+        are, as the kubelet leaves them: NodeRestriction forbids a node to change its taints, and a
+        refused label patch is reported once, never retried in a loop."""
+        current = await self._api.get(NODES, self._settings.node_name)
+        have = (current.get("metadata") or {}).get("labels") or {}
+        labels = {k: v for k, v in node_labels(self._settings).items() if have.get(k) != v}
+        if not labels:
+            return
+        try:
+            await self._api.patch(NODES, self._settings.node_name, {"metadata": {"labels": labels}})
+        except Forbidden as exc:
+            log.warning("node %s: its identity may not set the labels %s (%s); set them cloud-side with "
+                        "`kubectl label node`", self._settings.node_name, sorted(labels), exc)
 
     async def _renew_lease(self) -> None:
         backoff = Backoff(base=0.2, cap=7.0)  # the kubelet's lease retry: 200 ms doubling to 7 s
         while True:
             try:
                 await self._put_lease()
+                self.link.succeeded()
                 backoff.reset()
                 await asyncio.sleep(self._settings.lease_renew_seconds)
             except ApiError as exc:
+                if isinstance(exc, ApiUnavailable):
+                    self.link.failed()
                 delay = backoff.next()
                 log.warning("lease renewal failed: %s; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
@@ -182,19 +208,45 @@ class NodeController:
         meta = node["metadata"]
         return [{"apiVersion": "v1", "kind": "Node", "name": meta["name"], "uid": meta["uid"]}]
 
+    def _reconnected(self) -> None:
+        """The link is back: whatever the API made of the Node meanwhile, post the truth now."""
+        self._changed.set()
+
     async def _report_status(self) -> None:
+        interval = self._settings.node_status_seconds
+        last_post = asyncio.get_running_loop().time()
         while True:
+            timeout = min(self._settings.node_check_seconds, interval)
             try:
-                await asyncio.wait_for(self._changed.wait(), timeout=self._settings.node_status_seconds)
+                await asyncio.wait_for(self._changed.wait(), timeout=timeout)
             except TimeoutError:
-                pass
+                due = asyncio.get_running_loop().time() - last_post >= interval
+                if not due and not await self._api_disagrees():
+                    continue
             self._changed.clear()
             try:
                 await self.post_status()
+                last_post = asyncio.get_running_loop().time()
             except ApiError as exc:
                 log.warning("cannot post node status: %s", exc)
                 self._changed.set()
                 await asyncio.sleep(1.0)
+
+    async def _api_disagrees(self) -> bool:
+        """Whether the API's Node shows another Ready status than this agent's (e.g. `Unknown`,
+        set by the node lifecycle controller while the Lease could not be renewed)."""
+        try:
+            node = await self._api.get(NODES, self._settings.node_name)
+        except ApiError:
+            return False  # the next check, or the reconnect, tells
+        conditions: list[Obj] = (node.get("status") or {}).get("conditions") or []
+        ready: Obj = next((c for c in conditions if c.get("type") == "Ready"), {})
+        wanted = "True" if self._ready[0] else "False"
+        if ready.get("status") != wanted:
+            log.info("node %s is Ready=%s in the API, %s here: posting status", self._settings.node_name,
+                     ready.get("status"), wanted)
+            return True
+        return False
 
 
 def _memory_kib() -> int:
