@@ -225,7 +225,7 @@ def test_agent_values_reach_its_settings(tmp_path: Any) -> None:
     assert settings.kubelet_port == 10260 and settings.runtimes == ("wasmer", "wasmtime")
     assert settings.module_cache_max_bytes == 2 * 1024 ** 3 and settings.node_labels == {"zone": "a"}
     assert settings.insecure_registries == ("registry.lan:5000",)
-    assert settings.kubelet_api_auth == "webhook"
+    assert settings.kubelet_api_auth == "webhook" and settings.kubelet_api_authorization == "webhook"
     assert settings.allocatable_memory == 4 * 1024 ** 3 and settings.shutdown_grace_seconds == 12.5
 
 

@@ -175,7 +175,11 @@ def test_the_agent_checks_the_config_the_chart_gives_it(fresh_install: Path) -> 
     ca = fresh_install / "ca.crt"  # the kube-root-ca.crt ConfigMap the chart mounts
     ca.write_text("a CA")
     env.update(WASMLET_NODE_IP="10.0.0.7", WASMLET_STATE_DIR=str(fresh_install / "state"), WASMLET_CLIENT_CA_FILE=str(ca))
-    env["WASMLET_KUBECONFIG"] = "https://10.96.0.1:443"  # stands in for the in-cluster credentials
+    if "WASMLET_BOOTSTRAP_KUBECONFIG" in env:
+        assert env["WASMLET_BOOTSTRAP_KUBECONFIG"] == "in-cluster"  # TLS bootstrap from the ServiceAccount
+        env["WASMLET_BOOTSTRAP_KUBECONFIG"] = "https://10.96.0.1:443"  # stands in for the in-cluster credentials
+    else:
+        env["WASMLET_KUBECONFIG"] = "https://10.96.0.1:443"  # stands in for the in-cluster credentials
     out = run([str(fresh_install / "bin" / "wasmlet-agent"), "--check-config"], cwd=fresh_install, env=env)
     assert "node_name: worker-1-wasm" in out and "kubelet_port: 10260" in out and "node_ip: 10.0.0.7" in out
     assert "api: https://10.96.0.1:443" in out

@@ -28,6 +28,7 @@ from wasmlet.nodeagent.node import node_labels
 from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects, WatchedObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
+from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.runtime import Runtime, load_backend
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Agent:
         self.mirrors: MirrorReporter | None = None
         self.metrics = AgentMetrics()
         self.kubelet_port: int | None = None
+        self.credentials: Any = None  # NodeCredentials under TLS bootstrap
         self.link = CloudLink()
         self.started = asyncio.Event()
 
@@ -96,7 +98,13 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             api: KubeClient | None = None
             if not settings.standalone:
-                api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig, settings.context),
+                kubeconfig, context = settings.kubeconfig, settings.context
+                if settings.bootstrap_kubeconfig is not None:
+                    from wasmlet.nodeagent.bootstrap import NodeCredentials
+
+                    self.credentials = NodeCredentials(settings)
+                    kubeconfig, context = str(await self.credentials.ensure()), None  # the node kubeconfig's own
+                api = await stack.enter_async_context(KubeClient(load_config(kubeconfig, context),
                                                                  user_agent=f"wasmlet-agent/{settings.node_name}",
                                                                  on_request=self._count_request))
                 await _check_credentials(api)
@@ -130,6 +138,7 @@ class Agent:
                 claims=claims, node_labels=node_labels(settings),
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 backoff_base=settings.restart_backoff_seconds, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
+                ports=NodePorts(settings.min_host_port),
                 modules_by_reference=settings.metaserver,
             )
             self.controller = PodController(env, store=store)
@@ -164,6 +173,8 @@ class Agent:
                 tasks.append(group.create_task(reporter.inner.run()))
                 pods = ApiPods(api, self.settings.node_name, self.controller, store, reporter, guard)
                 tasks.append(group.create_task(pods.run()))
+                if self.credentials is not None:
+                    tasks.append(group.create_task(self.credentials.rotate()))
             if self.settings.manifests is not None:
                 statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
                 assert isinstance(statics, StaticObjects)
@@ -185,6 +196,7 @@ class Agent:
     async def _serve_kubelet_api(self, logs_dir: Path, pki_dir: Path, api: KubeClient | None) -> Any:
         from wasmlet.nodeagent.kubeletapi import KubeletApi, serve
         from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware, client_ca_for
+        from wasmlet.nodeagent.kubeletauthz import AccessReviewer
         from wasmlet.nodeagent.tls import server_context
 
         assert self.controller is not None
@@ -197,10 +209,13 @@ class Agent:
             if api is None and client_ca is None:
                 log.warning("kubelet API: no API server to review tokens and no client_ca_file: only /healthz "
                             "answers; set kubelet_api_auth: none to serve logs without authentication")
-            middlewares = (auth_middleware(TokenReviewer(api) if api else None),)
+            middlewares = (auth_middleware(TokenReviewer(api) if api else None,
+                                           AccessReviewer(api, s.node_name)
+                                           if api and s.kubelet_api_authorization == "webhook" else None),)
         kubelet_api = KubeletApi(self.controller, self.metrics, logs_dir, middlewares=middlewares)
         runner = await serve(kubelet_api, s.kubelet_address, s.kubelet_port, context)
         self.kubelet_port = runner.addresses[0][1]
+        self.controller.env.ports.reserve(self.kubelet_port, "kubelet API: logs, /pods, /metrics")
         # Port 0 picks a free port; the Node must advertise the real one.
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
         trusted = (s.client_ca_file if s.client_ca_file is not None

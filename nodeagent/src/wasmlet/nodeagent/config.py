@@ -38,6 +38,9 @@ class AgentSettings:
     # Who may read logs, /pods, /metrics: "webhook" (a client certificate from the client CA, or a
     # bearer token the API server confirms) or "none" — an explicit opt-out for standalone use.
     kubelet_api_auth: str = "webhook"
+    # What an authenticated caller may do, as the kubelet's authorization.mode: "webhook" (a
+    # SubjectAccessReview per caller and subresource, as the kubelet asks) or "always-allow".
+    kubelet_api_authorization: str = "webhook"
     # The CA of the API server's kubelet-client certificate. Unset: the cluster CA of the agent's
     # own credentials (its kubeconfig's certificate authority, or in a Pod the service account's
     # ca.crt), which is what signs that certificate on a kubeadm cluster.
@@ -48,6 +51,13 @@ class AgentSettings:
     manifests: Path | None = None
     # Path to a kubeconfig, or an http(s) URL (KubeEdge MetaServer). Unset: KUBECONFIG/in-cluster.
     kubeconfig: str | None = None
+    # The lowest port a Pod may serve on (a wasm Pod's ports are its node's). 1024 keeps the
+    # privileged ports, where a node's own daemons listen, from tenants; 1 allows every port.
+    min_host_port: int = 1024
+    # TLS bootstrap, as the kubelet's --bootstrap-kubeconfig: a kubeconfig path, or "in-cluster" (the
+    # Pod's ServiceAccount), used only to request this node's client certificate; the node
+    # kubeconfig is then written to `kubeconfig` (default state_dir/pki/kubelet.kubeconfig).
+    bootstrap_kubeconfig: str | None = None
     # The kubeconfig context to use (kubectl's --context). Unset: the kubeconfig's current-context.
     context: str | None = None
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
@@ -95,7 +105,8 @@ class AgentSettings:
     @property
     def standalone(self) -> bool:
         """No API server: run only the static Pods of `manifests`."""
-        return self.kubeconfig is None and self.manifests is not None and not _cluster_env()
+        return (self.kubeconfig is None and self.bootstrap_kubeconfig is None and self.manifests is not None
+                and not _cluster_env())
 
     def validate(self) -> AgentSettings:
         if not self.node_name or len(self.node_name) > 253:
@@ -104,8 +115,16 @@ class AgentSettings:
             raise SettingsError(f"kubelet_port: {self.kubelet_port} is not a port number")
         if self.kubelet_api_auth not in ("webhook", "none"):
             raise SettingsError(f"kubelet_api_auth: {self.kubelet_api_auth!r} is not webhook or none")
+        if self.kubelet_api_authorization not in ("webhook", "always-allow"):
+            raise SettingsError(f"kubelet_api_authorization: {self.kubelet_api_authorization!r} is not webhook or "
+                                "always-allow")
         if self.client_ca_file is not None and not self.client_ca_file.is_file():
             raise SettingsError(f"client_ca_file: {self.client_ca_file} is not a file")
+        if not 1 <= self.min_host_port <= 65535:
+            raise SettingsError(f"min_host_port: {self.min_host_port} is not a port number")
+        if self.bootstrap_kubeconfig is not None and (self.kubeconfig or "").startswith(("http://", "https://")):
+            raise SettingsError("kubeconfig: with bootstrap_kubeconfig it is the node kubeconfig file to write, "
+                                f"not a URL ({self.kubeconfig})")
         if self.shutdown_grace_seconds < 0:
             raise SettingsError(f"shutdown_grace_seconds: must not be negative, not {self.shutdown_grace_seconds}")
         if self.allocatable_memory < 0:

@@ -82,6 +82,9 @@ async def admitting(w: PodWorker) -> State:
     for container in w.plan.containers:  # raises UnsupportedPod: the Pod fails naming the probe
         named_ports = {p.name: p.port for p in container.ports if p.name}
         w.probes[container.name] = parse_probes({"name": container.name, **container.probes}, named_ports)
+    refused = w.env.ports.refusal(w.plan.tcp_ports, w.env.node_name)
+    if refused is not None:
+        return w.fail(refused.reason, refused.message)
     conflict = w.env.ports.claim(w.plan.uid, w.plan.key, w.plan.tcp_ports)
     if conflict is not None:
         port, holder = conflict

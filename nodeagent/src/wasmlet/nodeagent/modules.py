@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from wasmlet.kube import ApiError
+from wasmlet.kube import ApiError, Forbidden
 from wasmlet.nodeagent.errors import PodConfigError, PullError
 from wasmlet.nodeagent.objects import ObjectStore
 from wasmlet.nodeagent.oci.auth import Credentials, credentials_for, secret_credentials
@@ -174,6 +174,14 @@ class ModuleCache:
         name, _, key = ref.ref.partition("/")
         try:
             configmap = await self._objects.configmap(namespace, name)
+        except Forbidden as exc:
+            # A node identity reads only what the Node authorizer relates to its Pods: volumes,
+            # env and envFrom references count, a `configmap://` image does not.
+            raise PodConfigError(
+                f'configmap "{name}" is forbidden to this node (module configmap://{ref.ref}): a node may read '
+                "only the ConfigMaps its Pods reference from volumes, env or envFrom; add a volume "
+                f'{{"name": "wasmlet-module", "configMap": {{"name": "{name}"}}}} to the Pod (the operator '
+                f"does for WasmWorkloads) ({exc})") from exc
         except ApiError as exc:
             raise PullError(f"cannot read ConfigMap {namespace}/{name} for configmap://{ref.ref}: {exc}") from exc
         if configmap is None:

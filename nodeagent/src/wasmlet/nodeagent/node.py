@@ -24,6 +24,12 @@ from wasmlet.kube.resources import LEASES, NODES
 from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.link import CloudLink
+from wasmlet.nodeagent.noderestriction import (
+    forbidden_label,
+    labels_to_change,
+    missing_taints,
+    node_restriction_note,
+)
 from wasmlet.nodeagent.status import now, now_micro
 
 log = logging.getLogger(__name__)
@@ -111,6 +117,7 @@ class NodeController:
         self._changed = asyncio.Event()
         self._lease: Obj | None = None
         self.registered = asyncio.Event()
+        self._reported: set[str] = set()  # labels NodeRestriction refused, already logged
 
     def set_ready(self, ready: bool, reason: str, message: str) -> None:
         if (ready, reason, message) != self._ready:
@@ -134,9 +141,9 @@ class NodeController:
         while True:
             try:
                 try:
-                    await self._api.create(NODES, node_object(self._settings))
+                    await self._create_node()
                 except AlreadyExists:
-                    await self._update_labels()
+                    await self._reconcile_node()
                 await self.post_status()
                 self.link.succeeded()
                 self.registered.set()
@@ -149,20 +156,60 @@ class NodeController:
                 log.warning("cannot register node %s: %s; retrying in %.1fs", self._settings.node_name, exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _update_labels(self) -> None:
-        """An existing Node (a restart): set only the labels that differ. Its taints stay as they
-        are, as the kubelet leaves them: NodeRestriction forbids a node to change its taints, and a
-        refused label patch is reported once, never retried in a loop."""
+    async def _create_node(self) -> None:
+        """Create the Node; when NodeRestriction refuses some of its labels, create it without them."""
+        node = node_object(self._settings)
+        labels = node["metadata"]["labels"]
+        restricted = {key: value for key, value in labels.items() if forbidden_label(key)}
+        try:
+            await self._api.create(NODES, node)
+        except Forbidden:
+            if not restricted:
+                raise
+            self._report_restricted(restricted)
+            node["metadata"]["labels"] = {k: v for k, v in labels.items() if k not in restricted}
+            await self._api.create(NODES, node)
+
+    async def _reconcile_node(self) -> None:
+        """An existing Node (a restart): patch only the labels that differ and add our taints if
+        they are missing, as the kubelet leaves an existing Node's taints alone. A node identity may
+        not change taints or restricted labels: a refused patch is retried once without them, and
+        a second refusal is reported and left — never retried in a loop."""
         current = await self._api.get(NODES, self._settings.node_name)
-        have = (current.get("metadata") or {}).get("labels") or {}
-        labels = {k: v for k, v in node_labels(self._settings).items() if have.get(k) != v}
-        if not labels:
+        wanted = node_object(self._settings)
+        labels = labels_to_change(wanted["metadata"]["labels"], current["metadata"].get("labels") or {})
+        have_taints = list((current.get("spec") or {}).get("taints") or [])
+        taints = missing_taints(wanted["spec"]["taints"], have_taints)
+        patch: Obj = {"metadata": {"labels": labels}} if labels else {}
+        if taints:
+            patch["spec"] = {"taints": have_taints + taints}
+        if not patch:
             return
         try:
-            await self._api.patch(NODES, self._settings.node_name, {"metadata": {"labels": labels}})
+            await self._api.patch(NODES, self._settings.node_name, patch)
+            return
         except Forbidden as exc:
-            log.warning("node %s: its identity may not set the labels %s (%s); set them cloud-side with "
-                        "`kubectl label node`", self._settings.node_name, sorted(labels), exc)
+            refused = str(exc)
+        allowed = {k: v for k, v in labels.items() if not forbidden_label(k)}
+        restricted = {k: v for k, v in labels.items() if forbidden_label(k)}
+        self._report_restricted(restricted)
+        if taints:
+            log.warning("node %s lacks the taints %s and its identity may not add them (%s); add them with "
+                        "`kubectl taint node`", self._settings.node_name,
+                        ", ".join(f"{t['key']}={t['value']}:{t['effect']}" for t in taints), refused)
+        if not (restricted or taints):
+            log.warning("node %s: cannot update labels %s: %s", self._settings.node_name, sorted(labels), refused)
+        elif allowed:
+            try:
+                await self._api.patch(NODES, self._settings.node_name, {"metadata": {"labels": allowed}})
+            except Forbidden as exc:
+                log.warning("node %s: cannot update labels %s: %s", self._settings.node_name, sorted(allowed), exc)
+
+    def _report_restricted(self, labels: dict[str, str]) -> None:
+        """Say once which labels NodeRestriction keeps the node from setting."""
+        if labels and set(labels) - self._reported:
+            self._reported |= set(labels)
+            log.warning("%s", node_restriction_note(labels))
 
     async def _renew_lease(self) -> None:
         backoff = Backoff(base=0.2, cap=7.0)  # the kubelet's lease retry: 200 ms doubling to 7 s
