@@ -90,7 +90,7 @@ def run(engine: wasmtime.Engine, tmp_path: Path) -> Runner:
     return runner
 
 
-EVERY_MODULE = ["cpu", "echo", "exit", "files", "grow", "hello", "http-echo", "http-hello", "http-json", "loop", "ticker",
+EVERY_MODULE = ["cpu", "echo", "exit", "files", "grow", "hello", "hold", "http-echo", "http-hello", "http-json", "loop", "ticker",
                 "trap"]
 
 
