@@ -63,16 +63,10 @@ def test_an_invalid_setting_is_named(flags: dict, name: str) -> None:
         load_settings(None, {}, flags)
 
 
-@pytest.mark.parametrize("rel", ["../escape", "/etc/passwd", "a/../../b", ""])
+@pytest.mark.parametrize("rel", ["../escape", "/etc/passwd", "a/../../b", "", "."])
 def test_volume_item_paths_cannot_leave_the_volume(tmp_path: Path, rel: str) -> None:
     with pytest.raises(UnsupportedPod):
         _inside(tmp_path, rel, "item")
-
-
-def test_a_symlink_out_of_the_volume_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "link").symlink_to("/etc")
-    with pytest.raises(UnsupportedPod, match="leaves its volume"):
-        _inside(tmp_path, "link/passwd", "item")
 
 
 def test_env_expansion_follows_kubernetes() -> None:

@@ -164,7 +164,10 @@ async def initializing(w: PodWorker) -> State:
         term = record.terminated
         if term is not None and term["exitCode"] == 0:
             continue
-        status = await w.run_to_end(container.name)
+        try:
+            status = await w.run_to_end(container.name)
+        except PodConfigError as exc:
+            return _config_error(w, container.name, exc)
         if w.stopping:
             return S.TERMINATING
         if status.exit_code != 0:
@@ -181,6 +184,8 @@ async def starting(w: PodWorker) -> State:
             continue
         try:
             await w.start(container.name)
+        except PodConfigError as exc:
+            return _config_error(w, container.name, exc)
         except ModuleError as exc:
             if w.stopping:
                 break
@@ -247,6 +252,14 @@ HANDLERS: dict[State, Handler] = {
     S.CRASH_BACKOFF: crash_backoff,
     S.TERMINATING: terminating,
 }
+
+
+def _config_error(w: PodWorker, name: str, exc: PodConfigError) -> State:
+    """A container that could not be set up as it started (a volume path through a link): it waits
+    with CreateContainerConfigError and is retried after a back-off, as the kubelet retries it."""
+    w.records[name].set_waiting(exc.reason, exc.message)
+    w.event("Warning", "Failed", f"Error: {exc.message}", name)
+    return S.PULL_BACKOFF
 
 
 def _first_to_restart(w: PodWorker) -> str:

@@ -45,17 +45,21 @@ async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, field
 
 
 def mounts_for(container: ContainerPlan, volume_paths: dict[str, Path], volumes: list[Obj] | None = None) -> list[Mount]:
-    """The container's volumeMounts on the host; `volumes` (the Pod's) tell each mount's volume type."""
+    """The container's volumeMounts on the host; `volumes` (the Pod's) tell each mount's volume type.
+
+    A subPath is only checked for its form here: it is opened beneath its volume when the
+    container starts (`runtime.beneath`), because a container may make it a link until then.
+    """
     types = {v["name"]: volume_type(v) for v in volumes or []}
     mounts = []
     for mount in container.volume_mounts:
-        host = volume_paths[mount["name"]]
-        sub = mount.get("subPath")
+        name = mount["name"]
+        sub = mount.get("subPath") or ""
         if sub:
-            host = _inside(host, sub, f"volumeMounts {mount['name']} subPath")
-        kind = types.get(mount["name"], "")
+            _relative(sub, f"volumeMounts {name} subPath")
+        kind = types.get(name, "")
         read_only = bool(mount.get("readOnly")) or kind in ALWAYS_READ_ONLY
-        mounts.append(Mount(host, mount["mountPath"], read_only, kind))
+        mounts.append(Mount(volume_paths[name], mount["mountPath"], read_only, kind, sub_path=sub, volume=name))
     return mounts
 
 
@@ -164,15 +168,21 @@ def _decoded(obj: Obj, is_secret: bool) -> dict[str, bytes]:
     return data
 
 
-def _inside(root: Path, rel: str, what: str) -> Path:
-    """`root/rel`, refusing absolute paths, `..` and symlinks that lead out of `root`."""
+def _relative(rel: str, what: str) -> PurePosixPath:
+    """`rel` as a relative path, refusing absolute paths and `..` as the API server does."""
     pure = PurePosixPath(rel)
     if pure.is_absolute() or ".." in pure.parts or not rel:
         raise UnsupportedPod(f"{what} path {rel!r} must be relative and must not contain '..'", reason="InvalidVolume")
-    path = root.joinpath(*pure.parts)
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise UnsupportedPod(f"{what} path {rel!r} leaves its volume", reason="InvalidVolume")
-    return path
+    return pure
+
+
+def _inside(root: Path, rel: str, what: str) -> Path:
+    """`root/rel` for a file the agent writes into a staging directory it has just made (nothing
+    else can have put a link there)."""
+    parts = _relative(rel, what).parts
+    if not parts:  # "." names the volume itself, which is a directory, not a file
+        raise UnsupportedPod(f"{what} path {rel!r} names no file", reason="InvalidVolume")
+    return root.joinpath(*parts)
 
 
 async def _source_data(source: Obj, namespace: str, objects: ObjectStore) -> dict[str, str]:

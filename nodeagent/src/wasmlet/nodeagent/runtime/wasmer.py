@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
+from wasmlet.nodeagent.errors import ModuleError, PodConfigError, UnsupportedPod
 from wasmlet.nodeagent.runtime import (
     EXIT_KILLED,
     EXIT_TERMINATED,
@@ -35,6 +36,7 @@ from wasmlet.nodeagent.runtime import (
     OutputSink,
     RunSpec,
 )
+from wasmlet.nodeagent.runtime.beneath import TooLarge, UnsafePath, open_mount, quoted, regular_files
 
 import wasmer_sdk as sdk
 
@@ -178,7 +180,8 @@ class WasmerRuntime:
         return package
 
     async def _package_with_files(self, shard: _Shard, spec: RunSpec, name: str, mounts: list[Mount]) -> Any:
-        return await self._create(shard, spec.module_path, spec.module_digest, name, _collect_files(mounts))
+        files = _collect_files(mounts, spec.container)
+        return await self._create(shard, spec.module_path, spec.module_digest, name, files)
 
     async def _create(self, shard: _Shard, module_path: Path, digest: str, name: str, files: dict[str, bytes]) -> Any:
         definition = sdk.PackageDefinition(
@@ -195,7 +198,7 @@ class WasmerRuntime:
         sandbox = shard.sandboxes.get(spec.pod_uid)
         if sandbox is None:
             sandbox = await shard.client.sandboxes.create(
-                files=_collect_files([m for m in spec.mounts if _under_workspace(m.guest_path)]),
+                files=_collect_files([m for m in spec.mounts if _under_workspace(m.guest_path)], spec.container),
                 network="host" if spec.network else "disabled",
             )
             shard.sandboxes[spec.pod_uid] = sandbox
@@ -282,22 +285,27 @@ def _release_slot(shard: _Shard) -> None:
     shard.running -= 1
 
 
-def _collect_files(mounts: list[Mount]) -> dict[str, bytes]:
-    """Read the host files of `mounts` as {guest path: bytes}; refuse links that leave the volume."""
+def _collect_files(mounts: list[Mount], container: str) -> dict[str, bytes]:
+    """Read the host files of `mounts` as {guest path: bytes}, as the container starts.
+
+    Each mount is opened beneath its volume and walked by descriptor (`runtime.beneath`): a
+    symbolic link anywhere in it is refused, never followed, even one swapped in during the walk.
+    """
     files: dict[str, bytes] = {}
-    total = 0
+    budget = MAX_VOLUME_BYTES
     for mount in mounts:
-        root = mount.host_path.resolve()
-        for path in sorted(root.rglob("*")):
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                raise UnsupportedPod(f"volume file {path.name!r} links outside its volume", reason="InvalidVolume")
-            if not path.is_file():
-                continue
-            data = path.read_bytes()
-            total += len(data)
-            if total > MAX_VOLUME_BYTES:
-                raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes", reason="InvalidVolume")
-            files[mount.guest_path.rstrip("/") + "/" + path.relative_to(root).as_posix()] = data
+        fd = open_mount(mount, container)
+        try:
+            for rel, data in regular_files(fd, budget):
+                budget -= len(data)
+                files[mount.guest_path.rstrip("/") + "/" + rel] = data
+        except TooLarge:
+            raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes", reason="InvalidVolume") from None
+        except UnsafePath as exc:
+            raise PodConfigError(f"failed to prepare volumeMount {quoted(mount.volume)} of container "
+                                 f"{quoted(container)}: {exc}") from None
+        finally:
+            os.close(fd)
     return files
 
 
