@@ -66,6 +66,8 @@ def open_mount(mount: Mount, container: str, working_dir: str | None = None) -> 
         what = f"subPath for volumeMount {quoted(mount.volume)}" if working_dir is None else \
             f"workingDir {quoted(working_dir)}"
         raise PodConfigError(f"failed to prepare {what} of container {quoted(container)}: {exc}") from None
+    except OSError as exc:  # the agent is out of descriptors, or the disk failed: not the Pod's doing
+        raise ModuleError(f"volume at {mount.guest_path}: {exc.strerror}", reason="StartError") from None
     finally:
         os.close(root)
 
