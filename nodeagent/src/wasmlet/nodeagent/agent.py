@@ -72,6 +72,10 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         state = settings.state_dir
+        # It holds Secret volumes, the store and the kubelet API's key: owner only, even if it
+        # existed with a wider mode (a hostPath directory made by someone else).
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.chmod(0o700)
         for sub in ("modules", "pods", "logs", "runtimes"):
             (state / sub).mkdir(parents=True, exist_ok=True)
         runtimes = Runtimes(settings.runtimes, state / "runtimes")

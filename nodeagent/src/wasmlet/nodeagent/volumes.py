@@ -25,6 +25,7 @@ Obj = dict[str, Any]
 # The kubelet mounts these read-only whatever the volumeMount says (Kubernetes 1.10,
 # CVE-2017-1002102): the files are the agent's copy of API objects, not the module's to change.
 ALWAYS_READ_ONLY = frozenset({"configMap", "secret", "downwardAPI", "projected"})
+SECRET_MODE = 0o600
 
 
 async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, fields: Obj) -> dict[str, Path]:
@@ -91,13 +92,15 @@ async def _write_projected(volume: Obj, target: Path, namespace: str, objects: O
         kind = next(k for k in ("configMap", "secret", "downwardAPI") if k in volume)
         spec = volume[kind]
         sources = [(kind, spec)]
-    default_mode = int(spec.get("defaultMode", 0o644))
+    # The API server defaults defaultMode to 0644; a Pod that reached us without it (a static
+    # manifest) gets 0644 for what anyone may read and 0600 for a Secret's files.
+    default_mode = int(spec.get("defaultMode", SECRET_MODE if "secret" in volume else 0o644))
     files: dict[str, tuple[bytes, int]] = {}
     for kind, source in sources:
         files.update(await _source_files(kind, source, namespace, objects, fields, default_mode, volume["name"]))
     staging = target.with_name(f".{target.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging.mkdir(parents=True, mode=0o700 if "secret" in volume else 0o755)
     for rel, (data, mode) in files.items():
         path = _inside(staging, rel, f"volume {volume['name']} item")
         path.parent.mkdir(parents=True, exist_ok=True)
