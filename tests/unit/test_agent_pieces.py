@@ -103,3 +103,21 @@ async def test_concurrent_fetches_of_one_module_share_one_read(tmp_path: Path) -
     ref = ModuleRef("file", "m.wasm")
     results = await asyncio.gather(*(cache.fetch(ref, "ns", tmp_path) for _ in range(5)))
     assert len({r.digest for r in results}) == 1
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("$(A)", "x"), ("$(A)$(A)", "xx"), ("$$(A)", "$(A)"), ("$$$(A)", "$x"), ("$$", "$"), ("a$$b", "a$b"),
+    ("$", "$"), ("$b", "$b"), ("a$", "a$"), ("$(", "$("), ("$(A", "$(A"), ("$()", "$()"), ("$(A)$(", "x$("),
+    ("$(MISSING)", "$(MISSING)"), ("$($(A))", "$($(A))"), ("(A)$(A))", "(A)x)"), ("$(A)$$(A)$(A)", "x$(A)x"),
+])
+def test_env_expansion_matches_the_kubelets_edge_cases(value: str, expected: str) -> None:
+    assert _expand(value, {"A": "x"}) == expected
+
+
+def test_unclosed_references_stay_as_they_are() -> None:
+    """400 KB of unclosed `$(` (a rescan for `)` after each one made this quadratic) come back
+    unchanged; the first `)` closes the first `$(`, as in the kubelet."""
+    hostile = "$(" * 200_000
+    assert _expand(hostile, {}) == hostile
+    assert _expand(hostile + "$(A)", {"A": "x"}) == hostile + "$(A)"
+    assert _expand("$$" * 100_000 + "$(A)", {"A": "x"}) == "$" * 100_000 + "x"

@@ -226,17 +226,35 @@ async def _value_from(source: Obj, name: str, pod: PodPlan, objects: ObjectStore
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
-    """Kubernetes `$(VAR)` expansion; `$$(VAR)` escapes it."""
-    out, i = [], 0
-    while i < len(value):
-        if value.startswith("$$(", i):
-            out.append("$(")
-            i += 3
-        elif value.startswith("$(", i) and (end := value.find(")", i)) != -1:
-            key = value[i + 2:end]
-            out.append(env.get(key, value[i:end + 1]))
-            i = end + 1
+    """Kubernetes `$(VAR)` expansion, as the kubelet's: a defined VAR is replaced, an undefined one
+    stays `$(VAR)`, `$$` is one `$`, and a `$` before anything else (or an unclosed `$(`) stays.
+
+    Linear in the value: the kubelet's own scan looks for the closing `)` again after every `$(`,
+    which a value of many unclosed `$(` turns quadratic; here the last closing `)` found is kept
+    (no `)` lies before it, so it answers every `$(` up to it).
+    """
+    out: list[str] = []
+    checkpoint = 0
+    closer = -2  # the first ")" at or after the last place searched; -1: none left
+    cursor = value.find("$")
+    while cursor != -1 and cursor + 1 < len(value):
+        out.append(value[checkpoint:cursor])
+        following = value[cursor + 1]
+        advance = 1
+        if following == "$":
+            out.append("$")
+        elif following == "(":
+            if closer != -1 and closer < cursor + 2:
+                closer = value.find(")", cursor + 2)
+            if closer == -1:
+                out.append("$(")
+            else:
+                name = value[cursor + 2:closer]
+                out.append(env.get(name, f"$({name})"))
+                advance = closer - cursor
         else:
-            out.append(value[i])
-            i += 1
+            out.append("$" + following)
+        checkpoint = cursor + advance + 1
+        cursor = value.find("$", checkpoint)
+    out.append(value[checkpoint:])
     return "".join(out)
