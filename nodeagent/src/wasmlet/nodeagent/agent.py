@@ -27,6 +27,9 @@ from wasmlet.nodeagent.runtime import Runtime, load_backend
 
 log = logging.getLogger(__name__)
 
+# How often what the store lost is reported as Node Events (and retried while the API is away).
+STORE_REPORT_SECONDS = 1.0
+
 
 class Runtimes:
     """Loads each runtime backend the first time a Pod asks for it (DESIGN.md §5: footprint)."""
@@ -135,6 +138,7 @@ class Agent:
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
                 tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller, store).run()))
+                tasks.append(group.create_task(self._report_store_problems(api, store)))
             if self.settings.manifests is not None:
                 statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
                 assert isinstance(statics, StaticObjects)
@@ -174,6 +178,22 @@ class Agent:
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
         log.info("kubelet API on https://%s:%d", s.kubelet_address, self.kubelet_port)
         return runner
+
+    async def _report_store_problems(self, api: KubeClient, store: PodStore) -> None:
+        """What the store lost (moved aside, bad rows) as Warning Events on the Node, once each."""
+        from wasmlet.nodeagent.reporting import post_node_event
+
+        pending: list[str] = []
+        while True:
+            pending += store.take_problems()
+            while pending:
+                try:
+                    await post_node_event(api, self.settings.node_name, "Warning", "StoreRecovered", pending[0])
+                except ApiError as exc:
+                    log.debug("store problem not reported yet: %s", exc)
+                    break
+                pending.pop(0)
+            await asyncio.sleep(STORE_REPORT_SECONDS)
 
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter
