@@ -79,14 +79,14 @@ class PodStore:
         try:
             value = json.loads(text)
         except ValueError as exc:
-            value, problem = None, f"not JSON ({exc})"
+            problem = f"not JSON ({exc})"
         else:
-            problem = "" if isinstance(value, dict) else "not a JSON object"
-        if problem:
-            self._report(f"the agent's store has a bad row ({what}: {problem}): skipped and dropped")
-            self._db.execute(*drop)
-            return None
-        return value
+            if isinstance(value, dict):
+                return value
+            problem = "not a JSON object"
+        self._report(f"the agent's store has a bad row ({what}: {problem}): skipped and dropped")
+        self._db.execute(*drop)
+        return None
 
     def close(self) -> None:
         self._db.close()

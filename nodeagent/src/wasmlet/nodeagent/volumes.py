@@ -125,7 +125,7 @@ async def _source_files(kind: str, source: Obj, namespace: str, objects: ObjectS
     if kind not in ("configMap", "secret"):
         raise UnsupportedPod(f"volume {volume!r}: projected source {kind!r} is not supported", reason="UnsupportedVolume")
     is_secret = kind == "secret"
-    name = source.get("secretName") or source.get("name")
+    name = str(source.get("secretName") or source.get("name") or "")
     what = "secret" if is_secret else "configmap"
     obj = await (objects.secret(namespace, name) if is_secret else objects.configmap(namespace, name))
     if obj is None:
@@ -191,10 +191,10 @@ def _inside(root: Path, rel: str, what: str) -> Path:
 async def _source_data(source: Obj, namespace: str, objects: ObjectStore) -> dict[str, str]:
     if "secretRef" in source:
         ref, is_secret = source["secretRef"], True
-        obj = await objects.secret(namespace, ref.get("name"))
+        obj = await objects.secret(namespace, str(ref.get("name") or ""))
     else:
         ref, is_secret = source.get("configMapRef") or {}, False
-        obj = await objects.configmap(namespace, ref.get("name"))
+        obj = await objects.configmap(namespace, str(ref.get("name") or ""))
     if obj is None:
         if ref.get("optional"):
             return {}
