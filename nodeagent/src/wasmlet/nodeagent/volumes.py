@@ -18,6 +18,7 @@ from wasmlet.nodeagent.errors import PodConfigError, UnsupportedPod
 from wasmlet.nodeagent.objects import ObjectStore
 from wasmlet.nodeagent.podspec import ContainerPlan, PodPlan, volume_type
 from wasmlet.nodeagent.runtime import Mount
+from wasmlet.nodeagent.validation import DNS_LABEL
 
 Obj = dict[str, Any]
 
@@ -33,6 +34,8 @@ async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, field
     paths: dict[str, Path] = {}
     for volume in plan.volumes:
         name = volume["name"]
+        if not isinstance(name, str) or not DNS_LABEL.fullmatch(name) or len(name) > 63:  # it becomes a path
+            raise UnsupportedPod(f"volume name {name!r} is not a DNS label", reason="InvalidVolume")
         target = root / name
         if "hostPath" in volume:
             paths[name] = Path(volume["hostPath"].get("path") or "/")

@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from wasmlet.nodeagent.errors import ModuleError, PodConfigError
 from wasmlet.nodeagent.runtime import Mount
+from wasmlet.nodeagent.validation import go_quoted
 
 # linux/openat2.h
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -63,18 +64,13 @@ def open_mount(mount: Mount, container: str, working_dir: str | None = None) -> 
     try:
         return (open_dir_beneath if mount.read_only else ensure_dir_beneath)(root, rel)
     except UnsafePath as exc:
-        what = f"subPath for volumeMount {quoted(mount.volume)}" if working_dir is None else \
-            f"workingDir {quoted(working_dir)}"
-        raise PodConfigError(f"failed to prepare {what} of container {quoted(container)}: {exc}") from None
+        what = f"subPath for volumeMount {go_quoted(mount.volume)}" if working_dir is None else \
+            f"workingDir {go_quoted(working_dir)}"
+        raise PodConfigError(f"failed to prepare {what} of container {go_quoted(container)}: {exc}") from None
     except OSError as exc:  # the agent is out of descriptors, or the disk failed: not the Pod's doing
         raise ModuleError(f"volume at {mount.guest_path}: {exc.strerror}", reason="StartError") from None
     finally:
         os.close(root)
-
-
-def quoted(text: str) -> str:
-    """Go's %q for the names in the kubelet's messages (double quotes)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def relative_parts(rel: str) -> tuple[str, ...]:

@@ -302,8 +302,8 @@ def _collect_files(mounts: list[Mount], container: str) -> dict[str, bytes]:
         except TooLarge:
             raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes", reason="InvalidVolume") from None
         except UnsafePath as exc:
-            raise PodConfigError(f"failed to prepare volumeMount {quoted(mount.volume)} of container "
-                                 f"{quoted(container)}: {exc}") from None
+            raise PodConfigError(f"failed to prepare volumeMount {go_quoted(mount.volume)} of container "
+                                 f"{go_quoted(container)}: {exc}") from None
         finally:
             os.close(fd)
     return files
