@@ -84,7 +84,7 @@ def assert_untouched(directory: Path) -> None:
 
 
 async def put_modules(api: KubeClient) -> None:
-    await put_module_configmap(api, "default", "modules", {f"{m}.wasm": module_bytes(m) for m in ("files", "links")})
+    await put_module_configmap(api, "default", "modules", {f"{m}.wasm": module_bytes(m) for m in ("files", "hostile")})
 
 
 def planted_pod(name: str, rng: random.Random, target: str, runtime: str, mount_root: str) -> tuple[dict[str, Any], str]:
@@ -98,8 +98,8 @@ def planted_pod(name: str, rng: random.Random, target: str, runtime: str, mount_
     init = [{"name": f"mkdir-{index}", "image": "configmap://modules/files.wasm",
              "args": ["mkdir", f"{mount_root}/{'/'.join(levels[:index + 1])}"],
              "volumeMounts": [{"name": "data", "mountPath": mount_root}]} for index in range(len(levels))]
-    init.append({"name": "plant", "image": "configmap://modules/links.wasm",
-                 "args": ["make", target, f"{mount_root}/{rel}"],
+    init.append({"name": "plant", "image": "configmap://modules/hostile.wasm",
+                 "args": ["link", target, f"{mount_root}/{rel}"],
                  "volumeMounts": [{"name": "data", "mountPath": mount_root}]})
     action = rng.choice([["read", "marker"], ["write", "pwned", "x"]])
     main: dict[str, Any]
@@ -168,7 +168,7 @@ def reader_pod(name: str, rng: random.Random, volume: dict[str, Any], runtime: s
 
 
 def flipper_pod(name: str, host: Path, target: str) -> dict[str, Any]:
-    return wasm_pod(name, NODE, "configmap://modules/links.wasm", runtime="wasmtime", restart="Always",
+    return wasm_pod(name, NODE, "configmap://modules/hostile.wasm", runtime="wasmtime", restart="Always",
                     container={"args": ["flip", "/h/sub", target, "0"],
                                "volumeMounts": [{"name": "h", "mountPath": "/h"}]},
                     volumes=[{"name": "h", "hostPath": {"path": str(host)}}], terminationGracePeriodSeconds=0)

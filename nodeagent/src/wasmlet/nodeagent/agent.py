@@ -106,6 +106,7 @@ class Agent:
                                     insecure_registries=settings.insecure_registries),
                 objects=objects, reporter=reporter, pods_dir=state / "pods", logs_dir=state / "logs",
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
+                max_pods=settings.max_pods, eviction_seconds=settings.eviction_monitoring_seconds,
                 backoff_base=self._backoff_base, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
             )
             self.controller = PodController(env, store=store)

@@ -74,6 +74,10 @@ async def admitting(w: PodWorker) -> State:
         offered = ", ".join(w.env.runtimes)
         return w.fail("UnknownRuntimeClass", f"runtimeClassName {runtime_name!r} is not offered by node "
                       f"{w.env.node_name} (it offers: {offered})")
+    used = len(w.env.admitted - {w.plan.uid})
+    if used >= w.env.max_pods:  # the kubelet's admission: lifecycle.InsufficientResourceError
+        return w.fail("OutOfpods", f"Node didn't have enough resource: pods, requested: 1, used: {used}, "
+                      f"capacity: {w.env.max_pods}")
     for container in w.plan.containers:  # raises UnsupportedPod: the Pod fails naming the probe
         named_ports = {p.name: p.port for p in container.ports if p.name}
         w.probes[container.name] = parse_probes({"name": container.name, **container.probes}, named_ports)
@@ -82,6 +86,7 @@ async def admitting(w: PodWorker) -> State:
         port, holder = conflict
         return w.fail("PortInUse", f"port {port}/TCP is already used by Pod {holder} on node {w.env.node_name} "
                       "(a wasm Pod's ports are its node's)")
+    w.env.admitted.add(w.plan.uid)
     return S.PULLING
 
 

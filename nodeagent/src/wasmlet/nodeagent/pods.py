@@ -31,6 +31,7 @@ from wasmlet.nodeagent.podstore import PodStore
 from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.probes import ContainerProber, ContainerProbes, new_probe_session
 from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, ExitStatus, Instance, Runtime, RunSpec
+from wasmlet.nodeagent.storage import EVICTION_MONITORING_SECONDS, size_limits, watch_size_limits
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
 from wasmlet.nodeagent.wagi import HandlerInstance
 
@@ -72,6 +73,9 @@ class AgentEnv:
     logs_dir: Path
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
+    max_pods: int = 110
+    eviction_seconds: float = EVICTION_MONITORING_SECONDS
+    admitted: set[str] = field(default_factory=set)  # uids of the Pods admitted that have not ended
     backoff_base: float = 10.0
     backoff_cap: float = 300.0
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
@@ -163,6 +167,9 @@ class PodWorker:
             self.last_status = self.build_status()
             return
         deadline = asyncio.create_task(self._deadline()) if self.plan.active_deadline_seconds else None
+        limits = size_limits(self.plan.volumes)
+        storage = asyncio.create_task(watch_size_limits(limits, lambda: self.volume_paths, self.evict,
+                                                        self.env.eviction_seconds)) if limits else None
         self.report()
         try:
             while self.state not in FINAL:
@@ -171,10 +178,12 @@ class PodWorker:
                 log.debug("pod %s: %s → %s", self.plan.key, self.state.value, following.value)
                 self.state = following
         finally:
-            if deadline:
-                deadline.cancel()
-                await asyncio.gather(deadline, return_exceptions=True)
+            for watcher in (deadline, storage):
+                if watcher:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
             await self._cleanup()
+            self.env.admitted.discard(self.plan.uid)
         self.report()
         await self.env.reporter.finished(self.ref, self.deleting)
 
@@ -196,6 +205,12 @@ class PodWorker:
         self.stop_reason = self.stop_reason or reason
         self.deleting = self.deleting or deleting
         self._stopping.set()
+
+    def evict(self, message: str) -> None:
+        """Evicted as the kubelet's eviction manager evicts: reason Evicted, containers killed at once."""
+        self._reason, self._message = "Evicted", message
+        self.event("Warning", "Evicted", message)
+        self.request_stop(0)
 
     @property
     def stopping(self) -> bool:
@@ -422,7 +437,7 @@ class PodWorker:
                 "status.podIP": self.env.node_ip, "labels": self.plan.labels}
 
     def phase(self) -> str:
-        if self.state is State.FAILED or self._reason == "DeadlineExceeded":
+        if self.state is State.FAILED or self._reason in ("DeadlineExceeded", "Evicted"):
             return "Failed"
         init = [self.records[c.name] for c in self.plan.init_containers]
         main = [self.records[c.name] for c in self.plan.containers]

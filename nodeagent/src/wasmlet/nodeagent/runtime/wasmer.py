@@ -36,7 +36,8 @@ from wasmlet.nodeagent.runtime import (
     OutputSink,
     RunSpec,
 )
-from wasmlet.nodeagent.runtime.beneath import TooLarge, UnsafePath, open_mount, quoted, regular_files
+from wasmlet.nodeagent.runtime.beneath import TooLarge, UnsafePath, open_mount, regular_files
+from wasmlet.nodeagent.validation import go_quoted
 
 import wasmer_sdk as sdk
 
