@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -82,7 +83,10 @@ async def resolve_env(container: ContainerPlan, pod: PodPlan, objects: ObjectSto
                 continue
             env[name] = value
         else:
-            env[name] = _expand(str(var.get("value") or ""), env)
+            try:
+                env[name] = _expand(str(var.get("value") or ""), env)
+            except PodConfigError as exc:
+                raise PodConfigError(f"env {name}: {exc.message}") from None
     return env
 
 
@@ -232,32 +236,30 @@ def _expand(value: str, env: dict[str, str]) -> str:
     """Kubernetes `$(VAR)` expansion, as the kubelet's: a defined VAR is replaced, an undefined one
     stays `$(VAR)`, `$$` is one `$`, and a `$` before anything else (or an unclosed `$(`) stays.
 
-    Linear in the value: the kubelet's own scan looks for the closing `)` again after every `$(`,
-    which a value of many unclosed `$(` turns quadratic; here the last closing `)` found is kept
-    (no `)` lies before it, so it answers every `$(` up to it).
+    Linear, and in C: the kubelet's scan looks for the closing `)` again after every `$(`, which
+    a value of many unclosed `$(` makes quadratic. No reference can close after the value's last
+    `)`, so the text before it is matched left to right (each `$(` closes at the next `)`), and
+    after it only `$$` pairs change.
     """
-    out: list[str] = []
-    checkpoint = 0
-    closer = -2  # the first ")" at or after the last place searched; -1: none left
-    cursor = value.find("$")
-    while cursor != -1 and cursor + 1 < len(value):
-        out.append(value[checkpoint:cursor])
-        following = value[cursor + 1]
-        advance = 1
-        if following == "$":
-            out.append("$")
-        elif following == "(":
-            if closer != -1 and closer < cursor + 2:
-                closer = value.find(")", cursor + 2)
-            if closer == -1:
-                out.append("$(")
-            else:
-                name = value[cursor + 2:closer]
-                out.append(env.get(name, f"$({name})"))
-                advance = closer - cursor
-        else:
-            out.append("$" + following)
-        checkpoint = cursor + advance + 1
-        cursor = value.find("$", checkpoint)
-    out.append(value[checkpoint:])
-    return "".join(out)
+    last = value.rfind(")")
+    head, tail = value[:last + 1], value[last + 1:]
+    grown = [0]
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        text = "$" if name is None else env.get(name, match.group(0))
+        grown[0] += len(text) - len(match.group(0))
+        if grown[0] > MAX_EXPANSION_GROWTH:
+            raise PodConfigError(f"a value expands by more than {MAX_EXPANSION_GROWTH} bytes")
+        return text
+
+    return _REFERENCE.sub(replace, head) + tail.replace("$$", "$")
+
+
+# What `$(VAR)` may add to one value: the same variable referenced over and over would otherwise
+# multiply a 1 MiB value a hundred thousand times in the agent's memory. A real container could
+# not start with such an environment either (Linux takes at most 2 MiB of argv and environment).
+MAX_EXPANSION_GROWTH = 2 * 1024 * 1024
+# `$$`, or `$(` up to the next `)`: what the kubelet's expansion rewrites (a `$` before anything
+# else is left as it is, and cannot change how the rest pairs up).
+_REFERENCE = re.compile(r"\$\$|\$\(([^)]*)\)")
