@@ -5,7 +5,7 @@
 from on a real node, so `timestamps`, `sinceSeconds` and `previous` can be answered from it.
 Files are size-capped and rotated (`.1`, `.2`, …) like the kubelet's containerLogMaxSize/Files,
 and only the current and the previous run of a container keep their files: on disk a container
-holds at most 2 × containerLogMaxFiles × containerLogMaxSize, however often it restarts.
+holds at most 2 x containerLogMaxFiles x containerLogMaxSize, however often it restarts.
 """
 
 from __future__ import annotations

@@ -107,7 +107,8 @@ class PodStore:
         for uid, text in rows:
             pod = self._decoded(text, f"pod {uid}", ("DELETE FROM pods WHERE uid = ?", (uid,)))
             if pod is not None and (pod.get("metadata") or {}).get("uid") != uid:
-                self._report(f"the agent's store has a bad row (pod {uid}: not a Pod with that uid): skipped and dropped")
+                self._report(f"the agent's store has a bad row (pod {uid}: not a Pod with that uid): "
+                             "skipped and dropped")
                 self._db.execute("DELETE FROM pods WHERE uid = ?", (uid,))
             elif pod is not None:
                 pods.append(pod)

@@ -301,7 +301,8 @@ def _collect_files(mounts: list[Mount], container: str) -> dict[str, bytes]:
                 budget -= len(data)
                 files[mount.guest_path.rstrip("/") + "/" + rel] = data
         except TooLarge:
-            raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes", reason="InvalidVolume") from None
+            raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes",
+                                 reason="InvalidVolume") from None
         except UnsafePath as exc:
             raise PodConfigError(f"failed to prepare volumeMount {go_quoted(mount.volume)} of container "
                                  f"{go_quoted(container)}: {exc}") from None
