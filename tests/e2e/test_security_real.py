@@ -1,7 +1,8 @@
-"""The symlink escape of a volume against a real control plane: the agent registers as a node of
+"""The attacks of docs/security.md against a real control plane: the agent registers as a node of
 the cluster WASMLET_E2E_KUBECONFIG names, and the Pods come through the real API server (its
 admission and defaulting: a projected service account volume, defaultMode 0644, RuntimeClasses).
-The same attacks as tests/integration/test_volume_escape.py, on wasmtime, fewer seeds."""
+The symlink escapes of tests/integration/test_volume_escape.py on wasmtime with fewer seeds, and
+the caps and store recovery as the real API server records them."""
 
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ from typing import Any
 import pytest
 
 from wasmlet.kube import ApiError, KubeClient, NotFound
-from wasmlet.kube.resources import NAMESPACES, NODES, PODS
-from tests.integration.agent_helpers import api_client, module_bytes, put_module_configmap, running_agent, wait_for
+from wasmlet.kube.resources import EVENTS, NAMESPACES, NODES, PODS
+from tests.integration.agent_helpers import (
+    api_client,
+    module_bytes,
+    put_module_configmap,
+    running_agent,
+    wait_for,
+    wasm_pod,
+)
 from tests.integration.test_volume_escape import (
     SECRET,
     all_log_text,
@@ -112,3 +120,37 @@ async def test_a_link_flipped_in_by_a_running_pod_is_never_followed_on_a_real_cl
             assert SECRET not in all_log_text(agent, pod)
         await api.delete(PODS, "flipper", ns)
     assert_untouched(secret_dir)
+
+
+async def test_caps_and_store_recovery_hold_on_a_real_cluster(
+        cluster: tuple[KubeClient, str, str], e2e_kubeconfig: Path, tmp_path: Path) -> None:
+    """OutOfpods and Evicted statuses and a StoreRecovered Node Event, as the real API server takes them."""
+    api, ns, node = cluster
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "agent.db").write_bytes(b"\x00not a database" * 64)
+    async with running_agent(str(e2e_kubeconfig), state, node_name=node, max_pods=1,
+                             eviction_monitoring_seconds=0.2):
+        filler = placed(wasm_pod("filler", node, "configmap://modules/hostile.wasm", runtime="wasmtime",
+                                 restart="Always", container={
+                                     "args": ["fill", "/data/big", str(4 << 20)],
+                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                                 volumes=[{"name": "data", "emptyDir": {"sizeLimit": "1Mi"}}]), ns, node)
+        await create(api, filler)
+        await wait_for(api, PODS, "filler", ns, lambda p: p.get("status", {}).get("phase") == "Running", timeout=120)
+        await create(api, placed(wasm_pod("second", node, "configmap://modules/files.wasm"), ns, node))
+        second = await wait_for(api, PODS, "second", ns, lambda p: p.get("status", {}).get("phase") == "Failed",
+                                timeout=120)
+        assert second["status"]["reason"] == "OutOfpods"
+        evicted = await wait_for(api, PODS, "filler", ns, lambda p: p.get("status", {}).get("phase") == "Failed",
+                                 timeout=120)
+        assert (evicted["status"]["reason"], evicted["status"]["message"]) == (
+            "Evicted", 'Usage of EmptyDir volume "data" exceeds the limit "1Mi". ')
+
+        async def recovered() -> bool:
+            events = await api.list(EVENTS, "default", field_selector=f"involvedObject.name={node}")
+            return any(e["reason"] == "StoreRecovered" for e in events["items"])
+
+        async with asyncio.timeout(60):
+            while not await recovered():
+                await asyncio.sleep(0.5)
