@@ -11,9 +11,12 @@ plans are drawn from fixed seeds, so a failure replays.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from pathlib import Path
 from typing import Any
+
+import wasmtime
 
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import EVENTS, PODS
@@ -226,3 +229,34 @@ async def test_a_link_flipped_into_a_volume_wasmer_reads_is_never_followed(kube_
         await api.delete(PODS, "flipper", "default")
         await api.delete(PODS, "reader", "default")
     assert_untouched(secret_dir)
+
+
+def test_wasmtime_holds_the_preopened_directory_not_its_path(tmp_path: Path) -> None:
+    """What handing wasmtime `/proc/self/fd/N` relies on: wasmtime opens the directory when it is
+    preopened, so after our descriptor is closed and the path is swapped for a link out of the
+    volume, the module still sees the directory that was opened."""
+    secret_dir = canary(tmp_path)
+    volume = tmp_path / "volume"
+    (volume / "sub").mkdir(parents=True)
+    (volume / "sub" / "marker").write_text("inside\n")
+    fd = os.open(volume / "sub", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = ["files", "read", "/x/marker"]
+    wasi.stdout_file = str(tmp_path / "stdout")
+    wasi.preopen_dir(f"/proc/self/fd/{fd}", "/x", False)
+    os.close(fd)
+    (volume / "sub").rename(volume / "moved")
+    (volume / "sub").symlink_to(secret_dir)
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    store.set_wasi(wasi)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    instance = linker.instantiate(store, wasmtime.Module(engine, module_bytes("files")))
+    start = instance.exports(store)["_start"]
+    assert isinstance(start, wasmtime.Func)
+    try:
+        start(store)
+    except wasmtime.ExitTrap as exited:
+        assert exited.code == 0
+    assert (tmp_path / "stdout").read_text() == "inside\n"
