@@ -45,10 +45,10 @@ def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"]}
 
 
-def widget_crd(group: str) -> dict[str, Any]:
-    """A namespaced CRD `widgets.<group>` (v1) with the status and scale subresources."""
+def widget_crd(group: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A namespaced CRD `widgets.<group>` (v1) with the status and scale subresources, and `schema` if given."""
     open_object = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    schema = {
+    schema = schema or {
         "type": "object",
         "properties": {
             "spec": {**open_object, "properties": {"replicas": {"type": "integer"}, "mode": {"type": "string", "default": "auto"}}},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.contract.builders import configmap, node, pod
-from tests.contract.conftest import ContractClient
+from tests.contract.conftest import ContractClient, eventually
 from tests.fixtures.kubeclient import ApiError
 
 NOT_READY = {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
@@ -72,7 +72,9 @@ async def test_pods_get_the_api_server_defaults(api: ContractClient) -> None:
 async def test_pods_get_a_projected_service_account_token_volume(api: ContractClient) -> None:
     spec = (await api.create("v1", "pods", api.namespace, pod("p")))["spec"]
     volume = next(v for v in spec["volumes"] if v["name"].startswith("kube-api-access-"))
-    sources = [next(iter(source)) for source in volume["projected"]["sources"]]
+    # OpenShift's fork of kube-apiserver adds a fourth source, its service CA; upstream has three.
+    sources = [next(iter(source)) for source in volume["projected"]["sources"]
+               if source.get("configMap", {}).get("name") != "openshift-service-ca.crt"]
     mount = {"name": volume["name"], "readOnly": True, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
     assert sources == ["serviceAccountToken", "configMap", "downwardAPI"]
     assert mount in spec["containers"][0]["volumeMounts"]
@@ -116,3 +118,21 @@ async def test_nodes_are_cluster_scoped_and_leases_live_in_coordination(api: Con
     status, _ = await api.request("GET", f"/api/v1/namespaces/{api.namespace}/nodes/{name}")
     assert "namespace" not in created["metadata"] and status == 404
     assert renewed["spec"]["holderIdentity"] == name
+
+
+async def test_a_new_node_is_tainted_not_ready_until_it_reports_ready(api: ContractClient) -> None:
+    name = api.unique("contract-node")
+    api.owns("v1", "nodes", name)
+    created = await api.create("v1", "nodes", None, node(name))
+    assert created["spec"]["taints"][-1] == {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
+    now = created["metadata"]["creationTimestamp"]
+    ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready", "lastHeartbeatTime": now, "lastTransitionTime": now}
+    await api.patch("v1", "nodes", None, name, {"status": {"conditions": [ready]}}, subresource="status")
+
+    async def condition_taints() -> set[str] | None:
+        taints = (await api.get("v1", "nodes", None, name))["spec"].get("taints") or []
+        keys = {t["key"] for t in taints if t["key"].startswith("node.kubernetes.io/")}
+        return keys if keys == {"node.kubernetes.io/unschedulable"} else None
+
+    # The node lifecycle controller: Ready drops not-ready; the cordon (spec.unschedulable) adds its taint.
+    assert await eventually(condition_taints) == {"node.kubernetes.io/unschedulable"}

@@ -32,16 +32,25 @@ async def test_a_patch_carrying_a_stale_resource_version_conflicts(api: Contract
     assert error.value.body["details"] == {"name": "w", "group": group, "kind": "widgets"}
 
 
-async def test_a_put_carrying_another_uid_fails_its_precondition(api: ContractClient) -> None:
-    created = await api.create("v1", "configmaps", api.namespace, configmap("cm"))
+async def test_a_put_carrying_another_uid_fails_its_precondition(api: ContractClient, widgets: str) -> None:
     other = "00000000-0000-0000-0000-000000000000"
-    with pytest.raises(ApiError) as error:
-        await api.put("v1", "configmaps", api.namespace, "cm", {**created, "metadata": {**created["metadata"], "uid": other}})
-    assert error.value.status == 409 and error.value.reason == "Conflict"
-    assert error.value.message == (
-        f'Operation cannot be fulfilled on configmaps "cm": Precondition failed: '
-        f"UID in precondition: {other}, UID in object meta: {created['metadata']['uid']}"
-    )
+    created = await api.create("v1", "configmaps", api.namespace, configmap("cm"))
+    custom = await api.create(widgets, "widgets", api.namespace, widget(widgets, "w"))
+    group = widgets.split("/")[0]
+    for api_version, plural, obj, what, key in [
+        ("v1", "configmaps", created, "configmaps", f"/registry/configmaps/{api.namespace}/cm"),
+        (widgets, "widgets", custom, f"widgets.{group}", f"/registry/{group}/widgets/{api.namespace}/w"),
+    ]:
+        name = obj["metadata"]["name"]
+        with pytest.raises(ApiError) as error:
+            await api.put(api_version, plural, api.namespace, name, {**obj, "metadata": {**obj["metadata"], "uid": other}})
+        assert error.value.status == 409 and error.value.reason == "Conflict"
+        # The storage layer's words, etcd key included.
+        assert error.value.message == (
+            f'Operation cannot be fulfilled on {what} "{name}": StorageError: invalid object, Code: 4, Key: {key}, '
+            f"ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {other}, "
+            f"UID in object meta: {obj['metadata']['uid']}"
+        )
 
 
 async def test_a_patch_carrying_another_uid_is_invalid(api: ContractClient) -> None:
@@ -113,7 +122,21 @@ async def test_a_bad_field_selector_is_a_bad_request(api: ContractClient) -> Non
     }  # fmt: skip
 
 
-async def test_an_unknown_resource_is_not_found(api: ContractClient) -> None:
-    status, body = await api.request("GET", "/apis/nothing.contract.wasmlet.dev/v1/things")
-    assert status == 404 and body["reason"] == "NotFound"
-    assert body["message"] == "the server could not find the requested resource"
+NO_RESOURCE = {
+    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+    "message": "the server could not find the requested resource", "reason": "NotFound", "details": {}, "code": 404,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/api/v1/things", "/api/v1/namespaces/default/things", "/apis/apps/v1/things", "/apis/apps/v9/deployments", "/api/v1/pods/p"])
+async def test_an_unknown_resource_of_a_builtin_group_is_a_not_found_status(api: ContractClient, path: str) -> None:
+    assert await api.request("GET", path) == (404, NO_RESOURCE)
+
+
+async def test_a_path_no_api_group_serves_is_a_plain_text_404(api: ContractClient, widgets: str) -> None:
+    group = widgets.split("/")[0]
+    paths = ["/apis/nothing.contract.wasmlet.dev/v1/things", "/apis/nothing.contract.wasmlet.dev", f"/apis/{group}/v9/widgets",
+             f"/apis/{group}/v1/things", f"/apis/{group}/v1/widgets/w", f"/apis/{widgets}/namespaces/{api.namespace}/things"]
+    for path in paths:
+        status, body = await api.request("GET", path)
+        assert (path, status, body) == (path, 404, "404 page not found\n")

@@ -19,16 +19,17 @@ async def test_a_merge_patch_deletes_keys_with_null_and_replaces_lists(api: Cont
 
 
 async def test_a_json_patch_applies_its_operations_in_order(api: ContractClient) -> None:
-    await api.create("v1", "configmaps", api.namespace, configmap("cm", data={"a": "1", "b": "2"}))
+    await api.create("v1", "configmaps", api.namespace, configmap("cm", data={"a": "1", "b": "2"}, annotations={"x": "y"}))
     operations = [
         {"op": "test", "path": "/data/a", "value": "1"},
         {"op": "replace", "path": "/data/a", "value": "10"},
         {"op": "remove", "path": "/data/b"},
-        {"op": "add", "path": "/data/c~1d", "value": "3"},
+        {"op": "add", "path": "/metadata/annotations/example.com~1note", "value": "3"},  # ~1 is a slash
         {"op": "copy", "from": "/data/a", "path": "/data/e"},
     ]
     patched = await api.patch("v1", "configmaps", api.namespace, "cm", operations, content_type="json")
-    assert patched["data"] == {"a": "10", "c/d": "3", "e": "10"}
+    assert patched["data"] == {"a": "10", "e": "10"}
+    assert patched["metadata"]["annotations"] == {"x": "y", "example.com/note": "3"}
 
 
 async def test_a_json_patch_whose_test_fails_is_rejected_with_422(api: ContractClient) -> None:
@@ -77,7 +78,8 @@ async def test_a_strategic_merge_patch_replaces_lists_without_a_merge_key(api: C
     created = await api.create("v1", "nodes", None, node(name))
     taint = {"key": "example.com/only", "effect": "NoSchedule"}
     patched = await api.patch("v1", "nodes", None, name, {"spec": {"taints": [taint]}}, content_type="strategic")
-    assert len(created["spec"]["taints"]) == 2 and patched["spec"]["taints"] == [taint]
+    # Admission added the not-ready taint to the two the Node was created with; the patch replaced all.
+    assert len(created["spec"]["taints"]) == 3 and patched["spec"]["taints"] == [taint]
 
 
 async def test_a_strategic_merge_patch_unions_finalizers(api: ContractClient) -> None:
@@ -86,7 +88,8 @@ async def test_a_strategic_merge_patch_unions_finalizers(api: ContractClient) ->
     added = await api.patch("v1", "configmaps", api.namespace, "cm", {"metadata": {"finalizers": ["contract.wasmlet.dev/b"]}}, content_type="strategic")
     removal = {"metadata": {"$deleteFromPrimitiveList/finalizers": ["contract.wasmlet.dev/a", "contract.wasmlet.dev/b"]}}
     removed = await api.patch("v1", "configmaps", api.namespace, "cm", removal, content_type="strategic")
-    assert added["metadata"]["finalizers"] == ["contract.wasmlet.dev/a", "contract.wasmlet.dev/b"]
+    # The server's order: the patch's items first, then the ones only the server had.
+    assert added["metadata"]["finalizers"] == ["contract.wasmlet.dev/b", "contract.wasmlet.dev/a"]
     assert not removed["metadata"].get("finalizers")
 
 
@@ -107,7 +110,7 @@ async def test_a_strategic_merge_patch_merges_owner_references_by_uid(api: Contr
     await api.create("v1", "configmaps", api.namespace, configmap("dependent", ownerReferences=[owner_reference(first)]))
     change = {"metadata": {"ownerReferences": [owner_reference(second)]}}
     patched = await api.patch("v1", "configmaps", api.namespace, "dependent", change, content_type="strategic")
-    assert [ref["name"] for ref in patched["metadata"]["ownerReferences"]] == ["first", "second"]
+    assert [ref["name"] for ref in patched["metadata"]["ownerReferences"]] == ["second", "first"]
 
 
 async def test_a_replace_directive_replaces_a_merged_list(api: ContractClient) -> None:
@@ -117,3 +120,26 @@ async def test_a_replace_directive_replaces_a_merged_list(api: ContractClient) -
     replace = {"status": {"conditions": [{"$patch": "replace"}, {"type": "PodScheduled", "status": "True"}]}}
     patched = await api.patch("v1", "pods", api.namespace, "p", replace, content_type="strategic", subresource="status")
     assert [c["type"] for c in patched["status"]["conditions"]] == ["PodScheduled"]
+
+
+async def test_a_strategic_merge_patch_interleaves_server_only_items_in_the_servers_order(api: ContractClient) -> None:
+    finalizers = [f"contract.wasmlet.dev/{name}" for name in "abc"]
+    await api.create("v1", "configmaps", api.namespace, configmap("cm", finalizers=finalizers))
+    change = {"metadata": {"finalizers": ["contract.wasmlet.dev/d", "contract.wasmlet.dev/b"]}}
+    patched = await api.patch("v1", "configmaps", api.namespace, "cm", change, content_type="strategic")
+    reordered = await api.patch("v1", "configmaps", api.namespace, "cm", {"metadata": {
+        "$setElementOrder/finalizers": [f"contract.wasmlet.dev/{name}" for name in "cdab"]}}, content_type="strategic")
+    await api.patch("v1", "configmaps", api.namespace, "cm", {"metadata": {"finalizers": None}})
+    assert [f.rsplit("/", 1)[1] for f in patched["metadata"]["finalizers"]] == ["d", "a", "b", "c"]
+    assert [f.rsplit("/", 1)[1] for f in reordered["metadata"]["finalizers"]] == ["c", "d", "a", "b"]
+
+
+async def test_a_strategic_merge_patch_updates_an_owner_reference_in_place(api: ContractClient) -> None:
+    owners = [await api.create("v1", "configmaps", api.namespace, configmap(name)) for name in ("first", "second")]
+    refs = [owner_reference(owner) for owner in owners]
+    await api.create("v1", "configmaps", api.namespace, configmap("dependent", ownerReferences=refs))
+    change = {"metadata": {"ownerReferences": [{**refs[1], "blockOwnerDeletion": True}]}}
+    patched = await api.patch("v1", "configmaps", api.namespace, "dependent", change, content_type="strategic")
+    assert [(ref["name"], ref.get("blockOwnerDeletion")) for ref in patched["metadata"]["ownerReferences"]] == [
+        ("first", None), ("second", True)
+    ]

@@ -52,6 +52,8 @@ AGENT_GRANTS: dict[Grant, str] = {
     ("cluster", "", "events", "create"): "Pod events",
     ("cluster", "", "configmaps", "get"): "ConfigMaps its Pods reference (env, volumes, modules)",
     ("cluster", "", "secrets", "get"): "Secrets its Pods reference (env, volumes, imagePullSecrets)",
+    ("cluster", "", "persistentvolumeclaims", "get"): "the claims its Pods' volumes name",
+    ("cluster", "", "persistentvolumes", "get"): "the PersistentVolume a claim is bound to",
     ("cluster", "authentication.k8s.io", "tokenreviews", "create"): "authenticating kubelet API callers",
     (LEASES_NAMESPACE, "coordination.k8s.io", "leases", "get"): "its node Lease",
     (LEASES_NAMESPACE, "coordination.k8s.io", "leases", "create"): "its node Lease",

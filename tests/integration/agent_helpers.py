@@ -33,9 +33,10 @@ async def running_agent(api: Any, state_dir: Path, node_name: str = "wasm-node-1
     kubeconfig = getattr(api, "kubeconfig", api)
     overrides.setdefault("client_ca_file", getattr(api, "kubelet_client_ca", None))
     overrides.setdefault("node_ip", "127.0.0.1")
+    overrides.setdefault("restart_backoff_seconds", 0.2)  # the kubelet's 10 s would only slow the tests
     settings = AgentSettings(node_name=node_name, kubelet_port=0, state_dir=state_dir, kubeconfig=str(kubeconfig),
                              lease_renew_seconds=1.0, **overrides).validate()
-    agent = Agent(settings, backoff_base=0.2)
+    agent = Agent(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     try:

@@ -186,3 +186,33 @@ async def _agent_phases(agent: Any, expected: dict[str, str]) -> bool:
     return bool(await agent.pod_phases() == expected)
 
 
+
+
+async def test_a_sigtermed_agent_ends_no_pod_and_runs_them_again_counting_the_stop(
+        kube_api: Any, tmp_path: Path) -> None:
+    """A kubelet restart ends no Pod: after SIGTERM and a new start, Always and OnFailure Pods run
+    again with restartCount + 1 and the stop as lastState; a finished job stays finished."""
+    async with KubeClient(load_config(kube_api.url)) as api:
+        await seed(api)
+        async with agent_process(kube_api.url, tmp_path / "state", WASMLET_RESTART_BACKOFF_SECONDS="0.5") as agent:
+            await api.create(PODS, ticker("svc"))
+            await api.create(PODS, ticker("retry", "OnFailure"))
+            await api.create(PODS, wasm_pod("job", NODE, "configmap://modules/hello.wasm", restart="Never",
+                                            automountServiceAccountToken=False))
+            await until(lambda: _phases(api, {"svc": ("Running", 0), "retry": ("Running", 0),
+                                              "job": ("Succeeded", 0)}), 30, "Pods running, the job done")
+            assert await agent.stop() == 0
+            stopped = {p["metadata"]["name"]: p for p in (await api.list(PODS, "default"))["items"]}
+            assert {n: p["status"]["phase"] for n, p in stopped.items()} == \
+                {"svc": "Running", "retry": "Running", "job": "Succeeded"}
+            await agent.start()
+            await until(lambda: _phases(api, {"svc": ("Running", 1), "retry": ("Running", 1),
+                                              "job": ("Succeeded", 0)}), 30, "Pods running again after SIGTERM")
+            for name in ("svc", "retry"):
+                last = (await api.get(PODS, name, "default"))["status"]["containerStatuses"][0]["lastState"]
+                assert last["terminated"]["exitCode"] == 143 and last["terminated"]["reason"] == "Error"
+                assert "node agent stopped" in last["terminated"]["message"]
+
+
+async def _phases(api: KubeClient, expected: dict[str, tuple[str, int]]) -> bool:
+    return await all_pods(api) == expected

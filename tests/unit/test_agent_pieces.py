@@ -1,4 +1,4 @@
-"""Small pure parts of the agent: phase, backoff, settings, volume safety, the module cache."""
+"""Small pure parts of the agent: settings, volume safety, the module cache."""
 
 from __future__ import annotations
 
@@ -9,42 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from wasmlet.nodeagent.backoff import RestartBackoff
 from wasmlet.nodeagent.config import load_settings
 from wasmlet.nodeagent.errors import PodConfigError, PullError, SettingsError, UnsupportedPod
 from wasmlet.nodeagent.logs import ContainerLog, read_lines
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.podspec import ModuleRef
-from wasmlet.nodeagent.status import ContainerRecord, pod_phase
 from wasmlet.nodeagent.volumes import _expand, _inside
-
-
-def record(state: str, code: int = 0) -> ContainerRecord:
-    r = ContainerRecord("c", "img")
-    if state == "running":
-        r.set_running("2026-01-01T00:00:00Z")
-    elif state == "terminated":
-        r.set_terminated(code, "Completed" if code == 0 else "Error")
-    return r
-
-
-@pytest.mark.parametrize(("policy", "states", "phase"), [
-    ("Never", [("waiting", 0)], "Pending"),
-    ("Never", [("running", 0), ("terminated", 0)], "Running"),
-    ("Never", [("terminated", 0), ("terminated", 0)], "Succeeded"),
-    ("Never", [("terminated", 0), ("terminated", 1)], "Failed"),
-    ("OnFailure", [("terminated", 1)], "Running"),
-    ("Always", [("terminated", 0)], "Running"),
-])
-def test_pod_phase_follows_the_kubelet(policy: str, states: list[tuple[str, int]], phase: str) -> None:
-    assert pod_phase(policy, [], [record(s, c) for s, c in states]) == phase
-
-
-def test_restart_backoff_doubles_to_the_cap_and_resets_after_clean_running() -> None:
-    backoff = RestartBackoff()
-    assert [backoff.next_delay(1) for _ in range(7)] == [10, 20, 40, 80, 160, 300, 300]
-    assert backoff.next_delay(601) == 10
 
 
 def test_settings_layer_defaults_file_environment_and_flags(tmp_path: Path) -> None:

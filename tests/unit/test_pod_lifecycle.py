@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,66 @@ async def test_a_pod_stopped_while_its_start_waits_for_a_runtime_slot_ends_witho
     await h.controller.stop_all()
     assert h.finished()
     assert "running" not in h.status()["containerStatuses"][0]["state"]
+
+
+async def test_a_pod_removed_and_added_again_with_the_same_uid_while_stopping_runs_again(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: FakeRun(output=b"x\n", exit_code=None))
+    pod = h.pod(restart="Always", terminationGracePeriodSeconds=1)
+    h.sync(pod)
+    await h.until(lambda: h.status().get("phase") == "Running")
+    h.controller.remove("uid-p")
+    h.sync(pod)  # back before the first worker finished stopping
+    await h.until(lambda: h.status().get("containerStatuses", [{}])[0].get("restartCount") == 1
+                  and "running" in h.status()["containerStatuses"][0]["state"])
+    status = h.status()
+    assert status["phase"] == "Running"
+    assert status["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 143
+    assert len(h.controller.workers()) == 1
+    await h.controller.stop_all()
+
+
+async def test_every_container_restarts_on_its_own_and_a_running_one_is_left_alone(tmp_path: Path) -> None:
+    def script(spec: Any) -> FakeRun:
+        return exits(1) if spec.container == "crashy" else FakeRun(output=b"x\n", exit_code=None)
+
+    h = Harness(tmp_path, script)
+    image = f"file:{tmp_path}/m.wasm"
+    h.sync(h.pod(restart="Always", containers=[{"name": "crashy", "image": image}, {"name": "steady", "image": image}]))
+    await h.until(lambda: h.status().get("containerStatuses", [{}])[0].get("restartCount", 0) >= 3)
+    crashy, steady = h.status()["containerStatuses"]
+    assert steady["restartCount"] == 0 and "running" in steady["state"]
+    assert crashy["lastState"]["terminated"]["exitCode"] == 1
+    assert [s.container for s in h.runtime.starts].count("steady") == 1
+    await h.controller.stop_all()
+
+
+async def test_a_failing_init_container_is_retried_counting_each_run_once(tmp_path: Path) -> None:
+    runs: list[str] = []
+
+    def script(spec: Any) -> FakeRun:
+        runs.append(spec.container)
+        return exits(1 if spec.container == "setup" and runs.count("setup") < 3 else 0)
+
+    h = Harness(tmp_path, script)
+    image = f"file:{tmp_path}/m.wasm"
+    h.sync(h.pod(restart="OnFailure", initContainers=[{"name": "setup", "image": image}]))
+    await h.until(lambda: h.status().get("phase") == "Succeeded")
+    setup = h.status()["initContainerStatuses"][0]
+    assert setup["restartCount"] == 2 == runs.count("setup") - 1
+    assert setup["lastState"]["terminated"]["exitCode"] == 1
+    assert sorted(p.name for p in (tmp_path / "logs").glob("*/setup/*.log")) == ["0.log", "1.log", "2.log"]
+
+
+async def test_a_pod_added_again_and_then_deleted_while_stopping_is_not_run_again(tmp_path: Path) -> None:
+    h = Harness(tmp_path, lambda spec: FakeRun(output=b"x\n", exit_code=None))
+    pod = h.pod(restart="Always", terminationGracePeriodSeconds=1)
+    h.sync(pod)
+    await h.until(lambda: h.status().get("phase") == "Running")
+    h.controller.remove("uid-p")
+    h.sync(pod)
+    h.sync({**pod, "metadata": {**pod["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z",
+                                "deletionGracePeriodSeconds": 0}})
+    await h.until(lambda: h.finished())
+    await h.until(lambda: all(not w.instances for w in h.controller.workers()))
+    assert [s.container for s in h.runtime.starts] == ["main"]
+    assert h.status()["phase"] == "Failed"  # deleted while running: ended by the stop (exit 143)

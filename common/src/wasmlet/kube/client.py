@@ -109,7 +109,7 @@ class KubeClient:
             async with session.get(resource.path(namespace), params=params, headers=self._auth(),
                                    timeout=timeout) as response:
                 if response.status >= 400:
-                    raise error_from_status(response.status, await _json_or_none(response))
+                    raise error_from_status(response.status, await _json_or_text(response))
                 async for event in _json_lines(response):
                     if event.get("type") == "ERROR":
                         status = event.get("object") or {}
@@ -132,7 +132,7 @@ class KubeClient:
         try:
             async with session.request(method, path, params=params, data=data, headers=headers,
                                        timeout=self._timeout) as response:
-                body = await _json_or_none(response)
+                body = await _json_or_text(response)
                 if response.status >= 400:
                     raise error_from_status(response.status, body)
                 return body if isinstance(body, dict) else {}
@@ -173,11 +173,13 @@ async def _json_lines(response: aiohttp.ClientResponse) -> AsyncIterator[Obj]:
         yield json.loads(buffer)
 
 
-async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
+async def _json_or_text(response: aiohttp.ClientResponse) -> Any:
+    """The decoded JSON body, or the raw text when it is not JSON (e.g. `404 page not found`)."""
+    raw = await response.read()
     try:
-        return await response.json(content_type=None)
-    except (json.JSONDecodeError, UnicodeDecodeError, aiohttp.ContentTypeError):
-        return None
+        return json.loads(raw) if raw else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw.decode(errors="replace")
 
 
 __all__ = ["JSON_PATCH", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "Gone", "KubeClient"]

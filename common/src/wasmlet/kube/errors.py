@@ -6,7 +6,12 @@ from typing import Any
 
 
 class ApiError(Exception):
-    """The API server answered with a failure Status (or could not be reached)."""
+    """The API server answered with a failure (a Status, or another body), or could not be reached.
+
+    `body` is the Status object when the server sent one, else empty: kube-apiserver answers a
+    path no API group serves (an uninstalled CRD's resources) with plain text `404 page not
+    found`, and proxies in front of it send their own pages.
+    """
 
     def __init__(self, status: int, reason: str, message: str, body: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -57,11 +62,24 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
-def error_from_status(status: int, body: dict[str, Any] | None) -> ApiError:
-    """Build the error for an HTTP status and the API's Status body (if it sent one)."""
-    body = body if isinstance(body, dict) else {}
+# The longest part of a non-Status error body kept as the message (an HTML page can be long).
+MAX_TEXT_MESSAGE = 200
+
+
+def error_from_status(status: int, body: Any) -> ApiError:
+    """Build the error for an HTTP status and the body that came with it.
+
+    A Status body gives the reason and message; any other body (text, HTML, JSON that is not a
+    Status) gives only its first line as the message, and the class comes from the status alone.
+    """
+    if isinstance(body, str | bytes):
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        body, text_message = {}, first_line[:MAX_TEXT_MESSAGE]
+    else:
+        body, text_message = (body if isinstance(body, dict) else {}), ""
     reason = str(body.get("reason") or "")
-    message = str(body.get("message") or "")
+    message = str(body.get("message") or "") or text_message
     if status == 409:
         cls: type[ApiError] = AlreadyExists if reason == "AlreadyExists" else Conflict
     elif status == 429 or status >= 500:

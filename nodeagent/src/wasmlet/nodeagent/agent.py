@@ -16,10 +16,12 @@ from typing import Any
 
 from wasmlet.kube import ApiError, KubeClient, load_config
 from wasmlet.nodeagent import VERSION
+from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.mirror import MirrorReporter
+from wasmlet.nodeagent.node import node_labels
 from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
@@ -59,11 +61,9 @@ class Runtimes:
 class Agent:
     """One node agent. `run()` until `stop` is set."""
 
-    def __init__(self, settings: AgentSettings, reporter: Reporter | None = None,
-                 backoff_base: float = 10.0) -> None:
+    def __init__(self, settings: AgentSettings, reporter: Reporter | None = None) -> None:
         self.settings = settings
         self._reporter = reporter
-        self._backoff_base = backoff_base
         self.controller: PodController | None = None
         self.static: Any = None
         self.node: Any = None
@@ -98,6 +98,7 @@ class Agent:
                     objects = LayeredObjects(static_objects, objects)
                     base = self.mirrors = MirrorReporter(base, api, settings.node_name)
             reporter = StoringReporter(base, store)
+            claims: ClaimSource = ApiClaims(api) if api is not None else NoClaims()
             env = AgentEnv(
                 node_name=settings.node_name, node_ip=settings.node_ip, runtimes=settings.runtimes,
                 runtime=runtimes.get,
@@ -105,9 +106,10 @@ class Agent:
                                     settings.allow_unpinned_urls, cache_max_bytes=settings.module_cache_max_bytes,
                                     insecure_registries=settings.insecure_registries),
                 objects=objects, reporter=reporter, pods_dir=state / "pods", logs_dir=state / "logs",
+                claims=claims, node_labels=node_labels(settings),
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 max_pods=settings.max_pods, eviction_seconds=settings.eviction_monitoring_seconds,
-                backoff_base=self._backoff_base, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
+                backoff_base=settings.restart_backoff_seconds, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
             )
             self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:

@@ -70,6 +70,9 @@ class AgentSettings:
     # The module cache's size cap; least recently used modules no Pod holds are evicted past it.
     # 2 GiB keeps a few hundred typical modules on a small edge disk.
     module_cache_max_bytes: int = 2 * 1024 ** 3
+    # The first wait of the crash-loop and image-pull back-offs, doubling to 300 s: the kubelet's
+    # 10 s. Shorter only where waiting is the cost and not the point (tests, demonstrations).
+    restart_backoff_seconds: float = 10.0
     # Registries (host[:port]) that may be reached over plain HTTP or with unverified TLS. Loopback
     # registries always may, as with Docker's and containerd's defaults (docs/decisions.md).
     insecure_registries: tuple[str, ...] = ()
@@ -95,6 +98,8 @@ class AgentSettings:
         unknown = [r for r in self.runtimes if r not in ("wasmer", "wasmtime")]
         if unknown:
             raise SettingsError(f"runtimes: unknown runtime(s) {unknown}; known: wasmer, wasmtime")
+        if not 0 < self.restart_backoff_seconds <= 300:
+            raise SettingsError(f"restart_backoff_seconds: {self.restart_backoff_seconds} is not in (0, 300]")
         if self.lease_renew_seconds >= self.lease_duration_seconds:
             raise SettingsError("lease_renew_seconds: must be shorter than lease_duration_seconds")
         if self.manifests is not None and not self.manifests.exists():

@@ -4,10 +4,13 @@ One small handler per state; each returns the next state, and `TRANSITIONS` decl
 moves are legal, so an impossible move fails loudly in tests instead of silently in production.
 
     Admitting → Pulling ⇄ PullBackOff
-    Pulling → Volumes → Initializing → Starting → Running ⇄ CrashLoopBackOff
+    Pulling → Volumes → Initializing ⇄ CrashLoopBackOff (an init container's back-off)
+    Initializing → Starting → Running
     any → Terminating → Terminated;  any → Failed (permanent)
 
-Backoffs are states, not sleeps hidden in handlers; cleanup happens in one place (`_cleanup`).
+Backoffs are states, not sleeps hidden in handlers, except where the kubelet keeps several
+clocks at once: in Running every main container restarts on its own schedule (`restarts.py`)
+while the others keep running. Cleanup happens in one place (`_cleanup`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from wasmlet.nodeagent.claims import claim_mounts, resolve_claims
 from wasmlet.nodeagent.errors import ModuleError, PodConfigError, PullError, UnsupportedPod
 from wasmlet.nodeagent.probes import parse_probes
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, RunSpec
@@ -51,8 +55,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.VOLUMES: frozenset({S.INITIALIZING, S.PULL_BACKOFF, S.FAILED, S.TERMINATING}),
     S.INITIALIZING: frozenset({S.STARTING, S.CRASH_BACKOFF, S.PULL_BACKOFF, S.TERMINATED, S.FAILED, S.TERMINATING}),
     S.STARTING: frozenset({S.RUNNING, S.PULL_BACKOFF, S.FAILED, S.TERMINATING}),
-    S.RUNNING: frozenset({S.CRASH_BACKOFF, S.TERMINATED, S.TERMINATING, S.FAILED}),
-    S.CRASH_BACKOFF: frozenset({S.STARTING, S.INITIALIZING, S.RUNNING, S.TERMINATING, S.FAILED}),
+    S.RUNNING: frozenset({S.TERMINATED, S.TERMINATING, S.FAILED}),
+    S.CRASH_BACKOFF: frozenset({S.INITIALIZING, S.TERMINATING, S.FAILED}),
     S.TERMINATING: frozenset({S.TERMINATED}),
     S.TERMINATED: frozenset(),
     S.FAILED: frozenset(),
@@ -105,17 +109,22 @@ async def pulling(w: PodWorker) -> State:
             await runtime.prepare(module.path, module.digest)
         except (PullError, ModuleError) as exc:
             w.env.metrics.pulls.labels("error").inc()
-            record.set_waiting(exc.reason if isinstance(exc, PullError) else "ErrImagePull", exc.message)
+            reason = exc.reason if isinstance(exc, PullError) else "ErrImagePull"
+            record.set_waiting(reason, exc.message)
             w.event("Warning", "Failed", f"Failed to pull module {container.module.ref!r}: {exc.message}",
                     container.name)
+            w.event("Warning", "Failed", f"Error: {reason}", container.name)
+            w.report()  # the kubelet shows ErrImagePull first, on every failed try
             return S.PULL_BACKOFF
         except PodConfigError as exc:
             record.set_waiting(exc.reason, exc.message)
             w.event("Warning", "Failed", f"Error: {exc.message}", container.name)
+            w.report()
             return S.PULL_BACKOFF
         w.env.metrics.pulls.labels("ok").inc()
         w.modules[container.name] = module
         record.image_id = module.image_id or module.digest
+        w.clear_waiting(record)
         w.event("Normal", "Pulled", f'Successfully pulled module "{container.module.ref}" in '
                 f"{time.monotonic() - started:.3f}s ({module.size} bytes, {module.digest[:19]})", container.name)
     w.pull_backoff.delay = 0.0
@@ -123,22 +132,35 @@ async def pulling(w: PodWorker) -> State:
 
 
 async def pull_backoff(w: PodWorker) -> State:
+    """Wait out the pull back-off. A failed pull's ErrImagePull stays until the Pod's next sync
+    (the kubelet syncs again soon after a failure); from then on the container shows
+    ImagePullBackOff until the back-off is over and the pull is tried again."""
     delay = w.pull_backoff.next_delay(0.0)
+    shown = min(delay / 2, w.pull_backoff.base)
+    await w.sleep(shown)
+    if w.stopping:
+        return S.TERMINATING
     for record in w.records.values():
         waiting = record.state.get("waiting") or {}
         if waiting.get("reason") == "ErrImagePull":
-            record.set_waiting("ImagePullBackOff", f"Back-off pulling module: {waiting.get('message', '')}")
-            w.event("Normal", "BackOff", f'Back-off pulling module "{record.image}"', record.name)
+            record.set_waiting("ImagePullBackOff",
+                               f'Back-off pulling image "{record.image}": ErrImagePull: {waiting.get("message", "")}')
+            w.event("Normal", "BackOff", f'Back-off pulling image "{record.image}"', record.name)
+            w.event("Warning", "Failed", "Error: ImagePullBackOff", record.name)
     w.report()
-    await w.sleep(delay)
+    await w.sleep(delay - shown)
     return S.PULLING
 
 
 async def volumes(w: PodWorker) -> State:
     try:
+        claimed = await resolve_claims(w.plan.volumes, w.plan.namespace, w.env.claims, w.env.node_name,
+                                       w.env.node_labels)
         w.volume_paths = await prepare_volumes(w.plan, w.pod_dir / "volumes", w.env.objects, w.field_values())
+        w.volume_paths.update({name: claim.path for name, claim in claimed.items()})
         runtime = await w.env.runtime(w.plan.runtime)
         for container in w.plan.init_containers + w.plan.containers:
+            mounts = mounts_for(container, w.volume_paths, w.plan.volumes)
             w.specs[container.name] = RunSpec(
                 pod_uid=w.plan.uid,
                 container=container.name,
@@ -146,7 +168,7 @@ async def volumes(w: PodWorker) -> State:
                 module_digest=w.modules[container.name].digest,
                 argv=container.argv,
                 env=await resolve_env(container, w.plan, w.env.objects, w.field_values()),
-                mounts=mounts_for(container, w.volume_paths, w.plan.volumes),
+                mounts=claim_mounts(mounts, container.volume_mounts, claimed),
                 working_dir=container.working_dir,
                 memory_limit_bytes=container.memory_limit_bytes,
                 network=w.plan.network,
@@ -154,12 +176,17 @@ async def volumes(w: PodWorker) -> State:
             )
             runtime.check(w.specs[container.name])
     except PodConfigError as exc:
+        if exc.reason == "FailedMount":  # the kubelet: the containers wait as not created; an event says why
+            w.event("Warning", "FailedMount", exc.message)
+            return S.PULL_BACKOFF
         for record in w.records.values():
             record.set_waiting("CreateContainerConfigError", exc.message)
         w.event("Warning", "Failed", f"Error: {exc.message}")
         return S.PULL_BACKOFF
     except UnsupportedPod as exc:
         return w.fail(exc.reason, exc.message)
+    for record in w.records.values():
+        w.clear_waiting(record)
     return S.INITIALIZING
 
 
@@ -170,7 +197,7 @@ async def initializing(w: PodWorker) -> State:
         if term is not None and term["exitCode"] == 0:
             continue
         try:
-            status = await w.run_to_end(container.name)
+            status = await w.run_to_end(container.name)  # a run after an earlier one is counted at its start
         except PodConfigError as exc:
             return _config_error(w, container.name, exc)
         if w.stopping:
@@ -185,57 +212,43 @@ async def initializing(w: PodWorker) -> State:
 
 async def starting(w: PodWorker) -> State:
     for container in w.plan.containers:
-        if container.name in w.instances or not w.should_start(container.name):
-            continue
-        try:
-            await w.start(container.name)
-        except PodConfigError as exc:
-            return _config_error(w, container.name, exc)
-        except ModuleError as exc:
-            if w.stopping:
-                break
-            w.records[container.name].set_terminated(1, "StartError", exc.message)
-            w.event("Warning", "Failed", f"Error: {exc.message}", container.name)
+        if w.should_start(container.name):
+            await w.start_or_record(container.name)
     return S.RUNNING
 
 
 async def running(w: PodWorker) -> State:
+    """Supervise the main containers: each one that ends is judged and restarted on its own
+    schedule (computePodActions + doBackOff per container) while the others keep running."""
     w.report()
     while True:
         if w.stopping:
             return S.TERMINATING
-        if not w.instances:
-            if any(w.should_start(c.name) for c in w.plan.containers):
-                w.backoff_container = _first_to_restart(w)
-                return S.CRASH_BACKOFF
+        due = w.restarts.take_due(time.monotonic())
+        for name in due:
+            await w.restart(name)
+        if due:
+            w.report()
+            continue
+        if not w.instances and not w.restarts.waiting():
             return S.TERMINATED
-        name, _ = await w.next_exit()
-        if name is not None:
+        ended, _ = await w.next_exit(timeout=w.restarts.next_in(time.monotonic()))
+        if ended is not None:
+            w.container_ended(ended)
             w.report()
 
 
 async def crash_backoff(w: PodWorker) -> State:
+    """An init container failed: wait its back-off (none the first time), then run it again."""
     name = w.backoff_container or ""
-    record = w.records[name]
-    delay = w.restart_backoff[name].next_delay(w.ran_for.get(name, 0.0))
-    message = f"back-off {delay:g}s restarting failed container={name} pod={w.plan.name}_{w.plan.namespace}({w.plan.uid})"
-    record.set_waiting("CrashLoopBackOff", message)
-    w.event("Warning", "BackOff", "Back-off restarting failed container", name)
-    w.report()
-    deadline = time.monotonic() + delay
-    while (remaining := deadline - time.monotonic()) > 0:
-        if w.stopping:
-            return S.TERMINATING
-        if w.instances:
-            finished, _ = await w.next_exit(timeout=remaining)
-            if finished:
-                w.report()
-        else:
-            await w.sleep(remaining)
-    record.restart_count += 1
-    w.env.metrics.restarts.inc()
+    delay = w.restarts.schedule(name, w.ran_for.get(name, 0.0), time.monotonic())
+    w.restarts.due.pop(name, None)  # the Pod itself waits here: nothing else may start meanwhile
+    if delay > 0:
+        w.crash_looping(name, delay)
+        w.report()
+        await w.sleep(delay)
     w.backoff_container = None
-    return S.INITIALIZING if record.init else S.STARTING
+    return S.TERMINATING if w.stopping else S.INITIALIZING
 
 
 async def terminating(w: PodWorker) -> State:
@@ -260,15 +273,11 @@ HANDLERS: dict[State, Handler] = {
 
 
 def _config_error(w: PodWorker, name: str, exc: PodConfigError) -> State:
-    """A container that could not be set up as it started (a volume path through a link): it waits
-    with CreateContainerConfigError and is retried after a back-off, as the kubelet retries it."""
+    """An init container that could not be set up as it started (a volume path through a link): it
+    waits with CreateContainerConfigError and is retried after a back-off, as the kubelet retries it."""
     w.records[name].set_waiting(exc.reason, exc.message)
     w.event("Warning", "Failed", f"Error: {exc.message}", name)
     return S.PULL_BACKOFF
-
-
-def _first_to_restart(w: PodWorker) -> str:
-    return next(c.name for c in w.plan.containers if w.should_start(c.name))
 
 
 def exit_for_deadline() -> ExitStatus:

@@ -20,7 +20,8 @@ import aiohttp
 
 from wasmlet.api.http import HttpHandler
 from wasmlet.nodeagent.backoff import RestartBackoff
-from wasmlet.nodeagent.errors import AgentError, ModuleError, UnsupportedPod
+from wasmlet.nodeagent.claims import ClaimSource, NoClaims
+from wasmlet.nodeagent.errors import AgentError, ModuleError, PodConfigError, UnsupportedPod
 from wasmlet.nodeagent.lifecycle import FINAL, HANDLERS, State, check_transition, exit_for_deadline
 from wasmlet.nodeagent.logs import ContainerLog, pod_log_dir
 from wasmlet.nodeagent.metrics import AgentMetrics
@@ -30,7 +31,9 @@ from wasmlet.nodeagent.podspec import PodPlan, parse_pod
 from wasmlet.nodeagent.podstore import PodStore
 from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.probes import ContainerProber, ContainerProbes, new_probe_session
-from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, ExitStatus, Instance, Runtime, RunSpec
+from wasmlet.nodeagent.restarts import AGENT_STOPPED, RestartSchedule, crash_loop_message, restore_records, \
+    should_restart
+from wasmlet.nodeagent.runtime import EXIT_TERMINATED, ExitStatus, Instance, Runtime, RunSpec
 from wasmlet.nodeagent.storage import EVICTION_MONITORING_SECONDS, size_limits, watch_size_limits
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
 from wasmlet.nodeagent.wagi import HandlerInstance
@@ -71,6 +74,8 @@ class AgentEnv:
     reporter: Reporter
     pods_dir: Path
     logs_dir: Path
+    claims: ClaimSource = field(default_factory=NoClaims)
+    node_labels: dict[str, str] = field(default_factory=dict)  # what a PersistentVolume's node affinity sees
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
     max_pods: int = 110
@@ -103,7 +108,9 @@ class PodWorker:
         self.source_dir = source_dir
         self.ref = PodRef(plan.namespace, plan.name, plan.uid)
         self.state = State.ADMITTING
-        self.records = {c.name: ContainerRecord(c.name, c.module.ref, c.init)
+        # Until a container exists the kubelet shows PodInitializing in a Pod with init containers.
+        self.default_waiting = "PodInitializing" if plan.init_containers else "ContainerCreating"
+        self.records = {c.name: ContainerRecord(c.name, c.module.ref, c.init, {"waiting": {"reason": self.default_waiting}})
                         for c in plan.init_containers + plan.containers}
         self.containers = {c.name: c for c in plan.init_containers + plan.containers}
         self.probes: dict[str, ContainerProbes] = {}  # read at admission
@@ -113,9 +120,12 @@ class PodWorker:
         self.specs: dict[str, RunSpec] = {}
         self.volume_paths: dict[str, Path] = {}
         self.instances: dict[str, Instance] = {}
-        self.pull_backoff = RestartBackoff(env.backoff_base, env.backoff_cap)
-        self.restart_backoff = {name: RestartBackoff(env.backoff_base, env.backoff_cap) for name in self.records}
+        self.pull_backoff = RestartBackoff(env.backoff_base, env.backoff_cap, first_immediate=False)
+        self.restarts = RestartSchedule(env.backoff_base, env.backoff_cap)
         self.ran_for: dict[str, float] = {}
+        self._resume: set[str] = set()  # containers the agent's own stop ended: they run again
+        self.resumable = False  # stopped, but the Pod is not over (agent shutdown, a removal)
+        self._phase_before_stop = ""
         self.backoff_container: str | None = None
         self.pod_dir = env.pods_dir / plan.uid
         self.stop_grace: float | None = None
@@ -133,29 +143,12 @@ class PodWorker:
         self.last_status: Obj = {}
 
     def restore(self, status: Obj) -> None:
-        """Continue from the status a previous agent process left in the local store.
-
-        Its instances died with it. A Pod that had ended stays ended; a container that ended and
-        must not run again (succeeded init containers; any ended container unless restartPolicy
-        restarts it) keeps its end. A container that was running is started again whatever the
-        restartPolicy — the agent, not the module, stopped it — and the restart is counted.
-        """
+        """Continue from the status a previous agent process left in the local store (or from a
+        worker of the same Pod that was stopped without ending it). A Pod that had ended stays
+        ended; its containers are judged by `restore_records`."""
         self._start_time = status.get("startTime") or self._start_time
-        for saved in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-            record = self.records.get(saved.get("name", ""))
-            if record is None:
-                continue
-            record.restart_count = int(saved.get("restartCount") or 0)
-            record.last_state = saved.get("lastState") or {}
-            record.image_id = ""  # fetched (and verified) again from the module cache
-            state = saved.get("state") or {}
-            if "terminated" in state:
-                record.state = state
-            elif "running" in state:
-                record.restart_count += 1
-                record.last_state = {"terminated": {
-                    "exitCode": EXIT_KILLED, "reason": "Error", "startedAt": state["running"].get("startedAt"),
-                    "finishedAt": now(), "message": "the agent restarted; the container was started again"}}
+        self._resume = restore_records(self.records, status)
+        self._phase_before_stop = status.get("phase") or ""
         if status.get("phase") in ("Succeeded", "Failed"):
             self._reason, self._message = status.get("reason") or "", status.get("message") or ""
             self.state = State.FAILED if status.get("phase") == "Failed" else State.TERMINATED
@@ -198,10 +191,21 @@ class PodWorker:
             log.warning("pod %s: %s", self.plan.key, exc)
             return self.fail(exc.reason, exc.message)
 
-    def request_stop(self, grace: float | None, reason: ExitStatus | None = None, deleting: bool = False) -> None:
-        """Stop the Pod: its containers get `grace` seconds (the Pod's own grace when None)."""
+    def request_stop(self, grace: float | None, reason: ExitStatus | None = None, deleting: bool = False,
+                     resumable: bool = False) -> None:
+        """Stop the Pod: its containers get `grace` seconds (the Pod's own grace when None).
+
+        `resumable`: the agent stops the Pod but the Pod is not over (the agent shuts down, or the
+        Pod left the desired set and may come back): its phase stays what it was, and the
+        containers it ends are marked so that they run again when the Pod is resumed.
+        """
         if self.stop_grace is None or (grace is not None and grace < self.stop_grace):
             self.stop_grace = grace
+        if resumable and not self.stopping:
+            self.resumable = True
+            self._phase_before_stop = self.last_status.get("phase") or self._phase_before_stop
+            reason = ExitStatus(EXIT_TERMINATED, "Error", AGENT_STOPPED)
+        self.resumable = self.resumable and not (deleting or self.deleting)
         self.stop_reason = self.stop_reason or reason
         self.deleting = self.deleting or deleting
         self._stopping.set()
@@ -234,18 +238,61 @@ class PodWorker:
             pass
 
     def should_start(self, name: str) -> bool:
-        record = self.records[name]
-        if name in self.instances or self.stopping:
+        if name in self.instances or self.stopping or name in self.restarts.due:
             return False
-        term = record.terminated
-        if term is None:
-            return True
-        policy = self.plan.restart_policy
-        return policy == "Always" or (policy == "OnFailure" and term["exitCode"] != 0)
+        term = self.records[name].terminated
+        return term is None or name in self._resume or should_restart(self.plan.restart_policy, term["exitCode"])
+
+    def clear_waiting(self, record: ContainerRecord) -> None:
+        """A container whose error is resolved waits as one not yet created (not for a restart)."""
+        if "waiting" in record.state and record.state["waiting"].get("reason") != "CrashLoopBackOff":
+            record.set_waiting(self.default_waiting)
+
+    def container_ended(self, name: str) -> None:
+        """A main container ended: schedule its restart if the restartPolicy wants one (doBackOff)."""
+        term = self.records[name].terminated
+        if term is None or self.stopping or not should_restart(self.plan.restart_policy, term["exitCode"]):
+            return
+        delay = self.restarts.schedule(name, self.ran_for.get(name, 0.0), time.monotonic())
+        if delay > 0:
+            self.crash_looping(name, delay)
+
+    def crash_looping(self, name: str, delay: float) -> None:
+        """The container waits `delay` seconds before its next start: CrashLoopBackOff."""
+        p = self.plan
+        self.records[name].set_waiting("CrashLoopBackOff", crash_loop_message(delay, name, p.name, p.namespace, p.uid))
+        self.event("Warning", "BackOff",
+                   f"Back-off restarting failed container {name} in pod {p.name}_{p.namespace}({p.uid})", name)
+
+    async def restart(self, name: str) -> None:
+        """Start `name` again after its wait; a container stopped meanwhile stays as it is."""
+        if not self.stopping and name not in self.instances:
+            await self.start_or_record(name)
+
+    async def start_or_record(self, name: str) -> None:
+        """Start a main container; one that cannot start ends as StartError (and may be restarted)."""
+        try:
+            await self.start(name)
+        except PodConfigError as exc:  # a volume path through a link: CreateContainerConfigError, retried
+            if self.stopping:
+                return
+            self.records[name].set_waiting(exc.reason, exc.message)
+            self.event("Warning", "Failed", f"Error: {exc.message}", name)
+            self.restarts.schedule(name, 0.0, time.monotonic())
+        except ModuleError as exc:
+            if self.stopping:
+                return
+            self.records[name].set_terminated(128, "StartError", exc.message)
+            self.event("Warning", "Failed", f"Error: {exc.message}", name)
+            self.container_ended(name)
 
     async def start(self, name: str) -> None:
         spec = self.specs[name]
         record = self.records[name]
+        counted = record.terminated is not None or "terminated" in record.last_state
+        if counted:
+            record.restart_count += 1  # a new run: the kubelet counts it when the container is created
+        self._resume.discard(name)
         runtime = await self.env.runtime(self.plan.runtime)
         logs_dir = pod_log_dir(self.env.logs_dir, self.plan.namespace, self.plan.name, self.plan.uid)
         container_log = ContainerLog(logs_dir / name / f"{record.restart_count}.log",
@@ -258,10 +305,14 @@ class PodWorker:
                 instance = await self._unless_stopped(runtime.start(spec, container_log.write))
             else:
                 instance = await self._serve(handler, runtime, spec, container_log)
-        except BaseException:
+        except BaseException as exc:
             container_log.close()
+            if counted and isinstance(exc, PodConfigError):  # never created, so not a run to count
+                record.restart_count -= 1
             raise
         metrics = self.env.metrics
+        if counted:
+            metrics.restarts.inc()
         metrics.start_seconds.labels(runtime.name).observe(time.perf_counter() - began)
         metrics.starts.labels(runtime.name).inc()
         metrics.running.labels(runtime.name).inc()
@@ -439,11 +490,15 @@ class PodWorker:
     def phase(self) -> str:
         if self.state is State.FAILED or self._reason in ("DeadlineExceeded", "Evicted"):
             return "Failed"
+        for_good = self.stopping and not self.resumable
+        if (self._resume or self.resumable) and not for_good and \
+                self._phase_before_stop not in ("", "Succeeded", "Failed"):
+            return self._phase_before_stop  # the agent stopped it; the Pod goes on when it is resumed
         init = [self.records[c.name] for c in self.plan.init_containers]
         main = [self.records[c.name] for c in self.plan.containers]
-        # A Pod stopped for good (deleted, or the agent stopping it) no longer restarts anything.
-        policy = "Never" if self.state is State.TERMINATED and self.stopping else self.plan.restart_policy
-        return pod_phase(policy, init, main)
+        # A Pod stopped for good (deleted, past its deadline) restarts nothing any more.
+        terminal = self.state is State.TERMINATED and self.stopping
+        return pod_phase(self.plan.restart_policy, init, main, terminal)
 
     def report(self) -> None:
         self.last_status = self.build_status()
@@ -508,6 +563,8 @@ class _Slot:
     removed: bool = False
     deleted: bool = False
     source: str = "api"
+    source_dir: Path | None = None
+    readded: bool = False  # back in the desired set while its worker still stops: run it again
 
 
 class PodController:
@@ -522,6 +579,7 @@ class PodController:
         self._store = store
         self._slots: dict[str, _Slot] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._closing = False  # the agent shuts down: no worker is started again
 
     async def replace(self, pods: list[Obj], source_dirs: dict[str, Path] | None = None, source: str = "api") -> None:
         """The complete desired set of one source ("api" or "file"): start what is new, stop what is gone."""
@@ -542,6 +600,10 @@ class PodController:
             slot = self._start(pod, source_dir, source)
             if slot is None:
                 return
+        elif slot.removed and not meta.get("deletionTimestamp"):
+            # Removed, and back with the same UID before its worker finished stopping: once it has
+            # stopped, a new worker resumes the Pod (never lose it to a list that briefly omitted it).
+            slot.removed, slot.readded = False, True
         slot.pod = pod
         if meta.get("deletionTimestamp"):
             if slot.task.done():
@@ -558,16 +620,18 @@ class PodController:
         slot = self._slots.get(uid)
         if slot is None:
             return
-        slot.removed = True
+        slot.removed, slot.readded = True, False
         if slot.task.done():
             self._forget(uid)
         else:
-            slot.worker.request_stop(None)
+            slot.worker.request_stop(None, resumable=True)
 
     async def stop_all(self) -> None:
-        """Agent shutdown: stop every Pod within its grace period and wait for them."""
+        """Agent shutdown: stop every Pod within its grace period and wait for them. A kubelet
+        restart ends no Pod: their phases stay, and what this stop ended runs again at the next start."""
+        self._closing = True
         for slot in self._slots.values():
-            slot.worker.request_stop(None)
+            slot.worker.request_stop(None, resumable=True)
         await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
 
     def workers(self) -> list[PodWorker]:
@@ -583,7 +647,7 @@ class PodController:
                  if s.worker.plan.namespace == namespace and s.worker.plan.name == name]
         return found[-1] if found else None
 
-    def _start(self, pod: Obj, source_dir: Path | None, source: str) -> _Slot | None:
+    def _start(self, pod: Obj, source_dir: Path | None, source: str, resumed: Obj | None = None) -> _Slot | None:
         meta = pod["metadata"]
         try:
             # Only a manifest on the node itself may name a node file as its module.
@@ -593,13 +657,13 @@ class PodController:
             return None
         worker = PodWorker(plan, self.env, source_dir)
         # Resync safety: what this node last knew of the Pod, else what the API says if it ended.
-        prior = self._store.status(plan.uid) if self._store else None
+        prior = resumed or (self._store.status(plan.uid) if self._store else None)
         if prior is None and (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             prior = pod["status"]
         if prior:
             worker.restore(prior)
         task = asyncio.create_task(self._run(worker), name=f"pod {plan.key}")
-        slot = _Slot(worker, task, pod, source=source)
+        slot = _Slot(worker, task, pod, source=source, source_dir=source_dir)
         self._slots[meta["uid"]] = slot
         self._count_running()
         return slot
@@ -611,8 +675,12 @@ class PodController:
             log.exception("pod %s: worker crashed; the Pod is left as last reported", worker.plan.key)
         finally:
             slot = self._slots.get(worker.plan.uid)
-            if slot is not None and slot.removed:
+            if slot is not None and slot.worker is worker and slot.removed:
                 self._forget(worker.plan.uid)
+            elif slot is not None and slot.worker is worker and slot.readded and not slot.deleted \
+                    and not self._closing:
+                del self._slots[worker.plan.uid]
+                self._start(slot.pod, slot.source_dir, slot.source, resumed=worker.last_status)
             self._count_running(ending=worker)
 
     def _count_running(self, ending: PodWorker | None = None) -> None:

@@ -16,7 +16,8 @@ from wasmlet.api.http import HttpHandler, InvalidHandler, parse_handler
 from wasmlet.nodeagent.errors import UnsupportedPod
 from wasmlet.nodeagent.oci.reference import InvalidReference, default_pull_policy, parse_reference
 
-SUPPORTED_VOLUMES = ("configMap", "secret", "emptyDir", "hostPath", "downwardAPI", "projected")
+SUPPORTED_VOLUMES = ("configMap", "secret", "emptyDir", "hostPath", "downwardAPI", "projected",
+                     "persistentVolumeClaim")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 

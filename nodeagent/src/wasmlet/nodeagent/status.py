@@ -88,24 +88,47 @@ class ContainerRecord:
         return status
 
 
-def pod_phase(restart_policy: str, init: list[ContainerRecord], main: list[ContainerRecord]) -> str:
-    """The kubelet's getPhase: Pending until init is done and a container started, then Running,
-    then Succeeded or Failed once every container terminated for good."""
+def pod_phase(restart_policy: str, init: list[ContainerRecord], main: list[ContainerRecord],
+              terminal: bool = False) -> str:
+    """The kubelet's getPhase (kubelet_pods.go), for init containers without a restartPolicy.
+
+    A waiting container whose last state is terminated has run: it counts as stopped, not
+    waiting, so a Pod in CrashLoopBackOff stays Running. `terminal`: the Pod will restart
+    nothing any more (deleted, or stopped for good), so stopped containers decide the end.
+    """
+    pending_init = failed_init = 0
     for record in init:
-        term = record.terminated
-        if term is not None and term["exitCode"] != 0 and restart_policy == "Never":
-            return "Failed"
-        if term is None or term["exitCode"] != 0:
-            return "Pending"
-    if any("waiting" in r.state and r.restart_count == 0 for r in main):
+        ended = record.terminated or (None if record.running else record.last_state.get("terminated"))
+        if ended is None:
+            pending_init += 1
+        elif ended["exitCode"] != 0:
+            failed_init += 1
+    running = waiting = stopped = succeeded = 0
+    for record in main:
+        if record.running:
+            running += 1
+        elif record.terminated is not None:
+            stopped += 1
+            succeeded += record.terminated["exitCode"] == 0
+        elif record.last_state.get("terminated"):
+            stopped += 1
+        else:
+            waiting += 1
+    if failed_init and restart_policy == "Never":
+        return "Failed"
+    started = any(r.running or r.terminated is not None for r in main)
+    if (pending_init and not started) or waiting:
         return "Pending"
-    if any(r.running for r in main):
+    if running:
         return "Running"
-    terminated = [r.terminated for r in main]
-    if any(t is None for t in terminated):
-        return "Running"  # waiting to be restarted
-    if all(t is not None and t["exitCode"] == 0 for t in terminated):
-        return "Running" if restart_policy == "Always" else "Succeeded"
+    if not stopped:
+        return "Pending"
+    if terminal:
+        return "Succeeded" if stopped == succeeded else "Failed"
+    if restart_policy == "Always":
+        return "Running"  # every container is on its way to a restart
+    if stopped == succeeded:
+        return "Succeeded"
     return "Failed" if restart_policy == "Never" else "Running"
 
 

@@ -42,6 +42,8 @@ async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, field
         if "hostPath" in volume:
             paths[name] = Path(volume["hostPath"].get("path") or "/")
             continue
+        if "persistentVolumeClaim" in volume:
+            continue  # a directory on the node already, found by claims.resolve_claims
         if any(kind in volume for kind in ("configMap", "secret", "downwardAPI", "projected")):
             await _write_projected(volume, target, plan.namespace, objects, fields)
         else:  # emptyDir

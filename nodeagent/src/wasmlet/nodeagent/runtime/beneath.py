@@ -31,6 +31,10 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 SYS_OPENAT2 = 437  # the same number on every architecture (a syscall added after the table unification)
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# Volumes whose root is a node path someone with power over the node chose (a hostPath, or the
+# hostPath/local PersistentVolume a claim is bound to): its own last component may be a link, as
+# the kubelet lets it be. Every other root is a directory the agent made.
+NODE_PATH_VOLUMES = frozenset({"hostPath", "persistentVolumeClaim"})
 
 
 class UnsafePath(Exception):
@@ -51,10 +55,11 @@ def open_mount(mount: Mount, container: str, working_dir: str | None = None) -> 
     CreateContainerConfigError, retried like it); a missing subPath or workingDir in a writable
     mount is created. The caller closes the descriptor.
     """
+    node_path = mount.volume_type in NODE_PATH_VOLUMES
     try:
-        root = open_root(mount.host_path, follow=mount.volume_type == "hostPath")
+        root = open_root(mount.host_path, follow=node_path)
     except OSError as exc:
-        shown = f" {mount.host_path}" if mount.volume_type == "hostPath" else ""
+        shown = f" {mount.host_path}" if node_path else ""
         raise ModuleError(f"volume at {mount.guest_path}: cannot open directory{shown}: {exc.strerror}",
                           reason="StartError") from None
     rel = mount.sub_path

@@ -85,9 +85,10 @@ class WasmerRuntime:
                 "runtimeClassName: wasmtime, which preopens it as the module's current directory",
                 reason="UnsupportedField")
         for mount in spec.mounts:
-            if mount.volume_type == "hostPath":
+            if mount.volume_type in ("hostPath", "persistentVolumeClaim"):
                 raise UnsupportedPod(
-                    f"container {spec.container!r}: volumeMounts mountPath {mount.guest_path!r} is a hostPath volume, "
+                    f"container {spec.container!r}: volumeMounts mountPath {mount.guest_path!r} is a "
+                    f"{mount.volume_type} volume (a host directory), "
                     "and the wasmer runtime cannot mount host directories; use runtimeClassName: wasmtime, which "
                     "preopens them", reason="UnsupportedField")
             if not mount.read_only and not _under_workspace(mount.guest_path):
