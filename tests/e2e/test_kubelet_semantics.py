@@ -22,8 +22,15 @@ import pytest
 import yaml
 
 from wasmlet.kube import AlreadyExists, ApiError, Forbidden, KubeClient, NotFound, load_config
-from wasmlet.kube.resources import (NAMESPACES, NODES, PERSISTENT_VOLUME_CLAIMS, PERSISTENT_VOLUMES, PODS,
-                                    RUNTIME_CLASSES)
+from wasmlet.kube.resources import (
+    NAMESPACES,
+    NODES,
+    PERSISTENT_VOLUME_CLAIMS,
+    PERSISTENT_VOLUMES,
+    PODS,
+    RUNTIME_CLASSES,
+)
+
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
 from tests.integration.faults import AgentProcess
 
@@ -209,12 +216,9 @@ async def _pull_reasons(api: KubeClient, ns: str, since: str) -> list[str]:
 
 async def _log(cluster: Cluster, pod: str, **params: str) -> str:
     """GET pods/NAME/log through the real API server (and its kubelet proxy), as `kubectl logs` does."""
-    api = cluster.api
-    async with api._require_session().get(PODS.path(cluster.ns, pod, "log"), params=params,
-                                          headers=api._auth()) as resp:
-        text = await resp.text()
-        assert resp.status == 200, (resp.status, text)
-        return text
+    status, text = await cluster.api.get_text(PODS.path(cluster.ns, pod, "log"), params=params)
+    assert status == 200, (status, text)
+    return text
 
 
 async def _claim(cluster: Cluster) -> None:

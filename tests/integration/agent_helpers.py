@@ -27,11 +27,10 @@ async def running_agent(api: Any, state_dir: Path, node_name: str = "wasm-node-1
                         **overrides: Any) -> AsyncIterator[Agent]:
     """An agent registered as `node_name`; stopped gracefully (Pods, then the Node) on exit.
 
-    `api` is the `kube_api` fixture (the agent then trusts its kubelet-client certificate, so
-    `kubectl logs` through it works) or a kubeconfig path/URL.
+    `api` is the `kube_api` fixture or a kubeconfig path/URL. The agent trusts the kubeconfig's
+    cluster CA for client certificates by default, so `kubectl logs` through the test API works.
     """
     kubeconfig = getattr(api, "kubeconfig", api)
-    overrides.setdefault("client_ca_file", getattr(api, "kubelet_client_ca", None))
     overrides.setdefault("node_ip", "127.0.0.1")
     overrides.setdefault("restart_backoff_seconds", 0.2)  # the kubelet's 10 s would only slow the tests
     settings = AgentSettings(node_name=node_name, kubelet_port=0, state_dir=state_dir, kubeconfig=str(kubeconfig),

@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.fixtures.kubeapi import KubeAPI
 from wasmlet.api import keys
 from wasmlet.kube import AlreadyExists, KubeClient, load_config
 from wasmlet.kube.resources import CRDS, EVENTS, PODS, WASM_WORKLOADS
 from wasmlet.operator.main import run_operator
 from wasmlet.operator.settings import OperatorSettings
+
+from tests.fixtures.kubeapi import KubeAPI
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "wasmworkloads.wasmlet.dev.yaml"
 NS = "apps"
@@ -35,7 +36,7 @@ T = TypeVar("T")
 
 def wasm_node(name: str, *, pods: int = 110, memory: str = "1Gi", runtimes: tuple[str, ...] = ("wasmer",),
               ready: str = "True") -> dict[str, Any]:
-    """A Node as the agent registers it (DESIGN.md §4)."""
+    """A Node as the agent registers it (docs/contract.md)."""
     labels = {
         "kubernetes.io/arch": "wasm32-wasi", "kubernetes.io/os": "wasm32-wasi", "kubernetes.io/hostname": name,
         "type": "wasmlet", "wasmlet.dev/agent": "true", **{keys.runtime_label(r): "true" for r in runtimes},
@@ -94,7 +95,7 @@ async def install_crds(api: KubeClient) -> None:
 @pytest.fixture()
 async def api(kube_api: KubeAPI) -> AsyncIterator[KubeClient]:
     """A client for the test's own requests, with the CRDs installed as a user would install them."""
-    async with KubeClient(load_config(kube_api.url)) as client:
+    async with KubeClient(load_config(kube_api.kubeconfig)) as client:
         await install_crds(client)
         yield client
 
@@ -112,11 +113,11 @@ async def running_operator(kube_api: KubeAPI, *, install: bool = True, **overrid
     It runs as deployed: with peering, so the CRDs of crds/ are installed first if missing
     (unless `install` is false)."""
     if install:
-        async with KubeClient(load_config(kube_api.url)) as client:
+        async with KubeClient(load_config(kube_api.kubeconfig)) as client:
             await install_crds(client)
     settings = OperatorSettings(**{"namespace": NS, "retry_seconds": 0.2, **overrides})
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_operator(settings, load_config(kube_api.url),
+    task = asyncio.create_task(run_operator(settings, load_config(kube_api.kubeconfig),
                                             stop_flag=stop, ready_flag=ready))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED, timeout=10)

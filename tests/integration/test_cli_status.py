@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.kubeapi import KubeAPI
 from wasmlet.cli.main import main
 from wasmlet.cli.status import age, pod_status
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import CRDS
+
+from tests.fixtures.kubeapi import KubeAPI
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "wasmworkloads.wasmlet.dev.yaml"
 NOW = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -45,7 +46,7 @@ async def status_output(kube_api: KubeAPI, capsys: pytest.CaptureFixture[str], *
 
 async def test_status_shows_workloads_wasm_nodes_and_their_pods(kube_api: KubeAPI,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    async with KubeClient(load_config(kube_api.url)) as api:
+    async with KubeClient(load_config(kube_api.kubeconfig)) as api:
         await api.create(CRDS, yaml.safe_load(CRD_PATH.read_text()))
     kube_api.seed_namespace("apps")
     kube_api.put(wasm_node("worker-1-wasm"))

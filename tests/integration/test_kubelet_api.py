@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import aiohttp
 import pytest
 
 from wasmlet.kube.resources import PODS
+
+from tests.fixtures.pki import TestPki, make_pki
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,
@@ -25,9 +28,8 @@ NODE = "wasm-node-1"
 
 async def pod_log(kube_api: Any, pod: str, **params: str) -> tuple[int, str]:
     """GET pods/NAME/log through the API server, as `kubectl logs` does."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{kube_api.url}/api/v1/namespaces/default/pods/{pod}/log", params=params) as resp:
-            return resp.status, await resp.text()
+    async with api_client(kube_api.kubeconfig) as api:
+        return await api.get_text(f"/api/v1/namespaces/default/pods/{pod}/log", params=params)
 
 
 async def phase_is(api: Any, name: str, phase: str) -> dict[str, Any]:
@@ -63,7 +65,7 @@ async def test_following_logs_streams_lines_until_the_container_ends(kube_api: A
         seen: list[str] = []
         async with aiohttp.ClientSession() as session:
             url = f"{kube_api.url}/api/v1/namespaces/default/pods/ticker/log"
-            async with session.get(url, params={"follow": "true"}) as resp:
+            async with session.get(url, params={"follow": "true"}, ssl=kube_api.ssl_context()) as resp:
                 assert resp.status == 200
                 async with asyncio.timeout(10):
                     while len(seen) < 5:
@@ -140,7 +142,33 @@ async def test_the_kubelet_api_refuses_callers_without_a_valid_token_or_certific
 
 
 async def test_with_authentication_switched_off_anyone_may_read(kube_api: Any, tmp_path: Path) -> None:
-    async with running_agent(kube_api.kubeconfig, tmp_path, kubelet_api_auth="none") as agent:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"https://127.0.0.1:{agent.kubelet_port}/pods", ssl=False) as resp:
-                assert resp.status == 200
+    async with running_agent(kube_api.kubeconfig, tmp_path, kubelet_api_auth="none") as agent, \
+            aiohttp.ClientSession() as session, \
+            session.get(f"https://127.0.0.1:{agent.kubelet_port}/pods", ssl=False) as resp:
+        assert resp.status == 200
+
+
+
+async def _status_with_certificate(url: str, cert: Path, key: Path) -> int | str:
+    """The answer to a request presenting this client certificate, or "refused" (TLS rejected it)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the agent's is self-signed
+    context.load_cert_chain(cert, key)
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url, ssl=context) as resp:
+            return resp.status
+    except aiohttp.ClientError:
+        return "refused"
+
+
+async def test_by_default_the_cluster_ca_verifies_client_certificates_and_a_client_ca_file_replaces_it(
+        kube_api: Any, cluster_pki: TestPki, tmp_path: Path) -> None:
+    other = make_pki(tmp_path / "other-pki")
+    async with running_agent(kube_api, tmp_path / "default") as agent:
+        pods = f"https://127.0.0.1:{agent.kubelet_port}/pods"
+        assert await _status_with_certificate(pods, cluster_pki.client_cert, cluster_pki.client_key) == 200
+        assert await _status_with_certificate(pods, other.client_cert, other.client_key) in (401, "refused")
+    async with running_agent(kube_api, tmp_path / "override", client_ca_file=other.ca_file) as agent:
+        pods = f"https://127.0.0.1:{agent.kubelet_port}/pods"
+        assert await _status_with_certificate(pods, other.client_cert, other.client_key) == 200
+        assert await _status_with_certificate(pods, cluster_pki.client_cert, cluster_pki.client_key) in (401, "refused")

@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.fixtures.kubeapi import KubeAPI
-from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
-from tests.integration.operator_helpers import NS, condition, eventually, events_of, finish, live_pods, lost
-from tests.integration.operator_helpers import api as api  # the fixture
-from tests.integration.operator_helpers import (
-    make_ready, operator_writes, pods_count, running_operator, wait_workload, wasm_node, workload,
-)  # fmt: skip
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import PODS, WASM_WORKLOADS
+
+from tests.fixtures.kubeapi import KubeAPI
+from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
+from tests.integration.operator_helpers import (
+    NS,
+    condition,
+    events_of,
+    eventually,
+    finish,
+    live_pods,
+    lost,
+    make_ready,
+    operator_writes,
+    pods_count,
+    running_operator,
+    wait_workload,
+    wasm_node,
+    workload,
+)  # fmt: skip
+from tests.integration.operator_helpers import api as api  # the fixture
 
 
 async def test_replicas_of_a_lost_node_are_replaced_elsewhere(kube_api: KubeAPI, api: KubeClient) -> None:
@@ -44,7 +57,7 @@ async def test_replicas_of_a_not_ready_node_stay_when_rescheduling_is_off(kube_a
         await api.create(WASM_WORKLOADS, workload("autonomous", placement={"rescheduleAfterSeconds": None}), NS)
         [pod] = await eventually(lambda: pods_count(api, "autonomous", 1), what="a pod")
         kube_api.put_status(lost(wasm_node(pod["spec"]["nodeName"]), status="False"))
-        await wait_workload(kube_api, "autonomous", lambda b: b["status"].get("observedGeneration") == 1)
+        await wait_workload(kube_api, "autonomous", lambda b: (b.get("status") or {}).get("observedGeneration") == 1)
         await asyncio.sleep(1.0)
         [still] = await live_pods(api, "autonomous")
         assert still["metadata"]["uid"] == pod["metadata"]["uid"]

@@ -41,6 +41,7 @@ def add_parser(sub: Any) -> None:
                                         "and the Pods that run on them, like kubectl get, in one view.")
     status.add_argument("--kubeconfig", help="kubeconfig path or API URL (default: $KUBECONFIG, in-cluster, "
                                              "~/.kube/config)")
+    status.add_argument("--context", help="kubeconfig context to use (default: its current-context)")
     scope = status.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", help="only this namespace (default: the kubeconfig's namespace)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
@@ -49,7 +50,7 @@ def add_parser(sub: Any) -> None:
 def status_command(args: argparse.Namespace) -> int:
     """Print the tables; exit 1 when the API cannot be read, 2 on unusable credentials."""
     try:
-        config = load_config(args.kubeconfig)
+        config = load_config(args.kubeconfig, args.context)
     except ConfigError as exc:
         print(f"wasmlet status: {exc}", file=sys.stderr)
         return 2
@@ -101,7 +102,7 @@ def render_status(snapshot: Snapshot, namespace: str | None, now: dt.datetime) -
 
 def workload_row(workload: Obj, now: dt.datetime) -> list[str]:
     meta, spec, status = workload["metadata"], workload.get("spec") or {}, workload.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     return [meta.get("namespace", ""), meta["name"], status.get("readyText") or f"0/{spec.get('replicas', 1)}",
             spec.get("runtime") or keys.DEFAULT_RUNTIME, status.get("module") or "<pending>",
             ready.get("reason") or "<pending>", age(meta.get("creationTimestamp"), now)]
@@ -110,7 +111,7 @@ def workload_row(workload: Obj, now: dt.datetime) -> list[str]:
 def node_row(node: Obj, pods: Iterable[Obj], now: dt.datetime) -> list[str]:
     meta, status = node["metadata"], node.get("status") or {}
     name = meta["name"]
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     state = "Ready" if ready.get("status") == "True" else "NotReady" if ready else "Unknown"
     if (node.get("spec") or {}).get("unschedulable"):
         state += ",SchedulingDisabled"

@@ -1,12 +1,13 @@
 """KubeClient: the dozen API verbs wasmlet uses, over one aiohttp session.
 
 Every method either returns the decoded JSON body or raises an `ApiError` subclass; connection
-failures and timeouts become `ApiUnavailable` so callers retry them with backoff.
+failures, timeouts and credentials that cannot be fetched right now (an exec plugin failing)
+become `ApiUnavailable` so callers retry them with backoff. A 401 is retried once with fresh
+credentials when they can change (exec plugin, auth-provider, token file), as client-go does.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -14,7 +15,9 @@ from typing import Any
 import aiohttp
 
 from wasmlet.kube.config import ClusterConfig
+from wasmlet.kube.credentials import Credentials, Login
 from wasmlet.kube.errors import ApiError, ApiUnavailable, Gone, error_from_status
+from wasmlet.kube.kubeconfig import ConfigError
 from wasmlet.kube.resources import Resource
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -25,11 +28,15 @@ Obj = dict[str, Any]
 
 
 class KubeClient:
-    """An asyncio API client. Use as `async with KubeClient(config) as api:`."""
+    """An asyncio API client. Use as `async with KubeClient(config) as api:`.
+
+    `credentials` lets several clients of one process share one credential (one exec plugin run).
+    """
 
     def __init__(self, config: ClusterConfig, *, user_agent: str = "wasmlet", timeout: float = 30.0,
-                 max_connections: int = 32) -> None:
+                 max_connections: int = 32, credentials: Credentials | None = None) -> None:
         self.config = config
+        self.credentials = credentials or Credentials(config)
         self._user_agent = user_agent
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._max_connections = max_connections
@@ -38,7 +45,8 @@ class KubeClient:
     async def __aenter__(self) -> KubeClient:
         self._session = aiohttp.ClientSession(
             base_url=self.config.server,
-            connector=aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=self._max_connections),
+            # TLS is chosen per request: an exec plugin may hand out a new client certificate.
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
             headers={"User-Agent": self._user_agent, "Accept": "application/json"},
         )
         return self
@@ -106,8 +114,8 @@ class KubeClient:
         # The server ends the stream after timeoutSeconds; the client allows a margin beyond it.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
         try:
-            async with session.get(resource.path(namespace), params=params, headers=self._auth(),
-                                   timeout=timeout) as response:
+            async with await self._send(session, "GET", resource.path(namespace), params=params,
+                                        timeout=timeout) as response:
                 if response.status >= 400:
                     raise error_from_status(response.status, await _json_or_text(response))
                 async for event in _json_lines(response):
@@ -115,8 +123,10 @@ class KubeClient:
                         status = event.get("object") or {}
                         raise error_from_status(int(status.get("code") or 500), status)
                     yield event
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
             raise ApiUnavailable(0, "WatchBroken", f"watch {resource.plural}: {exc!r}") from exc
+        except ConfigError as exc:
+            raise ApiUnavailable(0, "CredentialsUnavailable", f"watch {resource.plural}: {exc}") from exc
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -124,26 +134,52 @@ class KubeClient:
                       json_body: Any = None, content_type: str = "application/json") -> Obj:
         """Send one request; return the JSON body or raise the ApiError for the failure."""
         session = self._require_session()
-        headers = self._auth()
+        headers: dict[str, str] = {}
         data = None
         if json_body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(json_body, separators=(",", ":"))
         try:
-            async with session.request(method, path, params=params, data=data, headers=headers,
-                                       timeout=self._timeout) as response:
+            async with await self._send(session, method, path, params=params, data=data, headers=headers,
+                                        timeout=self._timeout) as response:
                 body = await _json_or_text(response)
                 if response.status >= 400:
                     raise error_from_status(response.status, body)
                 return body if isinstance(body, dict) else {}
         except ApiError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ApiUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+        except ConfigError as exc:
+            raise ApiUnavailable(0, "CredentialsUnavailable", f"{method} {path}: {exc}") from exc
 
-    def _auth(self) -> dict[str, str]:
-        token = self.config.bearer_token()
-        return {"Authorization": f"Bearer {token}"} if token else {}
+    async def get_text(self, path: str, *, params: Mapping[str, str] | None = None) -> tuple[int, str]:
+        """GET a body that is not JSON (`pods/NAME/log`): the HTTP status and the text, errors included."""
+        session = self._require_session()
+        try:
+            async with await self._send(session, "GET", path, params=params, timeout=self._timeout) as response:
+                return response.status, await response.text()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ApiUnavailable(0, "Unreachable", f"GET {path}: {exc!r}") from exc
+        except ConfigError as exc:
+            raise ApiUnavailable(0, "CredentialsUnavailable", f"GET {path}: {exc}") from exc
+
+    async def _send(self, session: aiohttp.ClientSession, method: str, path: str, *,
+                    headers: Mapping[str, str] | None = None, **kwargs: Any) -> aiohttp.ClientResponse:
+        """One request with the current credentials; on 401 once more with fresh ones, if they can change."""
+        login = await self.credentials.login()
+        response = await self._attempt(session, login, method, path, headers, kwargs)
+        if response.status == 401 and self.credentials.refreshable:
+            response.release()
+            login = await self.credentials.refresh(login)
+            response = await self._attempt(session, login, method, path, headers, kwargs)
+        return response
+
+    async def _attempt(self, session: aiohttp.ClientSession, login: Login, method: str, path: str,
+                       headers: Mapping[str, str] | None, kwargs: dict[str, Any]) -> aiohttp.ClientResponse:
+        return await session.request(method, path, headers={**(headers or {}), **self.credentials.headers(login)},
+                                     ssl=self.credentials.ssl_context(login), proxy=self.config.proxy_url,
+                                     **kwargs)
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:

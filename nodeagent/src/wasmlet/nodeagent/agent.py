@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from wasmlet.kube import ApiError, KubeClient, load_config
+from wasmlet.kube.config import ConfigError
 from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.metrics import AgentMetrics
-from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.mirror import MirrorReporter
+from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.node import node_labels
 from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
@@ -34,11 +35,12 @@ STORE_REPORT_SECONDS = 1.0
 
 
 class Runtimes:
-    """Loads each runtime backend the first time a Pod asks for it (DESIGN.md §5: footprint)."""
+    """Loads each runtime backend the first time a Pod asks for it (the footprint: docs/architecture.md)."""
 
-    def __init__(self, offered: tuple[str, ...], cache_dir: Path) -> None:
+    def __init__(self, offered: tuple[str, ...], cache_dir: Path, allocatable_memory: int = 0) -> None:
         self.offered = offered
         self._cache_dir = cache_dir
+        self._allocatable_memory = allocatable_memory
         self._loaded: dict[str, Runtime] = {}
         self._lock = asyncio.Lock()
 
@@ -48,7 +50,8 @@ class Runtimes:
             async with self._lock:
                 runtime = self._loaded.get(name)
                 if runtime is None:
-                    runtime = await asyncio.to_thread(load_backend, name, self._cache_dir)
+                    runtime = await asyncio.to_thread(load_backend, name, self._cache_dir,
+                                                    self._allocatable_memory)
                     self._loaded[name] = runtime
         return runtime
 
@@ -56,6 +59,18 @@ class Runtimes:
         for runtime in self._loaded.values():
             await runtime.close()
         self._loaded.clear()
+
+
+async def _check_credentials(api: KubeClient) -> None:
+    """Fetch the credentials once at start, so a broken exec plugin is reported at once, plainly.
+
+    The agent runs on (its Pods keep running, edge autonomy) and fetches them again on every
+    request until they work; the error repeats in the API errors meanwhile.
+    """
+    try:
+        await api.credentials.login()
+    except ConfigError as exc:
+        log.error("cannot get credentials for the API server %s: %s", api.config.server, exc)
 
 
 class Agent:
@@ -81,12 +96,13 @@ class Agent:
         state.chmod(0o700)
         for sub in ("modules", "pods", "logs", "runtimes"):
             (state / sub).mkdir(parents=True, exist_ok=True)
-        runtimes = Runtimes(settings.runtimes, state / "runtimes")
+        runtimes = Runtimes(settings.runtimes, state / "runtimes", settings.allocatable_memory)
         async with contextlib.AsyncExitStack() as stack:
             api: KubeClient | None = None
             if not settings.standalone:
-                api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig),
+                api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig, settings.context),
                                                                  user_agent=f"wasmlet-agent/{settings.node_name}"))
+                await _check_credentials(api)
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
             static_objects = StaticObjects()
@@ -118,7 +134,7 @@ class Agent:
             try:
                 await self._serve(api, env, reporter, store, stop)
             finally:
-                await self.controller.stop_all()
+                await self.controller.stop_all(self.settings.shutdown_grace_seconds)
                 await env.close()
                 if self.node is not None:
                     await self._mark_not_ready()
@@ -151,8 +167,9 @@ class Agent:
                 tasks.append(group.create_task(self.static.run()))
             self.started.set()
             await stop.wait()
-            log.info("stopping: %d pod(s) get their grace periods", len(self.controller.workers()))
-            await self.controller.stop_all()
+            log.info("stopping: %d pod(s) get their grace periods (at most %gs)", len(self.controller.workers()),
+                     self.settings.shutdown_grace_seconds)
+            await self.controller.stop_all(self.settings.shutdown_grace_seconds)
             log.info("every pod stopped")
             if api is not None:
                 await reporter.inner.drain()
@@ -161,16 +178,17 @@ class Agent:
 
     async def _serve_kubelet_api(self, logs_dir: Path, pki_dir: Path, api: KubeClient | None) -> Any:
         from wasmlet.nodeagent.kubeletapi import KubeletApi, serve
-        from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware
+        from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware, client_ca_for
         from wasmlet.nodeagent.tls import server_context
 
         assert self.controller is not None
         s = self.settings
+        client_ca = client_ca_for(s.client_ca_file, api)
         context = await asyncio.to_thread(server_context, s.tls_cert_file, s.tls_key_file, pki_dir, s.node_name,
-                                          s.node_ip, s.client_ca_file)
+                                          s.node_ip, client_ca)
         middlewares: tuple[Any, ...] = ()
         if s.kubelet_api_auth == "webhook":
-            if api is None and s.client_ca_file is None:
+            if api is None and client_ca is None:
                 log.warning("kubelet API: no API server to review tokens and no client_ca_file: only /healthz "
                             "answers; set kubelet_api_auth: none to serve logs without authentication")
             middlewares = (auth_middleware(TokenReviewer(api) if api else None),)
@@ -179,7 +197,11 @@ class Agent:
         self.kubelet_port = runner.addresses[0][1]
         # Port 0 picks a free port; the Node must advertise the real one.
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
-        log.info("kubelet API on https://%s:%d", s.kubelet_address, self.kubelet_port)
+        trusted = (s.client_ca_file if s.client_ca_file is not None
+                   else f"the cluster CA of {api.config.source}" if api is not None and client_ca is not None
+                   else "no CA (tokens only)")
+        log.info("kubelet API on https://%s:%d; client certificates signed by %s", s.kubelet_address,
+                 self.kubelet_port, trusted)
         return runner
 
     async def _report_store_problems(self, api: KubeClient, store: PodStore) -> None:
@@ -208,5 +230,5 @@ class Agent:
         self.node.set_ready(False, "KubeletNotReady", "wasmlet is shutting down")
         try:
             await asyncio.wait_for(self.node.post_status(), timeout=5)
-        except (ApiError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ApiError) as exc:
             log.warning("could not mark the node not ready: %s", exc)

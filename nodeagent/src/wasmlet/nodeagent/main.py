@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from wasmlet.kube.config import ConfigError, load_config
+from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.config import AgentSettings, load_settings
 from wasmlet.nodeagent.errors import SettingsError
 
 log = logging.getLogger(__name__)
+DEFAULTS = AgentSettings(node_name="-", node_ip="-")  # for --help: the settings' own defaults
 
 # glibc keeps a cache of freed chunks per thread (tcache). wasmer-sdk runs its processes on ~200
 # native threads whose caches pin freed memory: under Pod churn the agent's RSS crept ~250 bytes
@@ -32,21 +34,24 @@ def parser() -> argparse.ArgumentParser:
         description="A kubelet for WebAssembly: registers a Node and runs the wasm Pods bound to it. "
                     "Every flag can also be set as WASMLET_<NAME> (e.g. WASMLET_NODE_NAME) or in --config.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     p.add_argument("--config", type=Path, help="YAML file of settings (keys as the flags, with _ or -)")
     p.add_argument("--kubeconfig", help="kubeconfig path or API URL (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context to use (default: its current-context)")
     p.add_argument("--node-name", help="the Node's name (default: the hostname)")
     p.add_argument("--node-ip", help="the Node's InternalIP (default: the address of the default route)")
-    p.add_argument("--kubelet-port", type=int, help="port of the kubelet API (default 10250)")
-    p.add_argument("--state-dir", type=Path, help="module cache, Pod state and logs (default /var/lib/wasmlet)")
+    p.add_argument("--kubelet-port", type=int, help=f"port of the kubelet API (default {DEFAULTS.kubelet_port})")
+    p.add_argument("--state-dir", type=Path, help=f"module cache, Pod state and logs (default {DEFAULTS.state_dir})")
     p.add_argument("--manifests", type=Path,
                    help="folder of static Pod/WasmWorkload manifests; without an API server: standalone mode")
     p.add_argument("--node-label", action="append", metavar="KEY=VALUE", help="extra Node label (repeatable)")
-    p.add_argument("--max-pods", type=int, help="Pods this node accepts (default 110)")
-    p.add_argument("--runtimes", help="comma-separated runtimes to offer (default: wasmer)")
+    p.add_argument("--max-pods", type=int, help=f"Pods this node accepts (default {DEFAULTS.max_pods})")
+    p.add_argument("--runtimes", help=f"comma-separated runtimes to offer (default {','.join(DEFAULTS.runtimes)})")
     p.add_argument("--kubelet-api-auth", choices=("webhook", "none"),
                    help="who may read logs/pods/metrics: webhook (client certificate or TokenReview; default) "
                         "or none (explicit opt-out, for standalone use)")
-    p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate")
+    p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate (default: the cluster CA "
+                                                               "of the agent's kubeconfig or service account)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.add_argument("--check-config", action="store_true",
                    help="validate the settings and credentials, print them, and exit (connects to nothing)")
@@ -55,7 +60,7 @@ def parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     flags = {
-        "kubeconfig": args.kubeconfig, "node_name": args.node_name, "node_ip": args.node_ip,
+        "kubeconfig": args.kubeconfig, "context": args.context, "node_name": args.node_name, "node_ip": args.node_ip,
         "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
         "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
@@ -89,7 +94,7 @@ def check_config(settings: AgentSettings) -> int:
     for name, value in sorted(vars(settings).items()):
         print(f"{name}: {value}")
     try:
-        print("api: none (standalone)" if settings.standalone else f"api: {load_config(settings.kubeconfig).server}")
+        print("api: none (standalone)" if settings.standalone else f"api: {load_config(settings.kubeconfig, settings.context).server}")
     except ConfigError as exc:
         print(f"wasmlet-agent: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ class OperatorSettings:
     kubeconfig: str | None = _setting(
         None, "kubeconfig file or bare API URL; unset: $KUBECONFIG, in-cluster, ~/.kube/config "
               "(kubectl's order)", metavar="PATH")
+    context: str | None = _setting(
+        None, "the kubeconfig context to use, as kubectl's --context; unset: its current-context", metavar="NAME")
     namespace: str | None = _setting(
         None, "watch WasmWorkloads in this namespace only; unset: cluster-wide (the chart's default)",
         metavar="NS")
@@ -101,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wasmlet-operator",
         description="The wasmlet operator: turns WasmWorkloads into Pods on wasm nodes.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('wasmlet')}")
     for f in dataclasses.fields(OperatorSettings):
-        help_text = f"{f.metadata['help']} (env {_env_name(f.name)})"
+        # A default worth naming: not unset (None) and not a switch that is off.
+        shown = f"{f.default:g}" if isinstance(f.default, float) else f.default
+        default = f"default {shown}; " if f.default not in (None, False, dataclasses.MISSING) else ""
+        help_text = f"{f.metadata['help']} ({default}env {_env_name(f.name)})"
         if f.type in ("bool", bool):
             parser.add_argument(f"--{_flag(f.name)}", dest=f.name, action="store_true", default=None, help=help_text)
         else:

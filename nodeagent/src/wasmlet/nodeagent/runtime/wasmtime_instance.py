@@ -88,11 +88,11 @@ class WasmtimeInstance:
         if not self._status.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._status), timeout=max(grace_seconds, 0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._control.stop()
                 try:
                     await asyncio.wait_for(asyncio.shield(self._status), timeout=KILL_MARGIN)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self._abandon()
         return await self.wait()
 
@@ -113,7 +113,7 @@ class WasmtimeInstance:
         status = await asyncio.shield(self._ended)
         try:
             await asyncio.wait_for(self._pipes.drained(), timeout=DRAIN_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s: output pipes still open %ss after the module ended", self._spec.container, DRAIN_SECONDS)
         self._pipes.close()
         if not self._status.done():
@@ -158,6 +158,8 @@ class WasmtimeInstance:
                 with native.bound(self._control):
                     instance = self._pre.instantiate(store)
                 entry = instance.exports(store)["_start"]
+                if not isinstance(entry, wasmtime.Func):
+                    raise wasmtime.WasmtimeError("the module's _start export is not a function")
             except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
                 if self._control.memory_wanted is None:
                     self._post(self._started, f"cannot instantiate the module: {summary(str(exc))}")
@@ -192,11 +194,8 @@ class WasmtimeInstance:
     @staticmethod
     def _preopen(wasi: wasmtime.WasiConfig, host: str, guest: str, writable: bool) -> None:
         try:
-            if hasattr(wasmtime, "DirPerms"):  # wasmtime-py releases that take permission flags
-                mode = "READ_WRITE" if writable else "READ_ONLY"
-                wasi.preopen_dir(host, guest, getattr(wasmtime.DirPerms, mode), getattr(wasmtime.FilePerms, mode))
-            else:  # 50.x: one flag
-                wasi.preopen_dir(host, guest, writable)
+            # wasmtime-py 50.x (pinned) takes one writable flag; later releases take permission flags.
+            wasi.preopen_dir(host, guest, writable)
         except wasmtime.WasmtimeError as exc:
             raise wasmtime.WasmtimeError(f"volume at {guest}: cannot open its directory") from exc
 
