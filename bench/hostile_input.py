@@ -34,7 +34,7 @@ def expansion(runs: int) -> None:
     for shape in ("$(", "$$", "$(A)", "$x"):
         for size in (400_000, 4_000_000):
             value = shape * (size // len(shape))
-            times = [seconds(lambda: _expand(value, env)) for _ in range(runs)]
+            times = [seconds(lambda value=value: _expand(value, env)) for _ in range(runs)]
             print(f"expand {size / 1e6:g} MB of {shape!r}: {statistics.median(times) * 1e3:.1f} ms")
 
 
@@ -50,7 +50,7 @@ def opening(runs: int, repeat: int = 20_000) -> None:
                 "O_NOFOLLOW walk (no openat2)": lambda: _walk(root_fd, ("a", "b", "c")),
             }
             for name, way in ways.items():
-                times = [seconds(lambda: os.close(way()), repeat) for _ in range(runs)]
+                times = [seconds(lambda way=way: os.close(way()), repeat) for _ in range(runs)]
                 print(f"open a subPath 3 deep, {name}: {statistics.median(times) * 1e6:.1f} µs")
         finally:
             os.close(root_fd)

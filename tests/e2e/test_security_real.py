@@ -18,6 +18,7 @@ import pytest
 
 from wasmlet.kube import ApiError, KubeClient, NotFound
 from wasmlet.kube.resources import EVENTS, NAMESPACES, NODES, PODS
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,

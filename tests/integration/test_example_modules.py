@@ -4,9 +4,9 @@ and each one behaves as examples/modules/README.md says when run under wasmtime-
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from dataclasses import dataclass
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol

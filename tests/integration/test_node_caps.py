@@ -11,6 +11,7 @@ from typing import Any
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import EVENTS, PODS
 from wasmlet.nodeagent.logs import pod_log_dir
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,

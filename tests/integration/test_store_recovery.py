@@ -13,6 +13,7 @@ import pytest
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import EVENTS, PODS
 from wasmlet.nodeagent.podstore import PodStore
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,

@@ -22,6 +22,7 @@ from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import EVENTS, PODS
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.logs import pod_log_dir, read_lines
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,

@@ -13,6 +13,7 @@ import pytest
 from wasmlet.nodeagent.runtime.fake import FakeRun
 from wasmlet.nodeagent.sources import StaticPods, load_manifests
 from wasmlet.nodeagent.validation import Invalid, check_object
+
 from tests.unit.agent_harness import Harness
 
 

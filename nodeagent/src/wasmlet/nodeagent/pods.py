@@ -39,8 +39,8 @@ from wasmlet.nodeagent.restarts import (
     should_restart,
 )
 from wasmlet.nodeagent.runtime import EXIT_TERMINATED, ExitStatus, Instance, RunSpec, Runtime
-from wasmlet.nodeagent.storage import EVICTION_MONITORING_SECONDS, size_limits, watch_size_limits
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
+from wasmlet.nodeagent.storage import EVICTION_MONITORING_SECONDS, size_limits, watch_size_limits
 from wasmlet.nodeagent.wagi import HandlerInstance
 
 log = logging.getLogger(__name__)

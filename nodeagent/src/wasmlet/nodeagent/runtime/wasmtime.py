@@ -32,10 +32,10 @@ from wasmlet.nodeagent.runtime import OutputSink, RunSpec
 from wasmlet.nodeagent.runtime import wasmtime_native as native
 from wasmlet.nodeagent.runtime.wasmtime_control import Control, EpochClock
 from wasmlet.nodeagent.runtime.wasmtime_exits import summary, working_dir_mount
-from wasmlet.nodeagent.runtime.wasmtime_preopens import open_preopens
 from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeInstance
 from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
 from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
+from wasmlet.nodeagent.runtime.wasmtime_preopens import open_preopens
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
 
 log = logging.getLogger(__name__)
