@@ -4,6 +4,7 @@ and each one behaves as examples/modules/README.md says when run under wasmtime-
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,8 @@ def run(engine: wasmtime.Engine, tmp_path: Path) -> Runner:
     return runner
 
 
-EVERY_MODULE = ["cpu", "echo", "exit", "files", "grow", "hello", "hold", "http-echo", "http-hello", "http-json", "loop", "ticker",
-                "trap"]
+EVERY_MODULE = ["cpu", "echo", "exit", "files", "grow", "hello", "hold", "hostile", "http-echo", "http-hello", "http-json",
+                "loop", "ticker", "trap"]
 
 
 def test_the_committed_binaries_are_a_fresh_reproducible_build(tmp_path: Path) -> None:
@@ -174,6 +175,20 @@ def test_cpu_computes_the_documented_function(run: Runner) -> None:
         x ^= x >> 29
         x = (x + i) & mask
     assert run("cpu", "5000") == Result(0, None, f"cpu: iterations=5000 result=0x{x:016x}\n", "")
+
+
+def test_hostile_links_flips_and_fills(run: Runner, tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    dirs = {"/data": (volume, True)}
+    linked = run("hostile", "link", "../../../etc", "/data/up", dirs=dirs)
+    assert (linked.exit_code, linked.stdout) == (0, "hostile: /data/up -> ../../../etc\n")
+    assert os.readlink(volume / "up") == "../../../etc"
+    flipped = run("hostile", "flip", "/data/sub", "../../..", "3", dirs=dirs)
+    assert (flipped.exit_code, flipped.stdout) == (0, "hostile: flipped /data/sub 3 times\n")
+    assert (volume / "sub.real" / "marker").read_text() == "inside\n" and not os.path.lexists(volume / "sub")
+    assert run("hostile", "link", "x", "/data/up", dirs=dirs).stderr == "hostile: cannot link /data/up: File exists\n"
+    assert run("hostile", "nonsense").exit_code == 2
 
 
 def test_files_reads_writes_appends_lists_and_makes_directories(run: Runner, tmp_path: Path) -> None:

@@ -36,7 +36,8 @@ from wasmlet.nodeagent.store import BlobStore, Module, Writer
 
 
 class OciPuller:
-    """Pulls references into `store`; concurrent pulls of one layer share one download."""
+    """Pulls references into `store`; concurrent pulls of one layer from one origin (registry,
+    repository, credentials: `RegistryClient.origin`) share one download."""
 
     def __init__(self, store: BlobStore, state: RegistryState, max_bytes: int) -> None:
         self._store = store
@@ -98,12 +99,12 @@ class OciPuller:
         if layer.size > self._max_bytes:
             raise PullError(f"too large: the module layer has {layer.size} bytes, the limit is {self._max_bytes}")
         if not artifact.packed:
-            return await self._once(layer.digest, lambda: self._wasm_layer(client, layer))
+            return await self._once(f"{client.origin}@{layer.digest}", lambda: self._wasm_layer(client, layer))
         entry = None
         if artifact.config is not None and artifact.config.size <= MAX_CONFIG_BYTES:
             entry = entrypoint(await distribution.small_blob(client, artifact.config))
         key = f"layer:{layer.digest}#{entry or ''}"
-        return await self._once(key, lambda: self._packed_layer(client, layer, entry, key))
+        return await self._once(f"{client.origin}@{key}", lambda: self._packed_layer(client, layer, entry, key))
 
     async def _once(self, key: str, make: Callable[[], Awaitable[Module]]) -> Module:
         future = self._inflight.get(key)

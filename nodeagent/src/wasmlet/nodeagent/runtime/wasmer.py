@@ -26,16 +26,19 @@ import contextlib
 import functools
 import importlib.metadata
 import logging
+import os
 import re
 from pathlib import Path
 
-from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
+from wasmlet.nodeagent.errors import ModuleError, PodConfigError, UnsupportedPod
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Mount, OutputSink, RunSpec
+from wasmlet.nodeagent.runtime.beneath import TooLarge, UnsafePath, open_mount, regular_files
 from wasmlet.nodeagent.runtime.wasmer_forkserver import ForkServer
 from wasmlet.nodeagent.runtime.wasmer_memory import node_victim
 from wasmlet.nodeagent.runtime.wasmer_pool import SparePool
 from wasmlet.nodeagent.runtime.wasmer_process import WasmerInstance, WorkerProcess
 from wasmlet.nodeagent.runtime.wasmer_protocol import pack_files
+from wasmlet.nodeagent.validation import go_quoted
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +110,9 @@ class WasmerRuntime:
         # workspace), read when the Pod's sandbox is made; the others, read-only by check(), are
         # package files at their mountPath.
         workspace = [m for m in spec.mounts if _under_workspace(m.guest_path)]
-        files, files_bytes = pack_files(_collect_files([m for m in spec.mounts if not _under_workspace(m.guest_path)]))
-        sandbox_files, sandbox_bytes = pack_files({} if worker.sandboxed else _collect_files(workspace))
+        packaged = [m for m in spec.mounts if not _under_workspace(m.guest_path)]
+        files, files_bytes = pack_files(_collect_files(packaged, spec.container))
+        sandbox_files, sandbox_bytes = pack_files({} if worker.sandboxed else _collect_files(workspace, spec.container))
         message = {
             "module": str(spec.module_path), "digest": spec.module_digest,
             "command": command, "argv": spec.argv[1:], "env": spec.env,
@@ -215,22 +219,28 @@ class WasmerRuntime:
             task.add_done_callback(lambda _: self._spin_checks.pop(worker, None))
 
 
-def _collect_files(mounts: list[Mount]) -> dict[str, bytes]:
-    """Read the host files of `mounts` as {guest path: bytes}; refuse links that leave the volume."""
+def _collect_files(mounts: list[Mount], container: str) -> dict[str, bytes]:
+    """Read the host files of `mounts` as {guest path: bytes}, as the container starts.
+
+    Each mount is opened beneath its volume and walked by descriptor (`runtime.beneath`): a
+    symbolic link anywhere in it is refused, never followed, even one swapped in during the walk.
+    """
     files: dict[str, bytes] = {}
-    total = 0
+    budget = MAX_VOLUME_BYTES
     for mount in mounts:
-        root = mount.host_path.resolve()
-        for path in sorted(root.rglob("*")):
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                raise UnsupportedPod(f"volume file {path.name!r} links outside its volume", reason="InvalidVolume")
-            if not path.is_file():
-                continue
-            data = path.read_bytes()
-            total += len(data)
-            if total > MAX_VOLUME_BYTES:
-                raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes", reason="InvalidVolume")
-            files[mount.guest_path.rstrip("/") + "/" + path.relative_to(root).as_posix()] = data
+        fd = open_mount(mount, container)
+        try:
+            for rel, data in regular_files(fd, budget):
+                budget -= len(data)
+                files[mount.guest_path.rstrip("/") + "/" + rel] = data
+        except TooLarge:
+            raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes",
+                                 reason="InvalidVolume") from None
+        except UnsafePath as exc:
+            raise PodConfigError(f"failed to prepare volumeMount {go_quoted(mount.volume)} of container "
+                                 f"{go_quoted(container)}: {exc}") from None
+        finally:
+            os.close(fd)
     return files
 
 

@@ -35,6 +35,7 @@ from wasmlet.nodeagent.runtime.wasmtime_exits import summary, working_dir_mount
 from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeInstance
 from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
 from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
+from wasmlet.nodeagent.runtime.wasmtime_preopens import open_preopens
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,14 @@ class WasmtimeRuntime:
                 raise ModuleError(f"cannot link module {spec.module_digest[:19]}: {summary(str(exc))}",
                                   reason="StartError") from exc
             self._linked[spec.module_digest] = pre
+        preopens = open_preopens(spec)  # now, as the container starts: PodConfigError for a link on the way
         control = Control(self._clock, spec.memory_limit_bytes, spec.cpu_limit)
         try:
-            instance = WasmtimeInstance(spec, self._engine, pre, control, output, self._threads)
+            try:
+                instance = WasmtimeInstance(spec, self._engine, pre, control, output, self._threads, preopens)
+            except BaseException:
+                preopens.close()
+                raise
             await instance.launch()
         except StartFailed as exc:
             raise ModuleError(str(exc), reason="StartError") from exc

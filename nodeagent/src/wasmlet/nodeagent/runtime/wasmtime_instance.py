@@ -24,8 +24,9 @@ import wasmtime
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, OutputSink, RunSpec
 from wasmlet.nodeagent.runtime import wasmtime_native as native
 from wasmlet.nodeagent.runtime.wasmtime_control import Control
-from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary, working_dir_preopen
+from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary
 from wasmlet.nodeagent.runtime.wasmtime_output import CapturedOutput, OutputPipes
+from wasmlet.nodeagent.runtime.wasmtime_preopens import Preopens
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ class WasmtimeInstance:
     """A module running on its own thread; `wait()`/`stop()` are safe to call more than once."""
 
     def __init__(self, spec: RunSpec, engine: wasmtime.Engine, pre: wasmtime.InstancePre, control: Control,
-                 output: OutputSink, threads: InstanceThreads) -> None:
+                 output: OutputSink, threads: InstanceThreads, preopens: Preopens) -> None:
         self._loop = asyncio.get_running_loop()
         self._spec = spec
+        self._preopens = preopens  # ours until the module's thread has handed them to wasmtime
         self._engine = engine
         self._pre = pre
         self._control = control
@@ -68,6 +70,7 @@ class WasmtimeInstance:
         try:
             self._threads.run(self._main, f"wasmtime {self._spec.container}")
         except RuntimeError as exc:  # the process is out of threads
+            self._preopens.close()
             self._done.set()
             self._pipes.ended()
             self._control.end()
@@ -135,6 +138,7 @@ class WasmtimeInstance:
             self._post(self._started, f"wasmtime: {exc}")
             status = ExitStatus(EXIT_KILLED, "Error", f"wasmtime: {exc}")
         finally:
+            self._preopens.close()
             self._control.end()
             self._pipes.ended()
         self._post(self._ended, status)
@@ -183,11 +187,9 @@ class WasmtimeInstance:
         self._pipes.configure(wasi)
         if stdin is not None:
             wasi.stdin_file = f"/proc/self/fd/{stdin}"
-        for mount in spec.mounts:
-            self._preopen(wasi, str(mount.host_path), mount.guest_path, not mount.read_only)
-        cwd = working_dir_preopen(spec)
-        if cwd is not None:
-            self._preopen(wasi, str(cwd[0]), ".", cwd[1])
+        for fd, guest, writable in self._preopens.entries:
+            self._preopen(wasi, self._preopens.host_path(fd), guest, writable)
+        self._preopens.close()  # wasmtime opened its own descriptors of them
         return wasi
 
     @staticmethod
@@ -196,7 +198,7 @@ class WasmtimeInstance:
             # wasmtime-py 50.x (pinned) takes one writable flag; later releases take permission flags.
             wasi.preopen_dir(host, guest, writable)
         except wasmtime.WasmtimeError as exc:
-            raise wasmtime.WasmtimeError(f"volume at {guest}: cannot open directory {host}") from exc
+            raise wasmtime.WasmtimeError(f"volume at {guest}: cannot open its directory") from exc
 
     def _post(self, future: asyncio.Future[Any], value: Any) -> None:
         def deliver() -> None:
