@@ -5,7 +5,10 @@ Shape of the backend:
 - One `Engine` for every instance (epoch interruption on, fuel off), one compiled `Module` and
   one linked `InstancePre` per module digest, and per instance only a `Store` with its WASI
   context and a thread (`wasmtime_instance`).
-- Compiled modules are cached on disk (`<cache_dir>/wasmtime-<version>/<digest>.cwasm`,
+- WASI 0.2 components (`wasi:cli/run`) run beside core modules, told apart by the binary's
+  header (`wasmbinary`); they link by name per instance (`wasmtime_component`: wasmtime-py
+  has no pre-instantiation for components), with the same WASI context, limits and stops.
+- Compiled modules and components are cached on disk (`<cache_dir>/wasmtime-<version>/<digest>.cwasm`,
   written atomically) so a restarted agent does not compile again. wasmtime refuses an
   artifact from another version or configuration; it is then compiled afresh.
 - Limits: `resources.limits.memory` caps each linear memory, and a refused grow ends the
@@ -23,30 +26,35 @@ import logging
 import os
 import resource
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import wasmtime
+from wasmtime import component
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import OutputSink, RunSpec
 from wasmlet.nodeagent.runtime import wasmtime_native as native
+from wasmlet.nodeagent.runtime.wasmtime_component import (ComponentLinkers, Entry, missing_imports, run_export,
+                                                           unsupported_message)
 from wasmlet.nodeagent.runtime.wasmtime_control import Control, EpochClock
 from wasmlet.nodeagent.runtime.wasmtime_exits import summary, working_dir_mount
 from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeInstance
 from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
 from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
+from wasmlet.nodeagent.wasmbinary import BinaryError, World, describe, kind_of, world
 
 log = logging.getLogger(__name__)
 
-WASM_MAGIC = b"\0asm"
+Compiled = wasmtime.Module | component.Component
 # A stopped instance's thread ends right after its status is known; an abandoned one (stuck in
 # a host call) is not waited for longer than this when the agent closes.
 CLOSE_JOIN_SECONDS = 1.0
 
 
 class WasmtimeRuntime:
-    """Runs WASI (wasip1) command modules in wasmtime, one thread per running instance."""
+    """Runs WASI command modules (wasip1) and components (wasip2) in wasmtime, one thread per running instance."""
 
     name = "wasmtime"
 
@@ -63,10 +71,12 @@ class WasmtimeRuntime:
         self._linker.define_wasi()
         native.define_proc_exit(self._linker)
         define_poll_oneoff(self._linker, self._engine)
+        self._components = ComponentLinkers(self._engine)
         self._clock = EpochClock(self._engine)
-        self._modules: dict[str, wasmtime.Module] = {}
+        self._modules: dict[str, Compiled] = {}
+        self._worlds: dict[str, World] = {}  # per component digest: what it imports and exports
         self._linked: dict[str, wasmtime.InstancePre] = {}
-        self._compiling: dict[str, asyncio.Task[wasmtime.Module]] = {}
+        self._compiling: dict[str, asyncio.Task[Compiled]] = {}
         self._running: set[WasmtimeInstance] = set()
         self._threads = InstanceThreads()
 
@@ -76,24 +86,22 @@ class WasmtimeRuntime:
                 f"container {spec.container!r}: workingDir {spec.working_dir!r} is not inside any volumeMount; a "
                 "wasm module sees only its mounted directories, so mount a volume at or above it",
                 reason="UnsupportedField")
+        known = self._worlds.get(spec.module_digest)
+        missing = missing_imports(known, spec.network) if known is not None else []
+        if missing:
+            raise UnsupportedPod(unsupported_message(spec.container, missing, spec.network),
+                                 reason="UnsupportedComponent")
 
     async def prepare(self, module_path: Path, digest: str) -> None:
         await self._module(module_path, digest)
 
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmtimeInstance:
-        self.check(spec)
-        module = await self._module(spec.module_path, spec.module_digest)
-        pre = self._linked.get(spec.module_digest)
-        if pre is None:
-            try:
-                pre = self._linker.instantiate_pre(module)
-            except wasmtime.WasmtimeError as exc:
-                raise ModuleError(f"cannot link module {spec.module_digest[:19]}: {summary(str(exc))}",
-                                  reason="StartError") from exc
-            self._linked[spec.module_digest] = pre
+        compiled = await self._module(spec.module_path, spec.module_digest)
+        self.check(spec)  # after compiling: a component's imports are known then
+        instantiate = self._instantiation(spec, compiled)
         control = Control(self._clock, spec.memory_limit_bytes, spec.cpu_limit)
         try:
-            instance = WasmtimeInstance(spec, self._engine, pre, control, output, self._threads)
+            instance = WasmtimeInstance(spec, self._engine, instantiate, control, output, self._threads)
             await instance.launch()
         except StartFailed as exc:
             raise ModuleError(str(exc), reason="StartError") from exc
@@ -102,6 +110,27 @@ class WasmtimeRuntime:
         self._running.add(instance)
         instance.on_end(lambda: self._running.discard(instance))
         return instance
+
+    def _instantiation(self, spec: RunSpec, compiled: Compiled) -> Callable[[wasmtime.Store], Entry]:
+        """How an instance of `compiled` is made in a store, and entered."""
+        if isinstance(compiled, component.Component):
+            run = run_export(self._worlds[spec.module_digest])
+            assert run is not None  # checked when it was compiled
+            return self._components.entry(compiled, run, spec.network)
+        pre = self._linked.get(spec.module_digest)
+        if pre is None:
+            try:
+                pre = self._linker.instantiate_pre(compiled)
+            except wasmtime.WasmtimeError as exc:
+                raise ModuleError(f"cannot link module {spec.module_digest[:19]}: {summary(str(exc))}",
+                                  reason="StartError") from exc
+            self._linked[spec.module_digest] = pre
+        linked = pre
+
+        def instantiate(store: wasmtime.Store) -> Entry:
+            start = linked.instantiate(store).exports(store)["_start"]
+            return lambda store: start(store)  # type: ignore[operator]
+        return instantiate
 
     async def release(self, pod_uid: str) -> None:
         """Nothing is shared per Pod: volumes are host directories, preopened per instance."""
@@ -121,8 +150,8 @@ class WasmtimeRuntime:
             instance.join(CLOSE_JOIN_SECONDS)
         self._clock.join(CLOSE_JOIN_SECONDS)
 
-    async def _module(self, path: Path, digest: str) -> wasmtime.Module:
-        """The compiled module for `digest`: from memory, the disk cache, or compiled (once at a time)."""
+    async def _module(self, path: Path, digest: str) -> Compiled:
+        """The compiled module or component for `digest`: from memory, the disk cache, or compiled (once at a time)."""
         module = self._modules.get(digest)
         if module is not None:
             return module
@@ -135,33 +164,51 @@ class WasmtimeRuntime:
         self._modules[digest] = module
         return module
 
-    def _load_or_compile(self, path: Path, digest: str) -> wasmtime.Module:
-        """Blocking: runs in a worker thread."""
+    def _load_or_compile(self, path: Path, digest: str) -> Compiled:
+        """Blocking: runs in a worker thread. The binary's header says module or component."""
+        with path.open("rb") as handle:
+            header = handle.read(8)
+        kind = kind_of(header)
+        if kind is None:
+            raise ModuleError(f"not a wasm module ({digest[:19]}): {describe(header)} (its first bytes are "
+                              f"{header.hex(' ')})", reason="InvalidModule")
+        if kind == "component":
+            self._worlds[digest] = self._command_world(path, digest)
+        kinds = component.Component if kind == "component" else wasmtime.Module
         cached = self.cache_path(digest)
         if cached.exists():
             try:
-                return wasmtime.Module.deserialize_file(self._engine, str(cached))
+                return kinds.deserialize_file(self._engine, str(cached))
             except wasmtime.WasmtimeError as exc:  # another engine version or configuration
                 log.info("compiled cache %s not usable (%s); compiling again", cached.name, summary(str(exc)))
-        data = path.read_bytes()
-        if not data.startswith(WASM_MAGIC):
-            raise ModuleError(f"not a wasm module ({digest[:19]}): it does not start with the wasm magic bytes",
-                              reason="InvalidModule")
         try:
-            module = wasmtime.Module(self._engine, data)
+            compiled = kinds(self._engine, path.read_bytes())
         except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"not a valid wasm module ({digest[:19]}): {summary(str(exc))}",
+            raise ModuleError(f"not a valid wasm {kind} ({digest[:19]}): {summary(str(exc))}",
                               reason="InvalidModule") from exc
-        if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in module.exports):
+        if isinstance(compiled, wasmtime.Module) and not any(
+                e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in compiled.exports):
             raise ModuleError(f"module {digest[:19]} exports no _start function: not a WASI command",
                               reason="InvalidModule")
-        self._store_compiled(cached, module)
-        return module
+        self._store_compiled(cached, compiled)
+        return compiled
+
+    @staticmethod
+    def _command_world(path: Path, digest: str) -> World:
+        """A component's imports and exports; ModuleError unless it is a `wasi:cli` command."""
+        try:
+            found = world(path.read_bytes())
+        except BinaryError as exc:
+            raise ModuleError(f"not a valid wasm component ({digest[:19]}): {exc}", reason="InvalidModule") from exc
+        if run_export(found) is None:
+            raise ModuleError(f"component {digest[:19]} exports no wasi:cli/run@0.2.x: not a WASI command "
+                              f"(it exports {', '.join(found.exports) or 'nothing'})", reason="InvalidModule")
+        return found
 
     def cache_path(self, digest: str) -> Path:
         return self._cache_dir / f"{digest.removeprefix('sha256:')}.cwasm"
 
-    def _store_compiled(self, path: Path, module: wasmtime.Module) -> None:
+    def _store_compiled(self, path: Path, module: Compiled) -> None:
         tmp: Path | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

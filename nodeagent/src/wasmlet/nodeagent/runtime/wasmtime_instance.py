@@ -23,6 +23,7 @@ import wasmtime
 
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, OutputSink, RunSpec
 from wasmlet.nodeagent.runtime import wasmtime_native as native
+from wasmlet.nodeagent.runtime.wasmtime_component import Entry
 from wasmlet.nodeagent.runtime.wasmtime_control import Control
 from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary, working_dir_preopen
 from wasmlet.nodeagent.runtime.wasmtime_output import CapturedOutput, OutputPipes
@@ -46,12 +47,12 @@ class StartFailed(Exception):
 class WasmtimeInstance:
     """A module running on its own thread; `wait()`/`stop()` are safe to call more than once."""
 
-    def __init__(self, spec: RunSpec, engine: wasmtime.Engine, pre: wasmtime.InstancePre, control: Control,
-                 output: OutputSink, threads: InstanceThreads) -> None:
+    def __init__(self, spec: RunSpec, engine: wasmtime.Engine, instantiate: Callable[[wasmtime.Store], Entry],
+                 control: Control, output: OutputSink, threads: InstanceThreads) -> None:
         self._loop = asyncio.get_running_loop()
         self._spec = spec
         self._engine = engine
-        self._pre = pre
+        self._instantiate = instantiate  # a core module's or a component's (`wasmtime_component`)
         self._control = control
         self._pipes: OutputPipes | CapturedOutput = (
             OutputPipes(self._loop, output) if spec.capture_limit is None
@@ -152,8 +153,7 @@ class WasmtimeInstance:
                         os.close(stdin)  # wasmtime opened its own descriptor of it
                 self._pipes.close_write_ends()  # wasmtime holds its own: EOF comes when the store closes
                 with native.bound(self._control):
-                    instance = self._pre.instantiate(store)
-                entry = instance.exports(store)["_start"]
+                    entry = self._instantiate(store)
             except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
                 if self._control.memory_wanted is None:
                     self._post(self._started, f"cannot instantiate the module: {summary(str(exc))}")
@@ -164,9 +164,11 @@ class WasmtimeInstance:
             self._control.begin()
             try:
                 with native.bound(self._control):
-                    entry(store)
+                    code = entry(store)
             except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
                 return exit_status(self._control, exc)
+            if code is not None and self._control.exit_code is None:
+                self._control.exit_code = code
             return exit_status(self._control, None)
         finally:
             native.unwatch(key)
@@ -190,11 +192,7 @@ class WasmtimeInstance:
     @staticmethod
     def _preopen(wasi: wasmtime.WasiConfig, host: str, guest: str, writable: bool) -> None:
         try:
-            if hasattr(wasmtime, "DirPerms"):  # wasmtime-py releases that take permission flags
-                mode = "READ_WRITE" if writable else "READ_ONLY"
-                wasi.preopen_dir(host, guest, getattr(wasmtime.DirPerms, mode), getattr(wasmtime.FilePerms, mode))
-            else:  # 50.x: one flag
-                wasi.preopen_dir(host, guest, writable)
+            wasi.preopen_dir(host, guest, writable)
         except wasmtime.WasmtimeError as exc:
             raise wasmtime.WasmtimeError(f"volume at {guest}: cannot open directory {host}") from exc
 
