@@ -6,14 +6,14 @@ STAMP  := $(VENV)/.wasmlet-installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-fast modules registry-package clean
+.PHONY: demo test test-fast modules registry-package component-tools clean
 
 ## demo: run the example workloads with the agent in standalone mode (no cluster).
 demo: $(STAMP)
 	$(BIN)/wasmlet run examples/workloads
 
 ## test: bootstrap everything the suite needs and run all of it (tests/e2e only with a cluster).
-test: $(STAMP) registry-package
+test: $(STAMP) registry-package component-tools
 	# The editable install hides the source roots from import-linter; name them.
 	PYTHONPATH=common/src:operator/src:nodeagent/src $(BIN)/lint-imports
 	$(BIN)/python -m pytest
@@ -22,9 +22,21 @@ test: $(STAMP) registry-package
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-## modules: rebuild the example wasm modules from their sources (the .wasm files are committed).
-modules: $(STAMP)
+## modules: rebuild the example wasm modules and components from their sources (the .wasm files are committed).
+modules: $(STAMP) component-tools
 	$(BIN)/python examples/modules/build.py
+	$(BIN)/python examples/components/build.py
+
+# jco (npm), pinned by examples/components/package-lock.json, for the example components: the
+# preview1 adapter (`jco new --wasi-command`) and WASI 0.2's WIT files.
+JCO := $(VENV)/tools/npm/node_modules/.bin/jco
+component-tools: $(JCO)
+$(JCO): examples/components/package-lock.json | $(STAMP)
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
+	mkdir -p $(VENV)/tools/npm
+	cp examples/components/package.json examples/components/package-lock.json $(VENV)/tools/npm/
+	cd $(VENV)/tools/npm && npm ci --no-audit --no-fund --silent
+	touch $@
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
