@@ -13,6 +13,9 @@ What Wasmer can and cannot do decides the shape of this module:
   `/workspace`, where the Pod's containers share one sandbox (an emptyDir shared in the Pod).
 - There are no host-directory mounts and no memory limit: a Pod asking for either fails with
   a reason that names the field and the runtime that supports it.
+- WASI 0.2 components do not run: wasmer-sdk 0.5 refuses them ("WebAssembly components are
+  not supported by the sandbox command runner"). A Pod whose module is a component fails
+  `UnsupportedComponent`, naming the wasmtime runtime, which runs them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from wasmlet.nodeagent.runtime import (
     OutputSink,
     RunSpec,
 )
+from wasmlet.nodeagent.wasmbinary import kind_of
 
 import wasmer_sdk as sdk
 
@@ -71,6 +75,11 @@ class WasmerRuntime:
         self._lock = asyncio.Lock()
 
     def check(self, spec: RunSpec) -> None:
+        if _is_component(spec.module_path):
+            raise UnsupportedPod(
+                f"container {spec.container!r}: the module is a WebAssembly component (WASI 0.2), and the wasmer "
+                "runtime runs only core modules (wasip1); use runtimeClassName: wasmtime, which runs components",
+                reason="UnsupportedComponent")
         if spec.memory_limit_bytes is not None:
             raise UnsupportedPod(
                 f"container {spec.container!r}: resources.limits.memory cannot be enforced by the wasmer "
@@ -95,6 +104,8 @@ class WasmerRuntime:
                     "readOnly, or use runtimeClassName: wasmtime", reason="UnsupportedField")
 
     async def prepare(self, module_path: Path, digest: str) -> None:
+        if await asyncio.to_thread(_is_component, module_path):
+            return  # not an image problem: check() fails the Pod, naming the runtime that runs it
         async with self._lock:
             shard = self._shards[0] if self._shards else self._new_shard()
         await self._package(shard, module_path, digest, "main")
@@ -315,3 +326,12 @@ def _under_workspace(path: str) -> bool:
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _is_component(module_path: Path) -> bool:
+    """The binary's header says component (an unreadable file is left to the package loader)."""
+    try:
+        with module_path.open("rb") as handle:
+            return kind_of(handle.read(8)) == "component"
+    except OSError:
+        return False

@@ -43,7 +43,7 @@ from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeIns
 from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
 from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
-from wasmlet.nodeagent.wasmbinary import BinaryError, World, describe, kind_of, world
+from wasmlet.nodeagent.wasmbinary import World, describe, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -165,45 +165,44 @@ class WasmtimeRuntime:
         return module
 
     def _load_or_compile(self, path: Path, digest: str) -> Compiled:
-        """Blocking: runs in a worker thread. The binary's header says module or component."""
-        with path.open("rb") as handle:
-            header = handle.read(8)
+        """Blocking: runs in a worker thread. The binary's header says module or component; a
+        cached artifact is enough without the binary (wasmtime refuses one of the other kind)."""
+        header = _header(path)
         kind = kind_of(header)
+        cached = self.cache_path(digest)
+        kinds: list[type[Compiled]] = [component.Component] if kind == "component" else [wasmtime.Module] \
+            if kind == "module" else [wasmtime.Module, component.Component]
+        for loader in kinds if cached.exists() else []:
+            try:
+                return self._checked(loader.deserialize_file(self._engine, str(cached)), digest)
+            except wasmtime.WasmtimeError as exc:  # another engine version or configuration, or kind
+                log.info("compiled cache %s not usable (%s)", cached.name, summary(str(exc)))
         if kind is None:
             raise ModuleError(f"not a wasm module ({digest[:19]}): {describe(header)} (its first bytes are "
-                              f"{header.hex(' ')})", reason="InvalidModule")
-        if kind == "component":
-            self._worlds[digest] = self._command_world(path, digest)
-        kinds = component.Component if kind == "component" else wasmtime.Module
-        cached = self.cache_path(digest)
-        if cached.exists():
-            try:
-                return kinds.deserialize_file(self._engine, str(cached))
-            except wasmtime.WasmtimeError as exc:  # another engine version or configuration
-                log.info("compiled cache %s not usable (%s); compiling again", cached.name, summary(str(exc)))
+                              f"{header.hex(' ') or 'none'})", reason="InvalidModule")
         try:
-            compiled = kinds(self._engine, path.read_bytes())
+            compiled = self._checked(kinds[0](self._engine, path.read_bytes()), digest)
         except wasmtime.WasmtimeError as exc:
             raise ModuleError(f"not a valid wasm {kind} ({digest[:19]}): {summary(str(exc))}",
                               reason="InvalidModule") from exc
-        if isinstance(compiled, wasmtime.Module) and not any(
-                e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in compiled.exports):
-            raise ModuleError(f"module {digest[:19]} exports no _start function: not a WASI command",
-                              reason="InvalidModule")
         self._store_compiled(cached, compiled)
         return compiled
 
-    @staticmethod
-    def _command_world(path: Path, digest: str) -> World:
-        """A component's imports and exports; ModuleError unless it is a `wasi:cli` command."""
-        try:
-            found = world(path.read_bytes())
-        except BinaryError as exc:
-            raise ModuleError(f"not a valid wasm component ({digest[:19]}): {exc}", reason="InvalidModule") from exc
+    def _checked(self, compiled: Compiled, digest: str) -> Compiled:
+        """`compiled` if it is a WASI command (a module exporting `_start`, a component exporting
+        `wasi:cli/run`), else ModuleError; a component's imports and exports are recorded."""
+        if isinstance(compiled, wasmtime.Module):
+            if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in compiled.exports):
+                raise ModuleError(f"module {digest[:19]} exports no _start function: not a WASI command",
+                                  reason="InvalidModule")
+            return compiled
+        kind = compiled.type
+        found = World(tuple(kind.imports(self._engine)), tuple(kind.exports(self._engine)))
         if run_export(found) is None:
             raise ModuleError(f"component {digest[:19]} exports no wasi:cli/run@0.2.x: not a WASI command "
                               f"(it exports {', '.join(found.exports) or 'nothing'})", reason="InvalidModule")
-        return found
+        self._worlds[digest] = found
+        return compiled
 
     def cache_path(self, digest: str) -> Path:
         return self._cache_dir / f"{digest.removeprefix('sha256:')}.cwasm"
@@ -220,6 +219,15 @@ class WasmtimeRuntime:
             log.warning("cannot cache compiled module %s: %s", path.name, exc)
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+
+
+def _header(path: Path) -> bytes:
+    """The binary's first 8 bytes (empty when it cannot be read: its compiled artifact may do)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(8)
+    except OSError:
+        return b""
 
 
 def _raise_open_files_limit() -> None:
