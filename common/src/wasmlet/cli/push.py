@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import sys
@@ -120,8 +121,11 @@ async def _upload(client: RegistryClient, blob: bytes) -> None:
     if "://" not in location:
         location = str(response.url.join(URL(location)))
     separator = "&" if "?" in location else "?"
+    # A stream, not bytes: a component can be tens of MB, and one payload object rewinds itself
+    # if the request is sent again (after an authentication challenge).
+    body = aiohttp.payload.BytesIOPayload(io.BytesIO(blob), content_type="application/octet-stream")
     async with client.request("PUT", f"{location}{separator}digest={digest}",
-                              {"Content-Type": "application/octet-stream"}, data=blob) as response:
+                              {"Content-Type": "application/octet-stream"}, data=body) as response:
         if response.status != 201:
             raise PullError(f"blob upload failed: {await error_detail(response)}")
 
