@@ -2,15 +2,18 @@
 CPU limits, and stops that work against busy code.
 
 Shape of the backend:
-- One `Engine` for every instance (epoch interruption on, fuel off), one compiled `Module` and
-  one linked `InstancePre` per module digest, and per instance only a `Store` with its WASI
-  context and a thread (`wasmtime_instance`).
+- Two engines (`wasmtime_engine`): containers with a memory limit run on one whose linear
+  memories the agent allocates (so a refused grow is seen), all others on one whose memories
+  wasmtime maps copy-on-write. Each has one compiled `Module` and one linked `InstancePre` per
+  module digest; per instance there is only a `Store` with its WASI context and a thread
+  (`wasmtime_instance`). Epoch interruption is on, fuel off.
 - WASI 0.2 components (`wasi:cli/run`) run beside core modules, told apart by the binary's
   header (`wasmbinary`); they link by name per instance (`wasmtime_component`: wasmtime-py
   has no pre-instantiation for components), with the same WASI context, limits and stops.
-- Compiled modules and components are cached on disk (`<cache_dir>/wasmtime-<version>/<digest>.cwasm`,
-  written atomically) so a restarted agent does not compile again. wasmtime refuses an
-  artifact from another version or configuration; it is then compiled afresh.
+- Compiled modules and components are cached on disk per engine
+  (`<cache_dir>/wasmtime-<version>[-capped]/<digest>.cwasm`, written atomically) so a restarted
+  agent does not compile again. wasmtime refuses an artifact from another version or
+  configuration; it is then compiled afresh.
 - Limits: `resources.limits.memory` caps each linear memory, and a refused grow ends the
   instance `OOMKilled` (`wasmtime_memory`); `resources.limits.cpu` is a CFS-style duty cycle;
   a stop ends a busy loop within a 10 ms epoch tick of its grace period (`wasmtime_control`)
@@ -23,31 +26,21 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
-import os
 import resource
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-
-import wasmtime
-from wasmtime import component
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import OutputSink, RunSpec
-from wasmlet.nodeagent.runtime import wasmtime_native as native
-from wasmlet.nodeagent.runtime.wasmtime_component import (ComponentLinkers, Entry, missing_imports, run_export,
-                                                           unsupported_message)
-from wasmlet.nodeagent.runtime.wasmtime_control import Control, EpochClock
-from wasmlet.nodeagent.runtime.wasmtime_exits import summary, working_dir_mount
+from wasmlet.nodeagent.runtime.wasmtime_component import missing_imports, unsupported_message
+from wasmlet.nodeagent.runtime.wasmtime_control import Control
+from wasmlet.nodeagent.runtime.wasmtime_engine import Engine
+from wasmlet.nodeagent.runtime.wasmtime_exits import working_dir_mount
 from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeInstance
-from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
-from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
-from wasmlet.nodeagent.wasmbinary import World, describe, kind_of
+from wasmlet.nodeagent.wasmbinary import World
 
 log = logging.getLogger(__name__)
 
-Compiled = wasmtime.Module | component.Component
 # A stopped instance's thread ends right after its status is known; an abandoned one (stuck in
 # a host call) is not waited for longer than this when the agent closes.
 CLOSE_JOIN_SECONDS = 1.0
@@ -60,23 +53,12 @@ class WasmtimeRuntime:
 
     def __init__(self, cache_dir: Path) -> None:
         _raise_open_files_limit()
-        self.version = f"wasmtime-py/{importlib.metadata.version('wasmtime')}"
-        self._cache_dir = cache_dir / f"wasmtime-{importlib.metadata.version('wasmtime')}"
-        config = wasmtime.Config()
-        config.epoch_interruption = True
-        config.consume_fuel = False
-        install_memory_creator(config)
-        self._engine = wasmtime.Engine(config)
-        self._linker = wasmtime.Linker(self._engine)
-        self._linker.define_wasi()
-        native.define_proc_exit(self._linker)
-        define_poll_oneoff(self._linker, self._engine)
-        self._components = ComponentLinkers(self._engine)
-        self._clock = EpochClock(self._engine)
-        self._modules: dict[str, Compiled] = {}
+        version = importlib.metadata.version("wasmtime")
+        self.version = f"wasmtime-py/{version}"
         self._worlds: dict[str, World] = {}  # per component digest: what it imports and exports
-        self._linked: dict[str, wasmtime.InstancePre] = {}
-        self._compiling: dict[str, asyncio.Task[Compiled]] = {}
+        self._shared = Engine(cache_dir / f"wasmtime-{version}", capped=False, worlds=self._worlds)
+        self._capped: Engine | None = None  # made when a container first has a memory limit
+        self._capped_dir = cache_dir / f"wasmtime-{version}-capped"
         self._running: set[WasmtimeInstance] = set()
         self._threads = InstanceThreads()
 
@@ -93,15 +75,17 @@ class WasmtimeRuntime:
                                  reason="UnsupportedComponent")
 
     async def prepare(self, module_path: Path, digest: str) -> None:
-        await self._module(module_path, digest)
+        """Compile for the engine of containers without a memory limit (the common case)."""
+        await self._shared.compiled(module_path, digest)
 
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmtimeInstance:
-        compiled = await self._module(spec.module_path, spec.module_digest)
+        engine = self._engine_for(spec)
+        compiled = await engine.compiled(spec.module_path, spec.module_digest)
         self.check(spec)  # after compiling: a component's imports are known then
-        instantiate = self._instantiation(spec, compiled)
-        control = Control(self._clock, spec.memory_limit_bytes, spec.cpu_limit)
+        instantiate = engine.instantiation(spec, compiled)
+        control = Control(engine.clock, spec.memory_limit_bytes, spec.cpu_limit)
         try:
-            instance = WasmtimeInstance(spec, self._engine, instantiate, control, output, self._threads)
+            instance = WasmtimeInstance(spec, engine.engine, instantiate, control, output, self._threads)
             await instance.launch()
         except StartFailed as exc:
             raise ModuleError(str(exc), reason="StartError") from exc
@@ -111,26 +95,9 @@ class WasmtimeRuntime:
         instance.on_end(lambda: self._running.discard(instance))
         return instance
 
-    def _instantiation(self, spec: RunSpec, compiled: Compiled) -> Callable[[wasmtime.Store], Entry]:
-        """How an instance of `compiled` is made in a store, and entered."""
-        if isinstance(compiled, component.Component):
-            run = run_export(self._worlds[spec.module_digest])
-            assert run is not None  # checked when it was compiled
-            return self._components.entry(compiled, run, spec.network)
-        pre = self._linked.get(spec.module_digest)
-        if pre is None:
-            try:
-                pre = self._linker.instantiate_pre(compiled)
-            except wasmtime.WasmtimeError as exc:
-                raise ModuleError(f"cannot link module {spec.module_digest[:19]}: {summary(str(exc))}",
-                                  reason="StartError") from exc
-            self._linked[spec.module_digest] = pre
-        linked = pre
-
-        def instantiate(store: wasmtime.Store) -> Entry:
-            start = linked.instantiate(store).exports(store)["_start"]
-            return lambda store: start(store)  # type: ignore[operator]
-        return instantiate
+    def cache_path(self, digest: str) -> Path:
+        """Where the compiled artifact for containers without a memory limit is cached."""
+        return self._shared.cache_path(digest)
 
     async def release(self, pod_uid: str) -> None:
         """Nothing is shared per Pod: volumes are host directories, preopened per instance."""
@@ -141,93 +108,24 @@ class WasmtimeRuntime:
         await asyncio.gather(*(instance.stop(0) for instance in instances))
         await asyncio.to_thread(self._join, instances)
         self._threads.close()
-        for task in self._compiling.values():
-            task.cancel()
-        await asyncio.gather(*self._compiling.values(), return_exceptions=True)
+        for engine in self._engines():
+            await engine.close()
+
+    def _engine_for(self, spec: RunSpec) -> Engine:
+        if spec.memory_limit_bytes is None:
+            return self._shared
+        if self._capped is None:
+            self._capped = Engine(self._capped_dir, capped=True, worlds=self._worlds)
+        return self._capped
+
+    def _engines(self) -> list[Engine]:
+        return [self._shared] + ([self._capped] if self._capped is not None else [])
 
     def _join(self, instances: list[WasmtimeInstance]) -> None:
         for instance in instances:
             instance.join(CLOSE_JOIN_SECONDS)
-        self._clock.join(CLOSE_JOIN_SECONDS)
-
-    async def _module(self, path: Path, digest: str) -> Compiled:
-        """The compiled module or component for `digest`: from memory, the disk cache, or compiled (once at a time)."""
-        module = self._modules.get(digest)
-        if module is not None:
-            return module
-        task = self._compiling.get(digest)
-        if task is None:
-            task = asyncio.create_task(asyncio.to_thread(self._load_or_compile, path, digest))
-            self._compiling[digest] = task
-            task.add_done_callback(lambda _: self._compiling.pop(digest, None))
-        module = await asyncio.shield(task)
-        self._modules[digest] = module
-        return module
-
-    def _load_or_compile(self, path: Path, digest: str) -> Compiled:
-        """Blocking: runs in a worker thread. The binary's header says module or component; a
-        cached artifact is enough without the binary (wasmtime refuses one of the other kind)."""
-        header = _header(path)
-        kind = kind_of(header)
-        cached = self.cache_path(digest)
-        kinds: list[type[Compiled]] = [component.Component] if kind == "component" else [wasmtime.Module] \
-            if kind == "module" else [wasmtime.Module, component.Component]
-        for loader in kinds if cached.exists() else []:
-            try:
-                return self._checked(loader.deserialize_file(self._engine, str(cached)), digest)
-            except wasmtime.WasmtimeError as exc:  # another engine version or configuration, or kind
-                log.info("compiled cache %s not usable (%s)", cached.name, summary(str(exc)))
-        if kind is None:
-            raise ModuleError(f"not a wasm module ({digest[:19]}): {describe(header)} (its first bytes are "
-                              f"{header.hex(' ') or 'none'})", reason="InvalidModule")
-        try:
-            compiled = self._checked(kinds[0](self._engine, path.read_bytes()), digest)
-        except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"not a valid wasm {kind} ({digest[:19]}): {summary(str(exc))}",
-                              reason="InvalidModule") from exc
-        self._store_compiled(cached, compiled)
-        return compiled
-
-    def _checked(self, compiled: Compiled, digest: str) -> Compiled:
-        """`compiled` if it is a WASI command (a module exporting `_start`, a component exporting
-        `wasi:cli/run`), else ModuleError; a component's imports and exports are recorded."""
-        if isinstance(compiled, wasmtime.Module):
-            if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in compiled.exports):
-                raise ModuleError(f"module {digest[:19]} exports no _start function: not a WASI command",
-                                  reason="InvalidModule")
-            return compiled
-        kind = compiled.type
-        found = World(tuple(kind.imports(self._engine)), tuple(kind.exports(self._engine)))
-        if run_export(found) is None:
-            raise ModuleError(f"component {digest[:19]} exports no wasi:cli/run@0.2.x: not a WASI command "
-                              f"(it exports {', '.join(found.exports) or 'nothing'})", reason="InvalidModule")
-        self._worlds[digest] = found
-        return compiled
-
-    def cache_path(self, digest: str) -> Path:
-        return self._cache_dir / f"{digest.removeprefix('sha256:')}.cwasm"
-
-    def _store_compiled(self, path: Path, module: Compiled) -> None:
-        tmp: Path | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
-                tmp = Path(handle.name)
-                handle.write(module.serialize())
-            os.replace(tmp, path)  # readers see the whole artifact or none
-        except OSError as exc:
-            log.warning("cannot cache compiled module %s: %s", path.name, exc)
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
-
-
-def _header(path: Path) -> bytes:
-    """The binary's first 8 bytes (empty when it cannot be read: its compiled artifact may do)."""
-    try:
-        with path.open("rb") as handle:
-            return handle.read(8)
-    except OSError:
-        return b""
+        for engine in self._engines():
+            engine.clock.join(CLOSE_JOIN_SECONDS)
 
 
 def _raise_open_files_limit() -> None:
