@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,10 @@ WASI_VERSION = "0.2.12"  # the WIT jco ships; wasmtime links any 0.2.x import
 WASI_PACKAGES = ("cli", "clocks", "filesystem", "io", "random", "sockets")
 PYTHON_APP = SOURCE_DIR / "hello-py"
 PYTHON_WORLD = SOURCE_DIR / "hello-py.world"
+
+
+# examples/modules/build.py's atomic writer (examples/ is not a package: loaded by path).
+_write_if_changed = runpy.run_path(str(MODULES / "build.py"))["_write_if_changed"]
 
 
 def jco() -> Path:
@@ -104,14 +109,6 @@ def _run(command: list[str], cwd: Path) -> None:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:2])} failed:\n{result.stdout}{result.stderr}")
-
-
-def _write_if_changed(path: Path, binary: bytes) -> None:
-    if path.exists() and path.read_bytes() == binary:
-        return
-    partial = path.with_suffix(".wasm.tmp")
-    partial.write_bytes(binary)
-    partial.replace(path)  # atomic: a reader never sees half a component
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,10 +20,9 @@ import wasmtime
 
 from wasmlet.cli.main import main as wasmlet
 from wasmlet.kube.resources import PODS
-from wasmlet.nodeagent.agent import Agent
-from wasmlet.nodeagent.logs import pod_log_dir, read_lines
 from tests.fixtures.registry import OciRegistry, push_blob, sha256_digest
 from tests.integration.agent_helpers import (
+    log_lines,
     MODULES,
     api_client,
     container_state,
@@ -43,12 +42,6 @@ SLOW = 90.0
 
 def phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase", "")
-
-
-def log_lines(agent: Agent, pod: dict[str, Any], container: str = "main") -> list[tuple[str, str]]:
-    meta = pod["metadata"]
-    root = pod_log_dir(agent.settings.state_dir / "logs", meta["namespace"], meta["name"], meta["uid"])
-    return [(stream, text) for _, stream, text in read_lines(root / container / "0.log")]
 
 
 async def push(binary: Path, reference: str, capsys: pytest.CaptureFixture[str]) -> str:

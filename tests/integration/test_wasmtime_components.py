@@ -6,7 +6,6 @@ compiled cache; and what the host cannot give named before a Pod starts."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from collections.abc import AsyncIterator
@@ -17,11 +16,12 @@ import pytest
 import wasmtime
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
-from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, Mount, RunSpec, load_backend
+from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, Mount, RunSpec
 from wasmlet.nodeagent.runtime.wasmer import WasmerRuntime
 from wasmlet.nodeagent.runtime.wasmtime import WasmtimeRuntime
 from wasmlet.nodeagent.runtime.wasmtime_memory import live_memories
 from tests.integration.component_helpers import component_path
+from tests.integration.test_wasmtime_runtime import Output, digest_of, run
 
 MIB = 1024 * 1024
 # A component importing an interface no host here has, and outgoing HTTP, around a `run` that returns ok.
@@ -36,21 +36,6 @@ EXOTIC = """(component
 HTTP_ONLY = EXOTIC.replace('(import "wasi:keyvalue/store@0.2.0-draft" (instance))', "")
 
 
-class Output:
-    def __init__(self) -> None:
-        self.chunks: list[tuple[str, bytes]] = []
-
-    def __call__(self, stream: str, data: bytes) -> None:
-        self.chunks.append((stream, data))
-
-    def text(self, stream: str = "stdout") -> str:
-        return b"".join(d for s, d in self.chunks if s == stream).decode()
-
-
-def digest_of(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def spec(path: Path, *argv: str, **fields: Any) -> RunSpec:
     return RunSpec(pod_uid="uid-1", container=fields.pop("container", path.stem), module_path=path,
                    module_digest=digest_of(path), argv=list(argv), env=fields.pop("env", {}), **fields)
@@ -59,23 +44,15 @@ def spec(path: Path, *argv: str, **fields: Any) -> RunSpec:
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shared by the module's tests: the Python component is compiled once (seconds), then loaded."""
-    return tmp_path_factory.mktemp("runtimes")
+    return tmp_path_factory.mktemp("components")
 
 
 @pytest.fixture
 async def runtime(cache_dir: Path) -> AsyncIterator[WasmtimeRuntime]:
-    backend = load_backend("wasmtime", cache_dir)
-    assert isinstance(backend, WasmtimeRuntime)
+    backend = WasmtimeRuntime(cache_dir)
     yield backend
     await backend.close()
-    assert live_memories() == 0  # every linear memory (a component has several) was unmapped
-
-
-async def run(runtime: WasmtimeRuntime, run_spec: RunSpec, timeout: float = 60) -> tuple[Any, Output]:
-    output = Output()
-    instance = await runtime.start(run_spec, output)
-    async with asyncio.timeout(timeout):
-        return await instance.wait(), output
+    assert live_memories() == 0  # every linear memory the agent allocated was unmapped with its store
 
 
 async def test_argv_and_environment_reach_an_adapted_c_component(runtime: WasmtimeRuntime) -> None:

@@ -151,10 +151,7 @@ def find_module(manifest: Document) -> Artifact:
 
 def entrypoint(config: bytes) -> str | None:
     """The `.wasm` file an image config's Entrypoint (or else Cmd) names, without its leading `/`."""
-    try:
-        doc = json.loads(config)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PullError(f"invalid image config: not JSON ({exc})") from exc
+    doc = _config_json(config, "image")
     settings = doc.get("config") if isinstance(doc, dict) else None
     if not isinstance(settings, dict):
         return None
@@ -167,10 +164,7 @@ def entrypoint(config: bytes) -> str | None:
 
 def declared_kind(config: bytes) -> Kind | None:
     """The kind a wasm artifact's config declares (`os`: wasip1, wasip2), None when it names neither."""
-    try:
-        doc = json.loads(config)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PullError(f"invalid wasm config: not JSON ({exc})") from exc
+    doc = _config_json(config, "wasm")
     system = doc.get("os") if isinstance(doc, dict) else None
     return next((kind for kind, name in OCI_OS.items() if name == system), None)
 
@@ -180,3 +174,10 @@ def check_kind(declared: Kind | None, header: bytes) -> None:
     if declared is not None and kind_of(header) != declared:
         raise PullError(f"not a wasm artifact: its config says os {OCI_OS[declared]!r} (a wasm {declared}), "
                         f"but the layer is {describe(header)}")
+
+
+def _config_json(config: bytes, what: str) -> Any:
+    try:
+        return json.loads(config)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PullError(f"invalid {what} config: not JSON ({exc})") from exc
