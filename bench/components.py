@@ -12,6 +12,8 @@ subprocess (so resident memory is that kind's alone). Figures:
 - warm: `start()` returning, and `start()` + `wait()` to exit, medians of 20;
 - RSS per running instance: N long-running instances (`ticker`; `hello-py sleep`) started,
   resident memory growth divided by N.
+The Python component is measured twice: as is, and under `limits.memory` (which moves it to the
+engine whose memories the agent allocates, without copy-on-write: docs/runtimes.md).
 The table shows the median over rounds; `--record` appends it to bench/RESULTS.md.
 """
 
@@ -34,27 +36,30 @@ from typing import Any
 from runtimes import machine, status_field
 
 ROOT = Path(__file__).resolve().parents[1]
+PYTHON = ROOT / "examples/components/build/hello-py.wasm"
 # kind: (binary that runs to exit and its argv, long-running binary and its argv, instances)
 KINDS: dict[str, tuple[Path, list[str], Path, list[str], int]] = {
     "core module (C)": (ROOT / "examples/modules/echo.wasm", ["echo", "a"],
                         ROOT / "examples/modules/ticker.wasm", ["ticker"], 100),
     "component (C, adapted)": (ROOT / "examples/components/echo.wasm", ["echo", "a"],
                                ROOT / "examples/components/ticker.wasm", ["ticker"], 100),
-    "component (Python)": (ROOT / "examples/components/build/hello-py.wasm", ["hello-py"],
-                           ROOT / "examples/components/build/hello-py.wasm", ["hello-py", "sleep", "60"], 20),
+    "component (Python)": (PYTHON, ["hello-py"], PYTHON, ["hello-py", "sleep", "60"], 20),
+    # The same under limits.memory: the engine whose memories the agent allocates (no copy-on-write).
+    "component (Python), limits.memory 256Mi": (PYTHON, ["hello-py"], PYTHON, ["hello-py", "sleep", "60"], 20),
 }
+MEMORY_LIMITED = {"component (Python), limits.memory 256Mi": 256 * 1024 * 1024}
 
 
 _digests: dict[Path, str] = {}
 
 
-def spec(path: Path, argv: list[str], container: str = "c") -> Any:
+def spec(path: Path, argv: list[str], container: str = "c", memory: int | None = None) -> Any:
     """A RunSpec; the binary's digest is computed once (hashing 18 MB is not part of a start)."""
     from wasmlet.nodeagent.runtime import RunSpec
 
     if path not in _digests:
         _digests[path] = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    return RunSpec(f"pod-{container}", container, path, _digests[path], argv, {})
+    return RunSpec(f"pod-{container}", container, path, _digests[path], argv, {}, memory_limit_bytes=memory)
 
 
 def discard(stream: str, data: bytes) -> None:
@@ -66,14 +71,15 @@ async def worker(kind: str) -> dict[str, float]:
     from wasmlet.nodeagent.runtime import load_backend
 
     run_path, run_argv, live_path, live_argv, count = KINDS[kind]
+    memory = MEMORY_LIMITED.get(kind)
     out: dict[str, float] = {"size_kib": run_path.stat().st_size / 1024}
-    spec(run_path, run_argv)
+    spec(run_path, run_argv, memory=memory)
     spec(live_path, live_argv)
     with tempfile.TemporaryDirectory(prefix="wasmlet-bench-") as cache:
         for label in ("cold_start_ms", "restart_start_ms"):
             runtime = load_backend("wasmtime", Path(cache))
             started = time.perf_counter()
-            instance = await runtime.start(spec(run_path, run_argv), discard)
+            instance = await runtime.start(spec(run_path, run_argv, memory=memory), discard)
             out[label] = (time.perf_counter() - started) * 1000
             await instance.wait()
             await runtime.close()
@@ -81,16 +87,16 @@ async def worker(kind: str) -> dict[str, float]:
         starts, runs = [], []
         for _ in range(23):
             started = time.perf_counter()
-            instance = await runtime.start(spec(run_path, run_argv), discard)
+            instance = await runtime.start(spec(run_path, run_argv, memory=memory), discard)
             starts.append((time.perf_counter() - started) * 1000)
             await instance.wait()
             runs.append((time.perf_counter() - started) * 1000)
         out["warm_start_ms"], out["warm_run_ms"] = statistics.median(starts[3:]), statistics.median(runs[3:])
-        await runtime.start(spec(live_path, live_argv, "warm"), discard)  # compiled before RSS is taken
+        await runtime.start(spec(live_path, live_argv, "warm", memory), discard)  # compiled before RSS is taken
         await asyncio.sleep(1.0)
         rss = status_field("VmRSS")
         for i in range(count):
-            await runtime.start(spec(live_path, live_argv, f"t{i}"), discard)
+            await runtime.start(spec(live_path, live_argv, f"t{i}", memory), discard)
         await asyncio.sleep(2.0)
         out["instances"] = count
         out["rss_per_instance_kib"] = (status_field("VmRSS") - rss) / count
@@ -109,9 +115,9 @@ ROWS = [
 
 
 def table(results: dict[str, list[dict[str, float]]]) -> str:
-    lines = ["| figure | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    lines = ["| figure | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for label, key, digits in ROWS:
-        cells = [statistics.median([r[key] for r in results[kind]]) for kind in KINDS]
+        cells = [statistics.median([r[key] for r in runs]) for runs in results.values()]
         lines.append(f"| {label} | " + " | ".join(f"{c:.{digits}f}" for c in cells) + " |")
     return "\n".join(lines)
 
@@ -120,6 +126,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--record", action="store_true", help="append the table to bench/RESULTS.md")
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), default=list(KINDS), help="the kinds to measure")
     parser.add_argument("--worker", choices=list(KINDS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -128,9 +135,9 @@ def main() -> int:
     if not KINDS["component (Python)"][0].exists():
         print("examples/components/build/hello-py.wasm is missing: run `make modules`", file=sys.stderr)
         return 2
-    results: dict[str, list[dict[str, float]]] = {kind: [] for kind in KINDS}
+    results: dict[str, list[dict[str, float]]] = {kind: [] for kind in args.kinds}
     for round_ in range(args.rounds):
-        for kind in KINDS:
+        for kind in args.kinds:
             done = subprocess.run([sys.executable, __file__, "--worker", kind], capture_output=True, text=True,
                                   timeout=600, check=True)
             results[kind].append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -138,7 +145,8 @@ def main() -> int:
     report = table(results)
     print(report)
     if args.record:
-        command = f"timeout 1500 .venv/bin/python bench/components.py --rounds {args.rounds}"
+        kinds = "" if args.kinds == list(KINDS) else " --kinds " + " ".join(f"'{kind}'" for kind in args.kinds)
+        command = f"timeout 1500 .venv/bin/python bench/components.py --rounds {args.rounds}{kinds}"
         with (ROOT / "bench" / "RESULTS.md").open("a") as handle:
             handle.write(f"\n## Components next to core modules on wasmtime ({dt.date.today()})\n\n"
                          f"- machine: {machine()}\n- command: `{command}`\n"

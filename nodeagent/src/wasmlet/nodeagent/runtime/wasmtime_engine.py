@@ -6,9 +6,9 @@ The backend keeps two (`WasmtimeRuntime`), because one configuration cannot serv
   instance `OOMKilled`. Its memories are private copies: data segments are copied at every
   instantiation (`memory_init_cow` off).
 - `shared` leaves memories to wasmtime, which maps a module's initial memory image copy-on-write
-  from the compiled artifact. For a componentize-py component (a ~12 MB interpreter heap
-  snapshot) that is the difference between ~46 ms and under 1 ms per start, and between
-  ~12 MB and a few hundred KiB of resident memory per instance (bench/RESULTS.md).
+  from the compiled artifact. For a componentize-py component (an interpreter heap snapshot)
+  that is the difference between ~6 ms and ~1 ms per start, and between ~11.8 MB and ~4.6 MB
+  of resident memory per running instance (bench/RESULTS.md).
 A container with `resources.limits.memory` runs on `capped`, every other one on `shared`.
 wasmtime refuses an artifact compiled for the other configuration, so each engine has its own
 cache directory: the compiled cache is keyed by binary digest and engine.
