@@ -48,7 +48,7 @@ async def agent_process(*args: str, env: dict[str, str] | None = None,
     """`wasmlet-agent ARGS` as a child process (on `cpus` only, if given), stopped with SIGTERM
     (then killed) on exit."""
     log_path = os.environ.get("BENCH_AGENT_LOG")  # where the agent's log goes, for a failing run
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed once the child has it
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wasmlet.nodeagent.main", *args,
         stdout=log, stderr=log, env={**os.environ, **(env or {})},

@@ -3,6 +3,8 @@
 The agent is a separate `wasmlet-agent --manifests DIR` process (no API server: static Pods);
 progress is read from its kubelet API (`/pods`, `/metrics`). Usage:
 python bench/density.py [--instances 2000] [--runs 3]
+Each wasmer Pod runs in a worker process of its own (~5.7 MiB, docs/runtimes.md "wasmer
+containment"): 2000 instances need ~12 GiB free, and the agent's own RSS no longer holds them.
 """
 
 from __future__ import annotations

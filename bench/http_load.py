@@ -28,10 +28,11 @@ from typing import Any
 
 from common import agent_process, machine, median  # first: it sets up sys.path
 
-from tests.fixtures.kubeapi import running_kube_api
-from tests.integration.agent_helpers import module_bytes, put_module_configmap
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import PODS
+
+from tests.fixtures.kubeapi import running_kube_api
+from tests.integration.agent_helpers import module_bytes, put_module_configmap
 
 NODE = "bench-node"
 PORT = 18080
@@ -70,7 +71,8 @@ async def drive(wrk: str, connections: int, seconds: int, cpus: set[int] | None 
     """One wrk run; requests/s, latency percentiles (ms) and non-2xx/socket errors."""
     threads = min(connections, 2)
     process = await asyncio.create_subprocess_exec(
-        *(["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []), wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{PORT}/",
+        *(["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []),
+        wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{PORT}/",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output = (await process.communicate())[0].decode()
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)

@@ -28,14 +28,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import yaml
 from common import ROOT, machine, median
 
-from tests.fixtures.kubeapi import KubeAPI, running_kube_api
-from tests.integration.operator_helpers import wasm_node
+import yaml
+
 from wasmlet.api import keys
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import CRDS, WASM_WORKLOADS
+
+from tests.fixtures.kubeapi import KubeAPI, running_kube_api
+from tests.integration.operator_helpers import wasm_node
 
 NAMESPACE = "bench"
 BENCH_AGENT = "wasmlet-bench"

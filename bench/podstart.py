@@ -16,10 +16,11 @@ from typing import Any
 
 from common import agent_process, machine, median, percentile  # first: it sets up sys.path
 
-from tests.fixtures.kubeapi import running_kube_api
-from tests.integration.agent_helpers import module_bytes, put_module_configmap
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import NODES, PODS
+
+from tests.fixtures.kubeapi import running_kube_api
+from tests.integration.agent_helpers import module_bytes, put_module_configmap
 
 NODE = "bench-node"
 

@@ -29,7 +29,6 @@ from common import machine, median  # first: it puts the checkout on sys.path fo
 
 import wasmtime
 
-from tests.fixtures.registry import start_registry
 from wasmlet.cli.push import push_module
 from wasmlet.nodeagent.main import exit_now
 from wasmlet.nodeagent.modules import ModuleCache
@@ -37,7 +36,9 @@ from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.oci.client import RegistryState
 from wasmlet.nodeagent.oci.reference import parse_reference
 from wasmlet.nodeagent.podspec import ModuleRef
-from wasmlet.nodeagent.runtime import Runtime, RunSpec, load_backend
+from wasmlet.nodeagent.runtime import RunSpec, Runtime, load_backend
+
+from tests.fixtures.registry import start_registry
 
 SIZES = {"1 MB": 1 << 20, "10 MB": 10 << 20}
 STATEMENTS = 200  # per generated function
@@ -101,23 +102,22 @@ def row(label: str, samples: list[tuple[float, float, float]]) -> str:
 
 async def main(runs: int, runtimes: list[str]) -> None:
     print(f"machine: {machine()}; {dt.date.today()}; python bench/pull.py --runs {runs}")
-    with tempfile.TemporaryDirectory(prefix="wasmlet-pull-") as scratch:
-        with start_registry(Path(scratch) / "registry") as registry:
-            for label, size in SIZES.items():
-                wasm = generate(size)
-                ref = parse_reference(f"{registry.host}/bench/module-{size}:v1")
-                await push_module(wasm, ref, None, RegistryState())
-                print(f"\n{label} module: {len(wasm)} bytes; medians of {runs} runs, milliseconds\n")
-                for name in runtimes:
-                    samples: dict[str, list[tuple[float, float, float]]] = {}
-                    for n in range(runs):
-                        result = await one_run(str(ref), name, Path(scratch) / f"{name}-{size}-{n}")
-                        for kind, sample in result.items():
-                            samples.setdefault(kind, []).append(sample)
-                    print(f"| {name} | pull | compile | start → exit | total |\n|---|---|---|---|---|")
-                    for kind, values in samples.items():
-                        print(row(kind, values))
-                    print()
+    with tempfile.TemporaryDirectory(prefix="wasmlet-pull-") as scratch, start_registry(Path(scratch) / "registry") as registry:
+        for label, size in SIZES.items():
+            wasm = generate(size)
+            ref = parse_reference(f"{registry.host}/bench/module-{size}:v1")
+            await push_module(wasm, ref, None, RegistryState())
+            print(f"\n{label} module: {len(wasm)} bytes; medians of {runs} runs, milliseconds\n")
+            for name in runtimes:
+                samples: dict[str, list[tuple[float, float, float]]] = {}
+                for n in range(runs):
+                    result = await one_run(str(ref), name, Path(scratch) / f"{name}-{size}-{n}")
+                    for kind, sample in result.items():
+                        samples.setdefault(kind, []).append(sample)
+                print(f"| {name} | pull | compile | start → exit | total |\n|---|---|---|---|---|")
+                for kind, values in samples.items():
+                    print(row(kind, values))
+                print()
 
 
 if __name__ == "__main__":

@@ -29,11 +29,12 @@ from common import agent_process, machine, rss_kib  # first: it sets up sys.path
 
 import aiohttp
 
+from wasmlet.kube import KubeClient, NotFound, load_config
+from wasmlet.kube.resources import CONFIGMAPS, PODS
+
 from tests.fixtures.kubeapi import running_kube_api
 from tests.integration.agent_helpers import module_bytes, put_module_configmap
 from tests.integration.faults import free_port, metric_value
-from wasmlet.kube import KubeClient, NotFound, load_config
-from wasmlet.kube.resources import CONFIGMAPS, PODS
 
 NODE = "soak-node"
 

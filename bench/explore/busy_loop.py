@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 from common import CACHE_ROOT, module
+
 from wasmer_sdk import Wasmer
 
 

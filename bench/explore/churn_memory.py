@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from common import CACHE_ROOT, module, rss_kib, threads
+
 from wasmer_sdk import PackageCommandDefinition, PackageDefinition, Wasmer
 
 

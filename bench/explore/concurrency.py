@@ -16,6 +16,7 @@ import asyncio
 import time
 
 from common import CACHE_ROOT, module, rss_kib, threads
+
 from wasmer_sdk import Process, Sandbox, Wasmer
 
 SPAWN_TIMEOUT_S = 10.0
@@ -33,8 +34,8 @@ async def main(processes: int, clients: int, layout: str) -> None:
     ticker = module("ticker")
     wasmers = [Wasmer(cache_root=CACHE_ROOT) for _ in range(clients)]
     packages = [await wasmer.packages.load(ticker) for wasmer in wasmers]
-    shared: list[Sandbox] = [await w.sandboxes.create(packages=[p]) for w, p in zip(wasmers, packages)]
-    for sandbox, pkg in zip(shared, packages):  # warm: compile once per client
+    shared: list[Sandbox] = [await w.sandboxes.create(packages=[p]) for w, p in zip(wasmers, packages, strict=True)]
+    for sandbox, pkg in zip(shared, packages, strict=True):  # warm: compile once per client
         await sandbox.command(pkg, ["--count", "1"]).run()
     rss_before, threads_before = rss_kib(), threads()
     sandboxes: list[Sandbox] = []
@@ -62,7 +63,7 @@ async def main(processes: int, clients: int, layout: str) -> None:
     await asyncio.sleep(1.5)
     snapshot = list(counts)
     await asyncio.sleep(WINDOW_S)
-    live = sum(1 for before, after in zip(snapshot, counts) if after - before >= 2)
+    live = sum(1 for before, after in zip(snapshot, counts, strict=True) if after - before >= 2)
     rss_after, threads_after = rss_kib(), threads()
     per_instance = (rss_after - rss_before) / max(1, len(running))
     print(f"processes={processes} clients={clients} layout={layout}: spawned {len(running)} in {spawn_s:.2f} s"

@@ -11,8 +11,9 @@ import asyncio
 import random
 from collections.abc import Awaitable
 
-import wasmtime
 from common import CACHE_ROOT, module
+
+import wasmtime
 from wasmer_sdk import PackageCommandDefinition, PackageDefinition, ProcessExitError, Wasmer, WasmerError
 
 
@@ -42,8 +43,11 @@ async def main() -> None:
     ill_typed = bytearray(wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start") (drop (i32.const 1))))'))
     ill_typed[ill_typed.rfind(bytes([0x41, 0x01, 0x1A])) + 2] = 0x6A  # drop -> i32.add: stack underflow
     imports = {
-        "unknown env import": wasmtime.wat2wasm('(module (import "env" "nope" (func)) (memory (export "memory") 1) (func (export "_start") call 0))'),
-        "unknown WASI import": wasmtime.wat2wasm('(module (import "wasi_snapshot_preview1" "no_such_call" (func)) (memory (export "memory") 1) (func (export "_start") call 0))'),
+        "unknown env import": wasmtime.wat2wasm(
+            '(module (import "env" "nope" (func)) (memory (export "memory") 1) (func (export "_start") call 0))'),
+        "unknown WASI import": wasmtime.wat2wasm(
+            '(module (import "wasi_snapshot_preview1" "no_such_call" (func)) (memory (export "memory") 1) '
+            '(func (export "_start") call 0))'),
         "ill-typed function body": bytes(ill_typed),
     }
     async with Wasmer(cache_root=CACHE_ROOT) as wasmer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from common import CACHE_ROOT, module, rss_kib
+
 from wasmer_sdk import PackageCommandDefinition, PackageDefinition, Sandbox, Wasmer, WasmerError
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from common import CACHE_ROOT, module
+
 from wasmer_sdk import PackageCommandDefinition, PackageDefinition, ReadableBytes, Wasmer, WasmerError
 
 

@@ -9,6 +9,7 @@ import asyncio
 import time
 
 from common import CACHE_ROOT, module, rss_kib
+
 from wasmer_sdk import Wasmer
 
 

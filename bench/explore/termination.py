@@ -10,6 +10,7 @@ import asyncio
 import time
 
 from common import CACHE_ROOT, module
+
 from wasmer_sdk import Sandbox, Wasmer, WasmerError
 
 

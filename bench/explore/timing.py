@@ -11,6 +11,7 @@ import tempfile
 import time
 
 from common import median_ms, module
+
 from wasmer_sdk import Package, PackageCommandDefinition, PackageDefinition, Sandbox, Wasmer
 
 

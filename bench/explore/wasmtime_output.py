@@ -18,8 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import wasmtime
 from common import MODULES
+
+import wasmtime
 
 ENGINE = wasmtime.Engine()
 TICKER = wasmtime.Module.from_file(ENGINE, str(MODULES / "ticker.wasm"))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-import wasmtime
 from common import CACHE_ROOT
+
+import wasmtime
 from wasmer_sdk import Wasmer
 
 

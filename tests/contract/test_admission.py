@@ -83,7 +83,8 @@ async def test_pods_get_a_projected_service_account_token_volume(api: ContractCl
 async def test_a_pod_spec_is_immutable_but_for_images_deadlines_and_added_tolerations(api: ContractClient) -> None:
     await api.create("v1", "pods", api.namespace, pod("p"))
     extra = {"key": "example.com/extra", "operator": "Exists"}
-    image = await api.patch("v1", "pods", api.namespace, "p", {"spec": {"containers": [{"name": "main", "image": "registry.example/wasm/app:2.0"}]}}, content_type="strategic")
+    new_image = {"spec": {"containers": [{"name": "main", "image": "registry.example/wasm/app:2.0"}]}}
+    image = await api.patch("v1", "pods", api.namespace, "p", new_image, content_type="strategic")
     deadline = await api.patch("v1", "pods", api.namespace, "p", {"spec": {"activeDeadlineSeconds": 60}})
     tolerations = await api.patch("v1", "pods", api.namespace, "p", {"spec": {"tolerations": [*deadline["spec"]["tolerations"], extra]}})
     assert image["spec"]["containers"][0]["image"] == "registry.example/wasm/app:2.0"
@@ -102,7 +103,8 @@ async def test_binding_assigns_a_node_once(api: ContractClient) -> None:
     answer = await api.create("v1", "pods", api.namespace, binding, name="p", subresource="binding")
     bound = await api.get("v1", "pods", api.namespace, "p")
     with pytest.raises(ApiError) as error:
-        await api.create("v1", "pods", api.namespace, {**binding, "target": {"kind": "Node", "name": "contract-n2"}}, name="p", subresource="binding")
+        await api.create("v1", "pods", api.namespace, {**binding, "target": {"kind": "Node", "name": "contract-n2"}},
+                         name="p", subresource="binding")
     assert answer["status"] == "Success" and bound["spec"]["nodeName"] == "contract-n1"
     assert {"type": "PodScheduled", "status": "True"}.items() <= bound["status"]["conditions"][0].items()
     assert error.value.status == 409
@@ -113,7 +115,8 @@ async def test_nodes_are_cluster_scoped_and_leases_live_in_coordination(api: Con
     name = api.unique("contract-node")
     api.owns("v1", "nodes", name)
     created = await api.create("v1", "nodes", None, node(name))
-    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": {"holderIdentity": name, "leaseDurationSeconds": 40}}
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+             "spec": {"holderIdentity": name, "leaseDurationSeconds": 40}}
     renewed = await api.create("coordination.k8s.io/v1", "leases", api.namespace, lease)
     status, _ = await api.request("GET", f"/api/v1/namespaces/{api.namespace}/nodes/{name}")
     assert "namespace" not in created["metadata"] and status == 404
@@ -126,7 +129,8 @@ async def test_a_new_node_is_tainted_not_ready_until_it_reports_ready(api: Contr
     created = await api.create("v1", "nodes", None, node(name))
     assert created["spec"]["taints"][-1] == {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
     now = created["metadata"]["creationTimestamp"]
-    ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready", "lastHeartbeatTime": now, "lastTransitionTime": now}
+    ready = {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "ready",
+             "lastHeartbeatTime": now, "lastTransitionTime": now}
     await api.patch("v1", "nodes", None, name, {"status": {"conditions": [ready]}}, subresource="status")
 
     async def condition_taints() -> set[str] | None:

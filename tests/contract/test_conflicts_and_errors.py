@@ -110,7 +110,8 @@ async def test_an_invalid_name_is_rejected_with_the_dns_rule(api: ContractClient
     with pytest.raises(ApiError) as error:
         await api.create("v1", "configmaps", api.namespace, configmap("Not_Valid"))
     assert error.value.status == 422
-    assert error.value.message.startswith('ConfigMap "Not_Valid" is invalid: metadata.name: Invalid value: "Not_Valid": a lowercase RFC 1123 subdomain')
+    assert error.value.message.startswith('ConfigMap "Not_Valid" is invalid: metadata.name: '
+                                          'Invalid value: "Not_Valid": a lowercase RFC 1123 subdomain')
 
 
 async def test_a_bad_field_selector_is_a_bad_request(api: ContractClient) -> None:
@@ -128,7 +129,8 @@ NO_RESOURCE = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("path", ["/api/v1/things", "/api/v1/namespaces/default/things", "/apis/apps/v1/things", "/apis/apps/v9/deployments", "/api/v1/pods/p"])
+@pytest.mark.parametrize("path", ["/api/v1/things", "/api/v1/namespaces/default/things", "/apis/apps/v1/things",
+                                  "/apis/apps/v9/deployments", "/api/v1/pods/p"])
 async def test_an_unknown_resource_of_a_builtin_group_is_a_not_found_status(api: ContractClient, path: str) -> None:
     assert await api.request("GET", path) == (404, NO_RESOURCE)
 

@@ -82,7 +82,8 @@ BAD_SCHEMAS: dict[str, tuple[dict[str, Any], list[tuple[str, str, str]]]] = {
     ),
     "properties-and-additional-properties": (
         with_spec(labels={"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": {"type": "string"}}),
-        [("FieldValueForbidden", f"{SPEC}[labels].additionalProperties", "Forbidden: additionalProperties and properties are mutual exclusive")],
+        [("FieldValueForbidden", f"{SPEC}[labels].additionalProperties",
+          "Forbidden: additionalProperties and properties are mutual exclusive")],
     ),
     "kind-typed-as-integer": (
         {"type": "object", "properties": {"kind": {"type": "integer"}}},
@@ -95,11 +96,13 @@ BAD_SCHEMAS: dict[str, tuple[dict[str, Any], list[tuple[str, str, str]]]] = {
     ),
     "a-map-list-without-keys": (
         with_spec(ports=map_list(None)),
-        [("FieldValueRequired", f"{SPEC}[ports].x-kubernetes-list-map-keys", "Required value: must not be empty if x-kubernetes-list-type is map")],
+        [("FieldValueRequired", f"{SPEC}[ports].x-kubernetes-list-map-keys",
+          "Required value: must not be empty if x-kubernetes-list-type is map")],
     ),
     "map-keys-naming-no-property": (
         with_spec(ports=map_list(["port"])),
-        [("FieldValueInvalid", f"{SPEC}[ports].x-kubernetes-list-map-keys", 'Invalid value: ["port"]: entries must all be names of item properties')],
+        [("FieldValueInvalid", f"{SPEC}[ports].x-kubernetes-list-map-keys",
+          'Invalid value: ["port"]: entries must all be names of item properties')],
     ),
     "an-optional-map-key-without-default": (
         with_spec(ports=map_list(["name"], required=False)),
@@ -108,15 +111,18 @@ BAD_SCHEMAS: dict[str, tuple[dict[str, Any], list[tuple[str, str, str]]]] = {
     ),
     "map-keys-without-a-list-type": (
         with_spec(ports=map_list(["name"], list_type=None)),
-        [("FieldValueRequired", f"{SPEC}[ports].x-kubernetes-list-type", "Required value: must be map if x-kubernetes-list-map-keys is non-empty")],
+        [("FieldValueRequired", f"{SPEC}[ports].x-kubernetes-list-type",
+          "Required value: must be map if x-kubernetes-list-map-keys is non-empty")],
     ),
     "a-list-type-on-a-string": (
         with_spec(name={"type": "string", "x-kubernetes-list-type": "set"}),
         [("FieldValueInvalid", f"{SPEC}[name].type", 'Invalid value: "string": must be array if x-kubernetes-list-type is specified')],
     ),
     "a-set-of-granular-objects": (
-        with_spec(ports={"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "object", "properties": {"n": {"type": "string"}}}}),
-        [("FieldValueInvalid", f"{SPEC}[ports].items.x-kubernetes-map-type", "Invalid value: null: must be atomic as item of a list with x-kubernetes-list-type=set")],
+        with_spec(ports={"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "object",
+                                                                                     "properties": {"n": {"type": "string"}}}}),
+        [("FieldValueInvalid", f"{SPEC}[ports].items.x-kubernetes-map-type",
+          "Invalid value: null: must be atomic as item of a list with x-kubernetes-list-type=set")],
     ),
     "a-default-of-the-wrong-type": (
         with_spec(replicas={"type": "integer", "default": "one"}),
@@ -144,7 +150,8 @@ BAD_SCHEMAS: dict[str, tuple[dict[str, Any], list[tuple[str, str, str]]]] = {
     ),
     "a-default-with-a-wrongly-typed-field": (
         with_spec(placement={"type": "object", "properties": {"spread": {"type": "boolean"}}, "default": {"spread": "yes"}}),
-        [("FieldValueTypeInvalid", f"{SPEC}[placement].default.spread", 'Invalid value: "string": spread in body must be of type boolean: "string"')],
+        [("FieldValueTypeInvalid", f"{SPEC}[placement].default.spread",
+          'Invalid value: "string": spread in body must be of type boolean: "string"')],
     ),
     "a-default-missing-a-required-field": (
         with_spec(http={"type": "object", "required": ["port"], "properties": {"port": {"type": "integer"}}, "default": {}}),

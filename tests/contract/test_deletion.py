@@ -97,7 +97,8 @@ async def test_objects_with_finalizers_wait_for_their_removal(api: ContractClien
 
 
 async def test_marking_for_deletion_bumps_the_generation(api: ContractClient, widgets: str) -> None:
-    await api.create(widgets, "widgets", api.namespace, {**widget(widgets, "w"), "metadata": {"name": "w", "finalizers": ["contract.wasmlet.dev/hold"]}})
+    await api.create(widgets, "widgets", api.namespace, {**widget(widgets, "w"), "metadata": {"name": "w",
+                                                                                              "finalizers": ["contract.wasmlet.dev/hold"]}})
     marked = await api.delete(widgets, "widgets", api.namespace, "w")
     assert marked["metadata"]["generation"] == 2
     await api.patch(widgets, "widgets", api.namespace, "w", {"metadata": {"finalizers": None}})

@@ -48,7 +48,8 @@ async def test_pods_offer_status_binding_log_and_eviction(api: ContractClient) -
         ("discovery.k8s.io/v1", "endpointslices", "EndpointSlice", True),
     ],
 )
-async def test_builtin_resources_are_discoverable(api: ContractClient, group_version: str, plural: str, kind: str, namespaced: bool) -> None:
+async def test_builtin_resources_are_discoverable(api: ContractClient, group_version: str, plural: str, kind: str,
+                                                  namespaced: bool) -> None:
     resource = (await _resources(api, group_version))[plural]
     assert (resource["kind"], resource["namespaced"]) == (kind, namespaced)
     assert {"create", "get", "list", "watch", "patch", "delete"} <= set(resource["verbs"])

@@ -123,7 +123,8 @@ async def test_pod_logs_are_proxied_to_the_nodes_kubelet(api: ContractClient) ->
     async with kmock.RawHandler() as kubelet, kmock.Server(kubelet) as kubelet_server:
         kubelet[f"get /containerLogs/{api.namespace}/p/main"] << b"hello\nworld\n"
         daemon = {"kubeletEndpoint": {"Port": kubelet_server.port}}
-        await api.create("v1", "nodes", None, node("n1", addresses=[{"type": "InternalIP", "address": "127.0.0.1"}], daemonEndpoints=daemon))
+        await api.create("v1", "nodes", None, node("n1", addresses=[{"type": "InternalIP", "address": "127.0.0.1"}],
+                                                   daemonEndpoints=daemon))
         await api.create("v1", "pods", api.namespace, pod("p", node="n1"))
         status, text = await api.request("GET", f"/api/v1/namespaces/{api.namespace}/pods/p/log", params={"tailLines": 2})
         assert (status, text) == (200, "hello\nworld\n")

@@ -68,13 +68,15 @@ def _conditions(slices: list[dict[str, Any]], pod: str) -> dict[str, Any] | None
 async def test_a_ready_pod_is_listed_as_ready_at_its_resolved_port(api: ContractClient) -> None:
     node_name = await _node(api)
     port = {"name": "http", "port": 80, "targetPort": "http", "appProtocol": "http"}
-    svc = await api.create("v1", "services", api.namespace, {**service("web", WEB, port), "metadata": {"name": "web", "labels": {"tier": "front"}}})
+    svc = await api.create("v1", "services", api.namespace, {**service("web", WEB, port), "metadata": {"name": "web",
+                                                                                                       "labels": {"tier": "front"}}})
     pod = await _start(api, "p", node_name, IP_A)
     [listed] = await _until(api, "web", lambda slices: "p" in _endpoints(slices))
     meta = listed["metadata"]
     assert meta["name"].startswith("web-") and meta["generateName"] == "web-"
     assert meta["labels"] == {"tier": "front", "kubernetes.io/service-name": "web", **MANAGED_BY}
-    owner = {"apiVersion": "v1", "kind": "Service", "name": "web", "uid": svc["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    owner = {"apiVersion": "v1", "kind": "Service", "name": "web", "uid": svc["metadata"]["uid"], "controller": True,
+             "blockOwnerDeletion": True}
     assert meta["ownerReferences"] == [owner]
     assert listed["addressType"] == "IPv4"
     assert listed["ports"] == [{"name": "http", "protocol": "TCP", "port": 8080, "appProtocol": "http"}]

@@ -85,7 +85,8 @@ async def test_a_strategic_merge_patch_replaces_lists_without_a_merge_key(api: C
 async def test_a_strategic_merge_patch_unions_finalizers(api: ContractClient) -> None:
     finalizers = ["contract.wasmlet.dev/a"]
     await api.create("v1", "configmaps", api.namespace, configmap("cm", finalizers=finalizers))
-    added = await api.patch("v1", "configmaps", api.namespace, "cm", {"metadata": {"finalizers": ["contract.wasmlet.dev/b"]}}, content_type="strategic")
+    added = await api.patch("v1", "configmaps", api.namespace, "cm",
+                            {"metadata": {"finalizers": ["contract.wasmlet.dev/b"]}}, content_type="strategic")
     removal = {"metadata": {"$deleteFromPrimitiveList/finalizers": ["contract.wasmlet.dev/a", "contract.wasmlet.dev/b"]}}
     removed = await api.patch("v1", "configmaps", api.namespace, "cm", removal, content_type="strategic")
     # The server's order: the patch's items first, then the ones only the server had.

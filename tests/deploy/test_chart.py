@@ -15,7 +15,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.chart import CHART, KUBEEDGE_VALUES, NAMESPACE, ROOT, env_of, kubeedge_values, one, render, render_text
+from tests.deploy.chart import (
+    CHART,
+    KUBEEDGE_VALUES,
+    NAMESPACE,
+    ROOT,
+    env_of,
+    kubeedge_values,
+    one,
+    render,
+    render_text,
+)
 
 Obj = dict[str, Any]
 

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.kubeapi_crd_schema import validate_crd_schemas
 from wasmlet.api import keys
+
+from tests.fixtures.kubeapi_crd_schema import validate_crd_schemas
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "wasmworkloads.wasmlet.dev.yaml"
 ALL_CRDS = sorted(CRD_PATH.parent.glob("*.yaml"))

@@ -94,7 +94,7 @@ def test_install_docs_name_every_resource_the_chart_grants() -> None:
     text = (DOCS / "install.md").read_text()
     objects = render({"operator": {"watchNamespace": "apps"}})
     for kind in ("Deployment", "DaemonSet"):
-        for _, _, resource, verb in granted(objects, service_account_of(objects, kind)):
+        for _, _, resource, _verb in granted(objects, service_account_of(objects, kind)):
             assert f"`{resource}`" in text or f"`{resource}` in" in text, resource
 
 
@@ -103,3 +103,19 @@ def test_docs_link_to_each_other_and_exist() -> None:
         text = (DOCS / name).read_text()
         for target in re.findall(r"\]\(([a-z-]+\.(?:md|json))(?:#[a-z-]+)?\)", text):
             assert (DOCS / target).exists(), f"{name} links to missing {target}"
+
+
+def test_the_repository_stands_alone_citing_no_design_notes_outside_it() -> None:
+    # Spelled in two parts so this file does not cite them itself.
+    outside = ("DESIGN" + ".md", "STYLE" + ".md")
+    skipped = {".git", ".venv", "build", "node_modules", "__pycache__"}
+    citing = []
+    for path in ROOT.rglob("*"):
+        parts = set(path.relative_to(ROOT).parts)
+        if parts & skipped or any(p.endswith(".egg-info") for p in parts) or not path.is_file():
+            continue
+        if path.suffix in (".wasm", ".png", ".gz") or path.stat().st_size > 2_000_000:
+            continue
+        text = path.read_text(errors="replace")
+        citing += [f"{path.relative_to(ROOT)}: {name}" for name in outside if name in text]
+    assert not citing, "the project's files must stand alone:\n" + "\n".join(citing)

@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 import wasmlet.kube.resources as kube_resources
-from tests.deploy.chart import NAMESPACE, ROOT, one, render
 from wasmlet.kube.resources import Resource
 from wasmlet.operator.handlers import build_registry
+
+from tests.deploy.chart import NAMESPACE, ROOT, one, render
 
 Obj = dict[str, Any]
 Use = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)

@@ -1,5 +1,5 @@
 """manifests/10-runtimeclasses.yaml (rendered from the chart): one RuntimeClass per runtime the agent can offer, scheduling
-onto the node label the agent sets and tolerating the taints it sets (DESIGN.md §4)."""
+onto the node label the agent sets and tolerating the taints it sets (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 
 import yaml
 
-from tests.fixtures.kubeapi_seed import runtime_class_manifests
 from wasmlet.api import keys
 from wasmlet.nodeagent.runtime import BACKENDS
+
+from tests.fixtures.kubeapi_seed import runtime_class_manifests
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "10-runtimeclasses.yaml"
 

@@ -150,7 +150,7 @@ class Journey:
         process.terminate()
         try:
             return await asyncio.wait_for(process.wait(), timeout=60)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
             return await process.wait()
 

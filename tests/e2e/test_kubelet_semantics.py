@@ -23,8 +23,15 @@ import pytest
 import yaml
 
 from wasmlet.kube import AlreadyExists, ApiError, Forbidden, KubeClient, NotFound, load_config
-from wasmlet.kube.resources import (NAMESPACES, NODES, PERSISTENT_VOLUME_CLAIMS, PERSISTENT_VOLUMES, PODS,
-                                    RUNTIME_CLASSES)
+from wasmlet.kube.resources import (
+    NAMESPACES,
+    NODES,
+    PERSISTENT_VOLUME_CLAIMS,
+    PERSISTENT_VOLUMES,
+    PODS,
+    RUNTIME_CLASSES,
+)
+
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
 from tests.integration.component_helpers import component_path
 from tests.integration.faults import AgentProcess

@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 
-
 # An HTTP/1.1 request line: how the link counts the agent's requests. Not anchored to a line start:
 # on a kept-alive connection a request follows the previous one's body directly.
 REQUEST_LINE = re.compile(rb"(?:GET|POST|PUT|PATCH|DELETE) /[^ \r\n]* HTTP/1\.1\r\n")
@@ -157,9 +156,8 @@ class AgentProcess:
             return await self.process.wait()
 
     async def get(self, path: str) -> Any:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"https://127.0.0.1:{self.port}{path}", ssl=False) as resp:
-                return await (resp.json() if path == "/pods" else resp.text())
+        async with aiohttp.ClientSession() as session, session.get(f"https://127.0.0.1:{self.port}{path}", ssl=False) as resp:
+            return await (resp.json() if path == "/pods" else resp.text())
 
     async def healthy(self) -> bool:
         try:

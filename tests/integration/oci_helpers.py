@@ -16,6 +16,7 @@ from wasmlet.nodeagent.modules import Module, ModuleCache
 from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.oci.manifest import DOCKER_MANIFEST, LEGACY_WASM_LAYER, OCI_INDEX, OCI_MANIFEST
 from wasmlet.nodeagent.podspec import ModuleRef
+
 from tests.fixtures.registry import OciRegistry, push_blob, sha256_digest
 
 OCI_IMAGE_CONFIG = "application/vnd.oci.image.config.v1+json"

@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.fixtures.kubeapi import KubeAPI
 from wasmlet.api import keys
 from wasmlet.kube import AlreadyExists, KubeClient, load_config
 from wasmlet.kube.resources import CRDS, EVENTS, PODS, WASM_WORKLOADS
 from wasmlet.operator.main import run_operator
 from wasmlet.operator.settings import OperatorSettings
+
+from tests.fixtures.kubeapi import KubeAPI
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "wasmworkloads.wasmlet.dev.yaml"
 NS = "apps"
@@ -35,7 +36,7 @@ T = TypeVar("T")
 
 def wasm_node(name: str, *, pods: int = 110, memory: str = "1Gi", runtimes: tuple[str, ...] = ("wasmer",),
               ready: str = "True") -> dict[str, Any]:
-    """A Node as the agent registers it (DESIGN.md §4)."""
+    """A Node as the agent registers it (docs/contract.md)."""
     labels = {
         "kubernetes.io/arch": "wasm32-wasi", "kubernetes.io/os": "wasm32-wasi", "kubernetes.io/hostname": name,
         "type": "wasmlet", "wasmlet.dev/agent": "true", **{keys.runtime_label(r): "true" for r in runtimes},

@@ -11,6 +11,7 @@ import aiohttp.web
 
 from wasmlet.kube.resources import LEASES, NODES, PODS
 from wasmlet.nodeagent.logs import pod_log_dir, read_lines
+
 from tests.integration.agent_helpers import (
     api_client,
     container_state,

@@ -16,6 +16,7 @@ import pytest
 from wasmlet.kube.resources import CONFIGMAPS, PODS, SECRETS
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.main import MALLOC_TUNABLE
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,
@@ -63,9 +64,8 @@ async def per_pod_state(agent: Agent, runtime_name: str) -> dict[str, int]:
         "log dirs": len(list(env.logs_dir.iterdir())),
     }
     if runtime_name == "wasmer":
-        shards = runtime._shards  # type: ignore[attr-defined]
-        sizes["wasmer pod shards"] = len(runtime._pod_shard)  # type: ignore[attr-defined]
-        sizes["wasmer sandboxes"] = sum(len(s.sandboxes) + len(s.installed) + s.running for s in shards)
+        sizes["wasmer pod workers"] = len(runtime._workers)  # type: ignore[attr-defined]
+        sizes["wasmer spin checks"] = len(runtime._spin_checks)  # type: ignore[attr-defined]
     return sizes
 
 

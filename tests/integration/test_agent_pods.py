@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from wasmlet.kube.resources import CONFIGMAPS, EVENTS, PODS, SECRETS
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,

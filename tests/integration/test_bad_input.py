@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import wasmtime
+
 from wasmlet.kube.resources import PODS, WASM_WORKLOADS
 from wasmlet.nodeagent.oci.manifest import OCI_MANIFEST
 
@@ -51,9 +52,8 @@ def waiting(pod: dict[str, Any]) -> dict[str, str]:
 
 
 async def healthz(port: int) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"https://127.0.0.1:{port}/healthz", ssl=False) as resp:
-            return resp.status, await resp.text()
+    async with aiohttp.ClientSession() as session, session.get(f"https://127.0.0.1:{port}/healthz", ssl=False) as resp:
+        return resp.status, await resp.text()
 
 
 async def test_corrupt_and_hostile_modules_fail_with_reasons_and_hurt_nobody(kube_api: Any, tmp_path: Path) -> None:

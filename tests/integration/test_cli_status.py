@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fixtures.kubeapi import KubeAPI
 from wasmlet.cli.main import main
 from wasmlet.cli.status import age, pod_status
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import CRDS
+
+from tests.fixtures.kubeapi import KubeAPI
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "wasmworkloads.wasmlet.dev.yaml"
 NOW = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)

@@ -13,6 +13,7 @@ from wasmlet.api import keys
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import CRDS, NAMESPACES, PODS, WASM_WORKLOADS
 from wasmlet.nodeagent.logs import pod_log_dir, read_lines
+
 from tests.integration.agent_helpers import api_client, module_bytes, put_module_configmap, running_agent, wait_for
 from tests.integration.test_operator import CRD_PATH, NS, running_operator
 

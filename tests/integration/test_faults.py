@@ -10,6 +10,7 @@ from typing import Any
 
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import PODS
+
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
 from tests.integration.faults import agent_process, link_to, metric_value
 

@@ -16,6 +16,7 @@ from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import CONFIGMAPS, PODS
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.logs import pod_log_dir, read_lines
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,
@@ -58,9 +59,8 @@ async def seed(api: KubeClient) -> None:
 
 
 async def fetch(port: int, target: str = "/", method: str = "GET", **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, f"http://127.0.0.1:{port}{target}", **kwargs) as response:
-            return response.status, dict(response.headers), await response.read()
+    async with aiohttp.ClientSession() as session, session.request(method, f"http://127.0.0.1:{port}{target}", **kwargs) as response:
+        return response.status, dict(response.headers), await response.read()
 
 
 def log_lines(agent: Agent, pod: dict[str, Any]) -> list[tuple[str, str]]:

@@ -14,6 +14,7 @@ import yaml
 from wasmlet.api import keys
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import CRDS, EVENTS, NAMESPACES, SERVICES, WASM_WORKLOADS, Resource
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,

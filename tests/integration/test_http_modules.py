@@ -11,6 +11,7 @@ import pytest
 
 from wasmlet.nodeagent.errors import PullError
 from wasmlet.nodeagent.podspec import ModuleRef
+
 from tests.integration.agent_helpers import module_bytes
 from tests.integration.oci_helpers import cache
 

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from wasmlet.kube.resources import PODS
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,
@@ -25,9 +26,9 @@ NODE = "wasm-node-1"
 
 async def pod_log(kube_api: Any, pod: str, **params: str) -> tuple[int, str]:
     """GET pods/NAME/log through the API server, as `kubectl logs` does."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{kube_api.url}/api/v1/namespaces/default/pods/{pod}/log", params=params) as resp:
-            return resp.status, await resp.text()
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"{kube_api.url}/api/v1/namespaces/default/pods/{pod}/log", params=params) as resp:
+        return resp.status, await resp.text()
 
 
 async def phase_is(api: Any, name: str, phase: str) -> dict[str, Any]:
@@ -140,7 +141,7 @@ async def test_the_kubelet_api_refuses_callers_without_a_valid_token_or_certific
 
 
 async def test_with_authentication_switched_off_anyone_may_read(kube_api: Any, tmp_path: Path) -> None:
-    async with running_agent(kube_api.kubeconfig, tmp_path, kubelet_api_auth="none") as agent:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"https://127.0.0.1:{agent.kubelet_port}/pods", ssl=False) as resp:
-                assert resp.status == 200
+    async with running_agent(kube_api.kubeconfig, tmp_path, kubelet_api_auth="none") as agent, \
+            aiohttp.ClientSession() as session, \
+            session.get(f"https://127.0.0.1:{agent.kubelet_port}/pods", ssl=False) as resp:
+        assert resp.status == 200

@@ -13,8 +13,16 @@ from typing import Any
 import yaml
 
 from wasmlet.kube.resources import EVENTS, PERSISTENT_VOLUME_CLAIMS, PERSISTENT_VOLUMES, PODS
-from tests.integration.agent_helpers import MODULES, api_client, module_bytes, put_module_configmap, running_agent, \
-    wait_for, wasm_pod
+
+from tests.integration.agent_helpers import (
+    MODULES,
+    api_client,
+    module_bytes,
+    put_module_configmap,
+    running_agent,
+    wait_for,
+    wasm_pod,
+)
 from tests.integration.test_kubelet_api import pod_log
 
 NODE = "wasm-node-1"

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from wasmlet.kube.resources import PODS
+
 from tests.integration.agent_helpers import MODULES, api_client, running_agent, wait_for, wait_gone
 
 NODE = "wasm-node-1"

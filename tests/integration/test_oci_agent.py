@@ -14,6 +14,7 @@ import pytest
 
 from wasmlet.cli.main import main as wasmlet
 from wasmlet.kube.resources import PODS, SECRETS
+
 from tests.fixtures.registry import OciRegistry, push_wasm_artifact
 from tests.integration.agent_helpers import MODULES, api_client, container_state, running_agent, wait_for, wasm_pod
 from tests.integration.oci_helpers import cache, pull

@@ -18,6 +18,7 @@ from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.oci.auth import Credentials
 from wasmlet.nodeagent.oci.client import RegistryState
 from wasmlet.nodeagent.oci.reference import parse_reference
+
 from tests.fixtures.registry import TEST_PASSWORD, TEST_USERNAME, OciRegistry, push_wasm_artifact, start_registry
 from tests.integration.agent_helpers import module_bytes
 from tests.integration.oci_helpers import cache, pull

@@ -21,6 +21,7 @@ import pytest
 
 from wasmlet.nodeagent.errors import PullError
 from wasmlet.nodeagent.oci.manifest import OCI_MANIFEST, WASM_CONFIG, WASM_LAYER
+
 from tests.fixtures.registry import OciRegistry, push_wasm_artifact, sha256_digest
 from tests.integration.agent_helpers import module_bytes
 from tests.integration.oci_helpers import cache, pull, push_image, push_index, push_tar_image, tar_layer

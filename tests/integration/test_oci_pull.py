@@ -12,10 +12,10 @@ import pytest
 
 from wasmlet.nodeagent.errors import PullError
 from wasmlet.nodeagent.podspec import ModuleRef
+
 from tests.fixtures.registry import OciRegistry, push_wasm_artifact, sha256_digest
 from tests.integration.agent_helpers import module_bytes
-from tests.integration.oci_helpers import (cache, manifest_size, pull, push_index, push_legacy, push_tar_image,
-                                           tar_layer)
+from tests.integration.oci_helpers import cache, manifest_size, pull, push_index, push_legacy, push_tar_image, tar_layer
 
 HELLO = module_bytes("hello")
 EXIT = module_bytes("exit")

@@ -12,19 +12,33 @@ import asyncio
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
+
+from wasmlet.api import keys
+from wasmlet.kube import KubeClient
+from wasmlet.kube.resources import NAMESPACES, WASM_WORKLOADS
 
 from tests.fixtures.kubeapi import KubeAPI
 from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, running_agent
-from tests.integration.operator_helpers import CRD_PATH, NS, SHA, condition, eventually, events_of, live_pods
-from tests.integration.operator_helpers import api as api  # the fixture
 from tests.integration.operator_helpers import (
-    make_ready, operator_requests, pods_count, running_operator, wait_workload, wasm_node, workload,
+    CRD_PATH,
+    NS,
+    SHA,
+    condition,
+    events_of,
+    eventually,
+    live_pods,
+    make_ready,
+    operator_requests,
+    pods_count,
+    running_operator,
+    wait_workload,
+    wasm_node,
+    workload,
 )  # fmt: skip
-from wasmlet.api import keys
-from wasmlet.kube import KubeClient
-from wasmlet.kube.resources import NAMESPACES, WASM_WORKLOADS
+from tests.integration.operator_helpers import api as api  # the fixture
 
 __all__ = ["CRD_PATH", "NS", "running_operator"]  # what other test modules take from here
 

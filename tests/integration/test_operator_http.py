@@ -11,16 +11,28 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.kubeapi import KubeAPI
-from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
-from tests.integration.operator_helpers import api as api  # the fixture
-from tests.integration.operator_helpers import (
-    NS, condition, eventually, events_of, free_port, health, live_pods, make_ready, pods_count, running_operator,
-    wait_workload, wasm_node, workload,
-)  # fmt: skip
 from wasmlet.api import keys
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import PODS, SERVICES, WASM_WORKLOADS
+
+from tests.fixtures.kubeapi import KubeAPI
+from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
+from tests.integration.operator_helpers import (
+    NS,
+    condition,
+    events_of,
+    eventually,
+    free_port,
+    health,
+    live_pods,
+    make_ready,
+    pods_count,
+    running_operator,
+    wait_workload,
+    wasm_node,
+    workload,
+)  # fmt: skip
+from tests.integration.operator_helpers import api as api  # the fixture
 
 PORTS_MESSAGE = "node(s) didn't have free ports for the requested pod ports"
 

@@ -5,15 +5,28 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.fixtures.kubeapi import KubeAPI
-from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
-from tests.integration.operator_helpers import NS, condition, eventually, events_of, finish, live_pods, lost
-from tests.integration.operator_helpers import api as api  # the fixture
-from tests.integration.operator_helpers import (
-    make_ready, operator_writes, pods_count, running_operator, wait_workload, wasm_node, workload,
-)  # fmt: skip
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import PODS, WASM_WORKLOADS
+
+from tests.fixtures.kubeapi import KubeAPI
+from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
+from tests.integration.operator_helpers import (
+    NS,
+    condition,
+    events_of,
+    eventually,
+    finish,
+    live_pods,
+    lost,
+    make_ready,
+    operator_writes,
+    pods_count,
+    running_operator,
+    wait_workload,
+    wasm_node,
+    workload,
+)  # fmt: skip
+from tests.integration.operator_helpers import api as api  # the fixture
 
 
 async def test_replicas_of_a_lost_node_are_replaced_elsewhere(kube_api: KubeAPI, api: KubeClient) -> None:

@@ -13,18 +13,30 @@ from typing import Any
 
 import yaml
 
-from tests.fixtures.kubeapi import KubeAPI
-from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
-from tests.integration.operator_helpers import (
-    CRD_PATH, NS, condition, eventually, free_port, http_get, live_pods, make_ready,
-)  # fmt: skip
-from tests.integration.operator_helpers import api as api  # the fixture
-from tests.integration.operator_helpers import (
-    operator_requests, operator_writes, pods_count, running_operator, wait_workload, wasm_node, workload,
-)  # fmt: skip
 from wasmlet.api import keys
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import CLUSTER_KOPF_PEERINGS, CRDS, KOPF_PEERINGS, WASM_WORKLOADS
+
+from tests.fixtures.kubeapi import KubeAPI
+from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
+from tests.integration.operator_helpers import (
+    CRD_PATH,
+    NS,
+    condition,
+    eventually,
+    free_port,
+    http_get,
+    live_pods,
+    make_ready,
+    operator_requests,
+    operator_writes,
+    pods_count,
+    running_operator,
+    wait_workload,
+    wasm_node,
+    workload,
+)  # fmt: skip  # fmt: skip
+from tests.integration.operator_helpers import api as api  # the fixture
 
 WORKLOAD = (keys.API_VERSION, keys.WORKLOAD_KIND)
 

@@ -6,13 +6,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.fixtures.kubeapi import KubeAPI
-from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
-from tests.integration.operator_helpers import NS, condition, eventually, events_of, finish, live_pods, make_ready
-from tests.integration.operator_helpers import api as api  # the fixture
-from tests.integration.operator_helpers import pods_count, running_operator, wait_workload, wasm_node, workload
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import WASM_WORKLOADS
+
+from tests.fixtures.kubeapi import KubeAPI
+from tests.fixtures.kubeapi import kube_api as kube_api  # the fixture, until tests/fixtures/plugin.py registers it
+from tests.integration.operator_helpers import (
+    NS,
+    condition,
+    events_of,
+    eventually,
+    finish,
+    live_pods,
+    make_ready,
+    pods_count,
+    running_operator,
+    wait_workload,
+    wasm_node,
+    workload,
+)
+from tests.integration.operator_helpers import api as api  # the fixture
 
 
 async def test_a_changed_template_rolls_out_within_max_unavailable(kube_api: KubeAPI, api: KubeClient) -> None:

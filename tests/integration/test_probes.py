@@ -13,6 +13,7 @@ from typing import Any
 
 from wasmlet.kube import KubeClient
 from wasmlet.kube.resources import EVENTS, PODS
+
 from tests.integration.agent_helpers import (
     api_client,
     module_bytes,

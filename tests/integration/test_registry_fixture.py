@@ -69,11 +69,10 @@ async def test_a_pushed_wasm_artifact_resolves_by_tag_and_pulls_back_identical(o
 
 async def test_an_unknown_tag_is_a_404_manifest_unknown(oci_registry: OciRegistry) -> None:
     repository = oci_registry.repository("wasmlet/missing")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{oci_registry.url}/v2/{repository}/manifests/nope",
-                               headers={"Accept": OCI_MANIFEST_MEDIA_TYPE}) as response:
-            assert response.status == 404
-            errors = (await response.json())["errors"]
+    async with aiohttp.ClientSession() as session, session.get(f"{oci_registry.url}/v2/{repository}/manifests/nope",
+                           headers={"Accept": OCI_MANIFEST_MEDIA_TYPE}) as response:
+        assert response.status == 404
+        errors = (await response.json())["errors"]
     assert errors[0]["code"] in {"MANIFEST_UNKNOWN", "NAME_UNKNOWN"}
 
 

@@ -15,8 +15,15 @@ from typing import Any
 import pytest
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
-from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, EXIT_TRAP, Mount, RunSpec, load_backend
-from wasmlet.nodeagent.runtime import wasmtime_instance
+from wasmlet.nodeagent.runtime import (
+    EXIT_KILLED,
+    EXIT_TERMINATED,
+    EXIT_TRAP,
+    Mount,
+    RunSpec,
+    load_backend,
+    wasmtime_instance,
+)
 from wasmlet.nodeagent.runtime.wasmtime import WasmtimeRuntime
 from wasmlet.nodeagent.runtime.wasmtime_instance import KILL_MARGIN
 from wasmlet.nodeagent.runtime.wasmtime_memory import live_memories

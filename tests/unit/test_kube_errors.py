@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from wasmlet.kube.errors import (
-    MAX_TEXT_MESSAGE, AlreadyExists, ApiError, ApiUnavailable, Conflict, Invalid, NotFound, error_from_status,
+    MAX_TEXT_MESSAGE,
+    AlreadyExists,
+    ApiError,
+    ApiUnavailable,
+    Conflict,
+    Invalid,
+    NotFound,
+    error_from_status,
 )  # fmt: skip
 
 

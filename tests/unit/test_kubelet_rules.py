@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 from wasmlet.nodeagent.backoff import RestartBackoff
-from wasmlet.nodeagent.restarts import AGENT_STOPPED, RestartSchedule, crash_loop_message, restore_records, \
-    should_restart
+from wasmlet.nodeagent.restarts import (
+    AGENT_STOPPED,
+    RestartSchedule,
+    crash_loop_message,
+    restore_records,
+    should_restart,
+)
 from wasmlet.nodeagent.status import ContainerRecord, pod_phase
 
 # A container as (state, exit code, last state's exit code or None):

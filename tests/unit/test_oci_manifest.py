@@ -8,9 +8,19 @@ from typing import Any
 import pytest
 
 from wasmlet.nodeagent.errors import PullError
-from wasmlet.nodeagent.oci.manifest import (DOCKER_LIST, DOCKER_MANIFEST, LEGACY_WASM_LAYER, OCI_INDEX, OCI_MANIFEST,
-                                            WASM_CONFIG, WASM_LAYER, entrypoint, find_module, parse_document,
-                                            pick_platform)
+from wasmlet.nodeagent.oci.manifest import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    LEGACY_WASM_LAYER,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    WASM_CONFIG,
+    WASM_LAYER,
+    entrypoint,
+    find_module,
+    parse_document,
+    pick_platform,
+)
 
 D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
 TAR_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -23,12 +33,12 @@ def desc(media_type: str, digest: str = D1, **extra: Any) -> dict[str, Any]:
 
 def manifest(config: str, *layers: str, media_type: str = OCI_MANIFEST) -> bytes:
     return json.dumps({"schemaVersion": 2, "mediaType": media_type, "config": desc(config, D3),
-                       "layers": [desc(m, d) for m, d in zip(layers, (D1, D2, D3))]}).encode()
+                       "layers": [desc(m, d) for m, d in zip(layers, (D1, D2, D3), strict=False)]}).encode()
 
 
 def index(*platforms: tuple[str, str] | None, media_type: str = OCI_INDEX) -> bytes:
     entries = [desc(OCI_MANIFEST, d, **({"platform": {"os": p[0], "architecture": p[1]}} if p else {}))
-               for p, d in zip(platforms, (D1, D2, D3))]
+               for p, d in zip(platforms, (D1, D2, D3), strict=False)]
     return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries}).encode()
 
 

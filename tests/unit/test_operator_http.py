@@ -14,7 +14,11 @@ from wasmlet.api.workload import WasmWorkload, parse_workload
 from wasmlet.operator.cache import PodCache, ServiceCache
 from wasmlet.operator.events import notices
 from wasmlet.operator.exposure import (
-    ServiceChange, ServiceConflict, desired_service, is_controlled_by, service_change,
+    ServiceChange,
+    ServiceConflict,
+    desired_service,
+    is_controlled_by,
+    service_change,
 )  # fmt: skip
 from wasmlet.operator.status import Problems, workload_status
 

@@ -10,6 +10,7 @@ import pytest
 
 from wasmlet.nodeagent.lifecycle import TRANSITIONS, State, check_transition
 from wasmlet.nodeagent.runtime.fake import FakeRun
+
 from tests.unit.agent_harness import Harness
 
 

@@ -1,4 +1,4 @@
-"""Reading a Pod into the agent's plan: the Pod contract of DESIGN.md §4."""
+"""Reading a Pod into the agent's plan: the Pod contract of docs/contract.md."""
 
 from __future__ import annotations
 
@@ -30,6 +30,20 @@ def test_module_references_are_classified_by_scheme(image: str, kind: str, ref: 
 def test_malformed_or_forbidden_references_are_refused(image: str) -> None:
     with pytest.raises(UnsupportedPod):
         parse_module_ref(image)
+
+
+def test_a_container_without_an_image_is_refused_as_the_api_server_words_it() -> None:
+    with pytest.raises(UnsupportedPod, match=r"spec\.containers\[0\]\.image: Required value: container 'app'") as caught:
+        parse_pod(pod(containers=[{"name": "app"}]))
+    assert caught.value.reason == "InvalidImageName"
+
+
+@pytest.mark.parametrize("image", ["../modules/hello.wasm", "./m.wasm", "/srv/m.wasm"])
+def test_a_path_in_a_static_pod_is_told_to_write_file(image: str) -> None:
+    with pytest.raises(UnsupportedPod, match=f"is a file path, not an image reference: a static Pod names a module "
+                                             f"file as file:{image}") as caught:
+        parse_module_ref(image, allow_file=True)
+    assert caught.value.reason == "InvalidImageName"
 
 
 def test_command_and_args_become_argv_and_the_http_digest_comes_from_the_annotation() -> None:
@@ -95,6 +109,7 @@ def test_an_annotated_container_is_an_http_handler_and_every_tcp_port_is_the_pod
     ('{"port": 8080, "maxConcurrency": "many"}', None, "web", r"\.maxConcurrency: must be an integer"),
     ('{"port": 8080, "path": "api"}', None, "web", r"\.path: must be a string starting with /"),
     ('{"port": 8080, "colour": "blue"}', None, "web", r"\.colour: unknown field"),
+    ('{"port": 8080, "colour": "blue", "size": 3}', None, "web", r"\.colour: unknown field, and size"),
     ('{"port": 8081}', None, "web", r"\.port: 8081 is not a TCP containerPort of container 'web' \(its ports: 8080/TCP\)"),
     ('{"port": 8080}', None, "wbe", r"the Pod has no container named 'wbe'"),
     ('{"port": 8080}', [{"containerPort": 0}], "web", r"ports\[0\]\.containerPort: must be a port number"),

@@ -1,4 +1,4 @@
-"""The Pod of one replica follows the contract of DESIGN.md §4; the template hash tracks it."""
+"""The Pod of one replica follows the contract of docs/contract.md; the template hash tracks it."""
 
 from __future__ import annotations
 

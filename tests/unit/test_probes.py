@@ -15,8 +15,17 @@ import pytest
 from aiohttp import web
 
 from wasmlet.nodeagent.errors import UnsupportedPod
-from wasmlet.nodeagent.probes import (USER_AGENT, ContainerProber, ContainerProbes, HttpGet, Probe, TcpSocket,
-                                      new_probe_session, parse_probes, probe_once)
+from wasmlet.nodeagent.probes import (
+    USER_AGENT,
+    ContainerProber,
+    ContainerProbes,
+    HttpGet,
+    Probe,
+    TcpSocket,
+    new_probe_session,
+    parse_probes,
+    probe_once,
+)
 from wasmlet.nodeagent.tls import server_context
 
 LOCAL = "127.0.0.1"

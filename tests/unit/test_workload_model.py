@@ -185,6 +185,8 @@ def test_env_volumes_and_tolerations_pass_through_as_copies() -> None:
     ({"updateStrategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}},
      "spec.updateStrategy.rollingUpdate", "both be 0"),
     ({"replicaz": 2}, "spec.replicaz", "unknown field"),
+    ({"replicaz": 2, "runtim": "wasmer"}, "spec", "unknown fields replicaz, runtim (expected one of"),
+    ({"http": {"port": 80, "sevrice": True, "pth": "/"}}, "spec.http", "unknown fields sevrice, pth"),
     ({"http": 8080}, "spec.http", "must be an object"),
     ({"http": {}}, "spec.http.port", "is required"),
     ({"http": {"port": 0}}, "spec.http.port", "between 1 and 65535, not 0"),

@@ -70,6 +70,8 @@ def parse_handler(settings: Any) -> HttpHandler:
     if not isinstance(settings, dict):
         raise InvalidHandler("annotation", "must be a JSON object")
     unknown = sorted(set(settings) - set(FIELDS))
+    if len(unknown) > 1:  # every typo at once, not one per attempt
+        raise InvalidHandler(unknown[0], f"unknown field, and {', '.join(unknown[1:])} (known: {', '.join(FIELDS)})")
     if unknown:
         raise InvalidHandler(unknown[0], f"unknown field (known: {', '.join(FIELDS)})")
     path = settings.get("path", DEFAULT_PATH)

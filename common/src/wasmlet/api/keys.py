@@ -8,7 +8,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 WORKLOAD_KIND = "WasmWorkload"
 WORKLOAD_PLURAL = "wasmworkloads"
 
-# Node labels (DESIGN.md §4). `kubernetes.io/arch` and `kubernetes.io/os` use the values
+# Node labels (docs/contract.md). `kubernetes.io/arch` and `kubernetes.io/os` use the values
 # Krustlet established for wasm nodes, so existing nodeSelectors keep working.
 WASM_ARCH = "wasm32-wasi"
 LABEL_ARCH = "kubernetes.io/arch"

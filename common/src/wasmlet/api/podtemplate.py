@@ -1,4 +1,4 @@
-"""Build the Pod for one replica of a WasmWorkload (DESIGN.md §4: the Pod is the contract).
+"""Build the Pod for one replica of a WasmWorkload (the Pod is the contract: docs/contract.md).
 
 Pure: the same WasmWorkload, name and node give the same Pod. The operator creates these Pods;
 the agent's standalone mode builds the very same ones from WasmWorkload manifests on disk.

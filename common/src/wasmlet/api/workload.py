@@ -86,7 +86,7 @@ class Module:
 
     @property
     def reference(self) -> str:
-        """The module as a Pod's `containers[].image` names it (DESIGN.md §4)."""
+        """The module as a Pod's `containers[].image` names it (docs/contract.md)."""
         if self.image is not None:
             return self.image
         if self.url is not None:
@@ -459,9 +459,11 @@ def _as_list(value: Any, path: str) -> list[Any]:
 
 def _check_keys(obj: Mapping[str, Any], path: str, allowed: tuple[str, ...]) -> None:
     """Reject unknown fields: a typo (`sha265`) must not be silently ignored."""
-    for key in obj:
-        if key not in allowed:
-            raise InvalidWorkload(f"{path}.{key}", f"unknown field (expected one of {', '.join(allowed)})")
+    unknown = [str(key) for key in obj if key not in allowed]
+    if len(unknown) == 1:
+        raise InvalidWorkload(f"{path}.{unknown[0]}", f"unknown field (expected one of {', '.join(allowed)})")
+    if unknown:  # every typo at once, not one per attempt
+        raise InvalidWorkload(path, f"unknown fields {', '.join(unknown)} (expected one of {', '.join(allowed)})")
 
 
 def _optional_str(obj: Mapping[str, Any], key: str, path: str) -> str | None:

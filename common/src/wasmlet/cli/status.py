@@ -101,7 +101,7 @@ def render_status(snapshot: Snapshot, namespace: str | None, now: dt.datetime) -
 
 def workload_row(workload: Obj, now: dt.datetime) -> list[str]:
     meta, spec, status = workload["metadata"], workload.get("spec") or {}, workload.get("status") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     return [meta.get("namespace", ""), meta["name"], status.get("readyText") or f"0/{spec.get('replicas', 1)}",
             spec.get("runtime") or keys.DEFAULT_RUNTIME, status.get("module") or "<pending>",
             ready.get("reason") or "<pending>", age(meta.get("creationTimestamp"), now)]
@@ -110,7 +110,7 @@ def workload_row(workload: Obj, now: dt.datetime) -> list[str]:
 def node_row(node: Obj, pods: Iterable[Obj], now: dt.datetime) -> list[str]:
     meta, status = node["metadata"], node.get("status") or {}
     name = meta["name"]
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     state = "Ready" if ready.get("status") == "True" else "NotReady" if ready else "Unknown"
     if (node.get("spec") or {}).get("unschedulable"):
         state += ",SchedulingDisabled"

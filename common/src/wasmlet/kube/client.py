@@ -6,7 +6,6 @@ failures and timeouts become `ApiUnavailable` so callers retry them with backoff
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -115,7 +114,7 @@ class KubeClient:
                         status = event.get("object") or {}
                         raise error_from_status(int(status.get("code") or 500), status)
                     yield event
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
             raise ApiUnavailable(0, "WatchBroken", f"watch {resource.plural}: {exc!r}") from exc
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -138,7 +137,7 @@ class KubeClient:
                 return body if isinstance(body, dict) else {}
         except ApiError:
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ApiUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
 
     def _auth(self) -> dict[str, str]:

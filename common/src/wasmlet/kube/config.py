@@ -64,6 +64,8 @@ class ClusterConfig:
             with tempfile.TemporaryDirectory(prefix="wasmlet-kube-") as scratch:
                 cert = _private_file(scratch, "cert", self.client_cert_data, self.client_cert_file)
                 key = _private_file(scratch, "key", self.client_key_data, self.client_key_file)
+                if cert is None:
+                    raise ConfigError(f"{self.source}: a client key without a client certificate")
                 ctx.load_cert_chain(cert, key)
         elif self.client_cert_file:
             ctx.load_cert_chain(self.client_cert_file, self.client_key_file)

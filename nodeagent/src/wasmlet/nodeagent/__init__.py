@@ -1,4 +1,4 @@
-"""The wasmlet node agent: a kubelet for WebAssembly (DESIGN.md §4–§5).
+"""The wasmlet node agent: a kubelet for WebAssembly (docs/agent.md, docs/contract.md).
 
 Layers, one direction: `main` (composition root) → controllers (`node`, `pods`, `lifecycle`)
 and sources (`sources`) → `modules`, `logs`, `reporting` → `runtime` backends → `podspec`,

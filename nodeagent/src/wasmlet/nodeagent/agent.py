@@ -19,8 +19,8 @@ from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.metrics import AgentMetrics
-from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.mirror import MirrorReporter
+from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.node import node_labels
 from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
@@ -31,11 +31,12 @@ log = logging.getLogger(__name__)
 
 
 class Runtimes:
-    """Loads each runtime backend the first time a Pod asks for it (DESIGN.md §5: footprint)."""
+    """Loads each runtime backend the first time a Pod asks for it (the footprint: docs/architecture.md)."""
 
-    def __init__(self, offered: tuple[str, ...], cache_dir: Path) -> None:
+    def __init__(self, offered: tuple[str, ...], cache_dir: Path, allocatable_memory: int = 0) -> None:
         self.offered = offered
         self._cache_dir = cache_dir
+        self._allocatable_memory = allocatable_memory
         self._loaded: dict[str, Runtime] = {}
         self._lock = asyncio.Lock()
 
@@ -45,7 +46,8 @@ class Runtimes:
             async with self._lock:
                 runtime = self._loaded.get(name)
                 if runtime is None:
-                    runtime = await asyncio.to_thread(load_backend, name, self._cache_dir)
+                    runtime = await asyncio.to_thread(load_backend, name, self._cache_dir,
+                                                    self._allocatable_memory)
                     self._loaded[name] = runtime
         return runtime
 
@@ -74,7 +76,7 @@ class Agent:
         state = settings.state_dir
         for sub in ("modules", "pods", "logs", "runtimes"):
             (state / sub).mkdir(parents=True, exist_ok=True)
-        runtimes = Runtimes(settings.runtimes, state / "runtimes")
+        runtimes = Runtimes(settings.runtimes, state / "runtimes", settings.allocatable_memory)
         async with contextlib.AsyncExitStack() as stack:
             api: KubeClient | None = None
             if not settings.standalone:
@@ -110,7 +112,7 @@ class Agent:
             try:
                 await self._serve(api, env, reporter, store, stop)
             finally:
-                await self.controller.stop_all()
+                await self.controller.stop_all(self.settings.shutdown_grace_seconds)
                 await env.close()
                 if self.node is not None:
                     await self._mark_not_ready()
@@ -142,8 +144,9 @@ class Agent:
                 tasks.append(group.create_task(self.static.run()))
             self.started.set()
             await stop.wait()
-            log.info("stopping: %d pod(s) get their grace periods", len(self.controller.workers()))
-            await self.controller.stop_all()
+            log.info("stopping: %d pod(s) get their grace periods (at most %gs)", len(self.controller.workers()),
+                     self.settings.shutdown_grace_seconds)
+            await self.controller.stop_all(self.settings.shutdown_grace_seconds)
             log.info("every pod stopped")
             if api is not None:
                 await reporter.inner.drain()
@@ -183,5 +186,5 @@ class Agent:
         self.node.set_ready(False, "KubeletNotReady", "wasmlet is shutting down")
         try:
             await asyncio.wait_for(self.node.post_status(), timeout=5)
-        except (ApiError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ApiError) as exc:
             log.warning("could not mark the node not ready: %s", exc)

@@ -49,8 +49,15 @@ class AgentSettings:
     kubeconfig: str | None = None
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
     node_labels: dict[str, str] = field(default_factory=dict)
+    # When the agent stops, its Pods get their grace period but at most this long (the kubelet's
+    # shutdownGracePeriod), so that the agent exits within ~10 s of SIGTERM whatever its Pods do.
+    shutdown_grace_seconds: float = 8.0
     # The kubelet's default maxPods.
     max_pods: int = 110
+    # Memory all Pods of this node may use together, in bytes: the Node's allocatable memory, and
+    # the cap wasmer Pods share (a Pod without limits.memory is capped here; past it, the largest
+    # ends OOMKilled). 0: all of the node's memory, as a kubelet without reservations reports it.
+    allocatable_memory: int = 0
     # Runtimes this node offers, by RuntimeClass handler; each is loaded when first used.
     runtimes: tuple[str, ...] = ("wasmer", "wasmtime")
     # Lease renewal as the kubelet does it: every 10 s, valid for 40 s (nodeLeaseDurationSeconds).
@@ -89,6 +96,10 @@ class AgentSettings:
             raise SettingsError(f"kubelet_api_auth: {self.kubelet_api_auth!r} is not webhook or none")
         if self.client_ca_file is not None and not self.client_ca_file.is_file():
             raise SettingsError(f"client_ca_file: {self.client_ca_file} is not a file")
+        if self.shutdown_grace_seconds < 0:
+            raise SettingsError(f"shutdown_grace_seconds: must not be negative, not {self.shutdown_grace_seconds}")
+        if self.allocatable_memory < 0:
+            raise SettingsError(f"allocatable_memory: must be a number of bytes, not {self.allocatable_memory}")
         if self.max_pods < 1:
             raise SettingsError(f"max_pods: must be at least 1, not {self.max_pods}")
         if self.module_cache_max_bytes < self.module_max_bytes:
@@ -102,7 +113,19 @@ class AgentSettings:
             raise SettingsError("lease_renew_seconds: must be shorter than lease_duration_seconds")
         if self.manifests is not None and not self.manifests.exists():
             raise SettingsError(f"manifests: {self.manifests} does not exist")
+        _check_state_dir(self.state_dir)
         return self if self.node_ip else replace(self, node_ip=_primary_ip())
+
+
+def _check_state_dir(path: Path) -> None:
+    """The state folder, or the nearest existing folder above it, must be a directory: found now, not
+    as an error of the first task that writes there. (Whether it can be written shows when the agent
+    creates its subfolders, before it starts anything.)"""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SettingsError(f"state_dir: {existing} is not a directory" + (f" (for {path})" if existing != path else ""))
 
 
 def load_settings(file: Path | None, env: dict[str, str], flags: dict[str, Any]) -> AgentSettings:

@@ -3,7 +3,7 @@
 - `/containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`, `sinceSeconds`,
   `sinceTime`, `timestamps`, `previous`, `limitBytes` — served from the CRI log files.
 - `/pods` (a PodList of what this node runs), `/healthz`, `/metrics` (Prometheus).
-The API server proxies `kubectl logs` here (DESIGN.md §7: Node InternalIP and
+The API server proxies `kubectl logs` here (docs/contract.md: Node InternalIP and
 `daemonEndpoints.kubeletEndpoint.Port`).
 """
 

@@ -12,11 +12,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from wasmlet.kube.config import ConfigError, load_config
+from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.config import AgentSettings, load_settings
 from wasmlet.nodeagent.errors import SettingsError
 
 log = logging.getLogger(__name__)
+DEFAULTS = AgentSettings(node_name="-", node_ip="-")  # for --help: the settings' own defaults
 
 # glibc keeps a cache of freed chunks per thread (tcache). wasmer-sdk runs its processes on ~200
 # native threads whose caches pin freed memory: under Pod churn the agent's RSS crept ~250 bytes
@@ -32,17 +34,18 @@ def parser() -> argparse.ArgumentParser:
         description="A kubelet for WebAssembly: registers a Node and runs the wasm Pods bound to it. "
                     "Every flag can also be set as WASMLET_<NAME> (e.g. WASMLET_NODE_NAME) or in --config.",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     p.add_argument("--config", type=Path, help="YAML file of settings (keys as the flags, with _ or -)")
     p.add_argument("--kubeconfig", help="kubeconfig path or API URL (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
     p.add_argument("--node-name", help="the Node's name (default: the hostname)")
     p.add_argument("--node-ip", help="the Node's InternalIP (default: the address of the default route)")
-    p.add_argument("--kubelet-port", type=int, help="port of the kubelet API (default 10250)")
-    p.add_argument("--state-dir", type=Path, help="module cache, Pod state and logs (default /var/lib/wasmlet)")
+    p.add_argument("--kubelet-port", type=int, help=f"port of the kubelet API (default {DEFAULTS.kubelet_port})")
+    p.add_argument("--state-dir", type=Path, help=f"module cache, Pod state and logs (default {DEFAULTS.state_dir})")
     p.add_argument("--manifests", type=Path,
                    help="folder of static Pod/WasmWorkload manifests; without an API server: standalone mode")
     p.add_argument("--node-label", action="append", metavar="KEY=VALUE", help="extra Node label (repeatable)")
-    p.add_argument("--max-pods", type=int, help="Pods this node accepts (default 110)")
-    p.add_argument("--runtimes", help="comma-separated runtimes to offer (default: wasmer)")
+    p.add_argument("--max-pods", type=int, help=f"Pods this node accepts (default {DEFAULTS.max_pods})")
+    p.add_argument("--runtimes", help=f"comma-separated runtimes to offer (default {','.join(DEFAULTS.runtimes)})")
     p.add_argument("--kubelet-api-auth", choices=("webhook", "none"),
                    help="who may read logs/pods/metrics: webhook (client certificate or TokenReview; default) "
                         "or none (explicit opt-out, for standalone use)")

@@ -1,4 +1,4 @@
-"""Fetch modules into the node's one content-addressed store (DESIGN.md §6).
+"""Fetch modules into the node's one content-addressed store (docs/contract.md).
 
 Sources: OCI registries (`oci.pull`), http(s) URLs pinned by sha256, ConfigMap `binaryData`,
 and (static Pods only) files. Whatever the source, a module reaches a runtime only through
@@ -161,8 +161,8 @@ class ModuleCache:
             raise PullError(f"{ref.ref}: http(s) modules must be pinned with a sha256 "
                             "(annotation wasmlet.dev/sha256.<container>)")
         try:
-            async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session:
-                async with session.get(ref.ref, max_redirects=HTTP_MAX_REDIRECTS) as response:
+            async with aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session, \
+                    session.get(ref.ref, max_redirects=HTTP_MAX_REDIRECTS) as response:
                     if response.status != 200:
                         what = "not found" if response.status == 404 else "unauthorized" \
                             if response.status in (401, 403) else "server error"
@@ -176,7 +176,7 @@ class ModuleCache:
                         out.write(chunk)
         except aiohttp.TooManyRedirects as exc:
             raise PullError(f"{ref.ref}: more than {HTTP_MAX_REDIRECTS} redirects") from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise PullError(f"{ref.ref}: unreachable: {exc.__class__.__name__}: {exc or 'timed out'}") from exc
 
     def _from_file(self, ref: ModuleRef, base_dir: Path | None, out: Writer) -> None:

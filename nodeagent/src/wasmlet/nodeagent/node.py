@@ -45,7 +45,7 @@ def node_labels(settings: AgentSettings) -> dict[str, str]:
 
 
 def node_object(settings: AgentSettings) -> Obj:
-    """The Node as registered: labels and taints of DESIGN.md §4; status is posted separately."""
+    """The Node as registered: labels and taints of docs/contract.md; status is posted separately."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -77,7 +77,8 @@ def node_status(settings: AgentSettings, ready: bool, reason: str, message: str,
         "addresses": [{"type": "InternalIP", "address": settings.node_ip},
                       {"type": "Hostname", "address": settings.node_name}],
         "capacity": capacity,
-        "allocatable": dict(capacity),
+        "allocatable": {**capacity, "memory": f"{settings.allocatable_memory // 1024}Ki"}
+        if settings.allocatable_memory else dict(capacity),
         "daemonEndpoints": {"kubeletEndpoint": {"Port": settings.kubelet_port}},
         "nodeInfo": {
             "architecture": "wasm32", "operatingSystem": "wasi", "kernelVersion": os.uname().release,
@@ -185,7 +186,7 @@ class NodeController:
         while True:
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout=self._settings.node_status_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._changed.clear()
             try:

@@ -31,9 +31,14 @@ from wasmlet.nodeagent.podspec import PodPlan, parse_pod
 from wasmlet.nodeagent.podstore import PodStore
 from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.probes import ContainerProber, ContainerProbes, new_probe_session
-from wasmlet.nodeagent.restarts import AGENT_STOPPED, RestartSchedule, crash_loop_message, restore_records, \
-    should_restart
-from wasmlet.nodeagent.runtime import EXIT_TERMINATED, ExitStatus, Instance, Runtime, RunSpec
+from wasmlet.nodeagent.restarts import (
+    AGENT_STOPPED,
+    RestartSchedule,
+    crash_loop_message,
+    restore_records,
+    should_restart,
+)
+from wasmlet.nodeagent.runtime import EXIT_TERMINATED, ExitStatus, Instance, RunSpec, Runtime
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
 from wasmlet.nodeagent.wagi import HandlerInstance
 
@@ -219,7 +224,7 @@ class PodWorker:
         """Sleep, but wake at once when the Pod is being stopped."""
         try:
             await asyncio.wait_for(self._stopping.wait(), timeout=max(seconds, 0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def should_start(self, name: str) -> bool:
@@ -601,12 +606,15 @@ class PodController:
         else:
             slot.worker.request_stop(None, resumable=True)
 
-    async def stop_all(self) -> None:
-        """Agent shutdown: stop every Pod within its grace period and wait for them. A kubelet
-        restart ends no Pod: their phases stay, and what this stop ended runs again at the next start."""
+    async def stop_all(self, grace_cap: float | None = None) -> None:
+        """Agent shutdown: stop every Pod within its grace period, at most `grace_cap` seconds
+        (the kubelet's shutdownGracePeriod), and wait for them. A kubelet restart ends no Pod:
+        their phases stay, and what this stop ended runs again at the next start."""
         self._closing = True
         for slot in self._slots.values():
-            slot.worker.request_stop(None, resumable=True)
+            own = slot.worker.plan.grace_seconds
+            grace = None if grace_cap is None or own <= grace_cap else grace_cap
+            slot.worker.request_stop(grace, resumable=True)
         await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
 
     def workers(self) -> list[PodWorker]:

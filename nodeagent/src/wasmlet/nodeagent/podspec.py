@@ -1,6 +1,6 @@
 """Read a Pod into the plan the agent runs (pure: no I/O).
 
-This is where the Pod contract of DESIGN.md §4 is interpreted: module references, argv,
+This is where the Pod contract (docs/contract.md) is interpreted: module references, argv,
 memory limits, volumes. Anything the agent cannot honour raises `UnsupportedPod` with the
 field's path, so the Pod fails with a precise reason instead of sitting Pending.
 """
@@ -132,7 +132,8 @@ def parse_pod(pod: dict[str, Any], default_runtime: str = keys.DEFAULT_RUNTIME,
 
 
 def parse_module_ref(image: str, sha256: str | None = None, allow_file: bool = False) -> ModuleRef:
-    """Classify a container image string per DESIGN.md §4."""
+    """Classify a container image string: `configmap://NAME/KEY`, an http(s) URL (pinned by the
+    `wasmlet.dev/sha256.<container>` annotation), `file:PATH` (static Pods only) or an OCI reference."""
     if image.startswith(keys.CONFIGMAP_SCHEME):
         name, sep, key = image[len(keys.CONFIGMAP_SCHEME):].partition("/")
         if not name or not sep or not key:
@@ -147,6 +148,9 @@ def parse_module_ref(image: str, sha256: str | None = None, allow_file: bool = F
             raise UnsupportedPod(f"image {image!r}: file: modules are only allowed in static Pods",
                                  reason="InvalidImageName")
         return ModuleRef("file", image[len(keys.FILE_SCHEME):])
+    if allow_file and image.startswith(("/", "./", "../")):
+        raise UnsupportedPod(f"image {image!r} is a file path, not an image reference: a static Pod names a module "
+                             f"file as {keys.FILE_SCHEME}{image} (relative to its manifest)", reason="InvalidImageName")
     try:
         parse_reference(image)
     except InvalidReference as exc:
@@ -169,6 +173,9 @@ def _container(c: dict[str, Any], path: str, annotations: dict[str, str], volume
     if not name:
         raise UnsupportedPod(f"{path}.name: every container needs a name", reason="InvalidPod")
     image = str(c.get("image") or "")
+    if not image:
+        # The API server's words for it; the kubelet validates a static Pod the same way.
+        raise UnsupportedPod(f"{path}.image: Required value: container {name!r} names no module", reason="InvalidImageName")
     module = parse_module_ref(image, annotations.get(keys.sha256_annotation(name)), allow_file)
     limits = (c.get("resources") or {}).get("limits") or {}
     memory = limits.get("memory")

@@ -102,7 +102,7 @@ class ApiReporter:
             semaphore = asyncio.Semaphore(POST_CONCURRENCY)
 
             async def post(ref: PodRef) -> None:
-                async with semaphore:
+                async with semaphore:  # noqa: B023 - awaited below, within this iteration
                     await self._post(ref)
 
             await asyncio.gather(*(post(ref) for ref in list(self._latest)))

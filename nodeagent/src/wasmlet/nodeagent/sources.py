@@ -1,6 +1,6 @@
 """Where desired Pods come from: the API server (Pods bound to this node) or a manifest folder.
 
-Static manifests (standalone mode, DESIGN.md §5): every `*.yaml`/`*.yml`/`*.json` file in the
+Static manifests (standalone mode): every `*.yaml`/`*.yml`/`*.json` file in the
 folder may hold Pods, WasmWorkloads (expanded into their replicas' Pods with the same builder
 the operator uses), ConfigMaps and Secrets. As the kubelet does for static Pods, a Pod's name
 gets the node name appended and its UID is a hash of its manifest, so an edited file is a new
@@ -26,6 +26,7 @@ from wasmlet.kube.reflector import Reflector
 from wasmlet.kube.resources import PODS
 from wasmlet.nodeagent.mirror import is_mirror
 from wasmlet.nodeagent.objects import StaticObjects
+from wasmlet.nodeagent.podfields import unknown_fields
 from wasmlet.nodeagent.pods import PodController
 from wasmlet.nodeagent.podstore import PodStore
 
@@ -65,10 +66,12 @@ class ApiPods:
 
 @dataclass(frozen=True)
 class ManifestProblem:
-    """A file (or document in it) that could not be used, and why."""
+    """A file (or document in it) that could not be used, and why; or, as a `warning`, a document
+    that is used but has something wrong the kubelet would silently ignore (an unknown field)."""
 
     path: Path
     message: str
+    warning: bool = False
 
 
 class StaticPods:
@@ -94,7 +97,8 @@ class StaticPods:
         pods, objects, sources, problems = load_manifests(self.folder, self._node)
         for problem in problems:
             if problem not in self.problems:
-                log.error("manifest %s: %s", problem.path, problem.message)
+                log.log(logging.WARNING if problem.warning else logging.ERROR, "manifest %s: %s",
+                        problem.path, problem.message)
         self.problems = problems
         self._objects.replace(objects)
         await self._controller.replace(pods, sources, source="file")
@@ -118,7 +122,7 @@ def load_manifests(folder: Path, node_name: str) -> tuple[list[Obj], list[Obj], 
             text = path.read_text()
             docs = [json.loads(text)] if path.suffix == ".json" else list(yaml.safe_load_all(text))
         except (OSError, ValueError, yaml.YAMLError) as exc:
-            problems.append(ManifestProblem(path, f"cannot parse: {exc}"))
+            problems.append(ManifestProblem(path, f"cannot parse: {_parse_error(exc)}"))
             continue
         for index, doc in enumerate(d for d in docs if d):
             try:
@@ -127,7 +131,21 @@ def load_manifests(folder: Path, node_name: str) -> tuple[list[Obj], list[Obj], 
                     pods.append(pod)
             except (ValueError, KeyError, TypeError) as exc:
                 problems.append(ManifestProblem(path, f"document {index}: {exc}"))
+                continue
+            if doc.get("kind") == "Pod":
+                problems.extend(ManifestProblem(path, f'document {index}: Pod {doc["metadata"]["name"]}: '
+                                                      f'unknown field "{field}"', warning=True)
+                                for field in unknown_fields(doc))
     return pods, objects, sources, problems
+
+
+def _parse_error(exc: Exception) -> str:
+    """A YAML error as `line L, column C: problem`, without PyYAML's `in "<unicode string>"` lines."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        context = f"{exc.context} (line {exc.context_mark.line + 1}); " if exc.context and exc.context_mark else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {context}{exc.problem}"
+    return str(exc)
 
 
 def _pods_of(doc: Obj, node_name: str, objects: list[Obj]) -> list[Obj]:

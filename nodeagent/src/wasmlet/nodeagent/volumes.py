@@ -120,8 +120,8 @@ async def _source_files(kind: str, source: Obj, namespace: str, objects: ObjectS
     if kind not in ("configMap", "secret"):
         raise UnsupportedPod(f"volume {volume!r}: projected source {kind!r} is not supported", reason="UnsupportedVolume")
     is_secret = kind == "secret"
-    name = source.get("secretName") or source.get("name")
     what = "secret" if is_secret else "configmap"
+    name = _object_name(source.get("secretName") or source.get("name"), f"volume {volume!r}: the {what}")
     obj = await (objects.secret(namespace, name) if is_secret else objects.configmap(namespace, name))
     if obj is None:
         if source.get("optional"):
@@ -177,13 +177,20 @@ def _inside(root: Path, rel: str, what: str) -> Path:
     return path
 
 
+def _object_name(name: Any, what: str) -> str:
+    """A referenced object's name; the API server rejects a reference without one ("Required value")."""
+    if not isinstance(name, str) or not name:
+        raise UnsupportedPod(f"{what} has no name (Required value)")
+    return name
+
+
 async def _source_data(source: Obj, namespace: str, objects: ObjectStore) -> dict[str, str]:
     if "secretRef" in source:
         ref, is_secret = source["secretRef"], True
-        obj = await objects.secret(namespace, ref.get("name"))
+        obj = await objects.secret(namespace, _object_name(ref.get("name"), "envFrom: the secret"))
     else:
         ref, is_secret = source.get("configMapRef") or {}, False
-        obj = await objects.configmap(namespace, ref.get("name"))
+        obj = await objects.configmap(namespace, _object_name(ref.get("name"), "envFrom: the configmap"))
     if obj is None:
         if ref.get("optional"):
             return {}

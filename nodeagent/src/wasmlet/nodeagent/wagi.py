@@ -24,7 +24,7 @@ from aiohttp import web
 from wasmlet.api.http import HttpHandler
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.metrics import HttpMetrics
-from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TRAP, ExitStatus, Instance, OutputSink, Runtime, RunSpec
+from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TRAP, ExitStatus, Instance, OutputSink, RunSpec, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,10 @@ def parse_cgi(output: bytes) -> CgiResponse:
     for name, value in headers:
         lowered = name.lower()
         if lowered == "status":
-            match = STATUS_VALUE.fullmatch(value)
-            if match is None:
+            code = STATUS_VALUE.fullmatch(value)
+            if code is None:
                 raise BadResponse(f"bad Status header {value!r} (expected a code from 100 to 599)")
-            status = int(match[1])
+            status = int(code[1])
         elif lowered not in HOP_BY_HOP:
             kept.append((name, value))
     return CgiResponse(status, kept, output[position:])

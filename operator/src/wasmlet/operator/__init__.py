@@ -1,5 +1,5 @@
 """The wasmlet operator: turns WasmWorkloads into Pods bound to wasm nodes, and an HTTP workload's
-`spec.http.service` into a Service in front of them (DESIGN.md §1, docs/http.md).
+`spec.http.service` into a Service in front of them (docs/architecture.md, docs/http.md).
 
 Layers, one direction (each imports only those below it):
 

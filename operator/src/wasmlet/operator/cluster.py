@@ -23,7 +23,13 @@ from wasmlet.api import keys
 from wasmlet.kube import AlreadyExists, ApiError, KubeClient, NotFound
 from wasmlet.kube.reflector import Reflector, ReflectorHandler
 from wasmlet.kube.resources import (
-    CLUSTER_KOPF_PEERINGS, EVENTS, KOPF_PEERINGS, NODES, PODS, SERVICES, WASM_WORKLOADS,
+    CLUSTER_KOPF_PEERINGS,
+    EVENTS,
+    KOPF_PEERINGS,
+    NODES,
+    PODS,
+    SERVICES,
+    WASM_WORKLOADS,
 )  # fmt: skip
 from wasmlet.operator import objects
 from wasmlet.operator.cache import ObjectCache, PodCache, ServiceCache

@@ -76,7 +76,7 @@ def is_controlled_by(service: Mapping[str, Any], workload: WasmWorkload) -> bool
     for ref in (service.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("controller") and ref.get("kind") == keys.WORKLOAD_KIND \
                 and str(ref.get("apiVersion", "")).split("/")[0] == keys.GROUP:
-            return ref.get("uid") == workload.uid if workload.uid else ref.get("name") == workload.name
+            return bool(ref.get("uid") == workload.uid if workload.uid else ref.get("name") == workload.name)
     return False
 
 

@@ -11,7 +11,7 @@ the least loaded, then the first by name (so equal inputs give equal answers).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +85,7 @@ def place(count: int, pod_spec: Mapping[str, Any], nodes: Sequence[Mapping[str, 
     batch as it would place replicas one at a time (two replicas that need a port never share a node).
     """
     load = Counter(load)
-    used: Counter[str] = Counter(memory or {})
+    used: defaultdict[str, float] = defaultdict(float, memory or {})
     wanted = objects.pod_memory_request(pod_spec)
     held = {name: set(taken) for name, taken in (ports or {}).items()}
     needed = objects.pod_ports(pod_spec)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,8 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wasmlet-operator",
         description="The wasmlet operator: turns WasmWorkloads into Pods on wasm nodes.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {importlib.metadata.version('wasmlet')}")
     for f in dataclasses.fields(OperatorSettings):
-        help_text = f"{f.metadata['help']} (env {_env_name(f.name)})"
+        # A default worth naming: not unset (None) and not a switch that is off.
+        shown = f"{f.default:g}" if isinstance(f.default, float) else f.default
+        default = f"default {shown}; " if f.default not in (None, False, dataclasses.MISSING) else ""
+        help_text = f"{f.metadata['help']} ({default}env {_env_name(f.name)})"
         if f.type in ("bool", bool):
             parser.add_argument(f"--{_flag(f.name)}", dest=f.name, action="store_true", default=None, help=help_text)
         else:

@@ -1,4 +1,4 @@
-"""Pulling modules from OCI registries (DESIGN.md §6).
+"""Pulling modules from OCI registries (docs/contract.md, module references).
 
 The rule of this package: only `client` talks to the network. `reference`, `auth`, `manifest`
 and `layers` are pure parsers and checks over bytes and files, unit-tested without a registry;

@@ -116,7 +116,7 @@ def _matches(key: str, ref: Reference) -> bool:
     key_parts, target_parts = key_host.split("."), target_host.split(".")
     if len(key_parts) != len(target_parts):
         return False
-    if not all(fnmatch.fnmatchcase(t, k) for k, t in zip(key_parts, target_parts)):
+    if not all(fnmatch.fnmatchcase(t, k) for k, t in zip(key_parts, target_parts, strict=True)):
         return False
     return not path or ref.repository == path or ref.repository.startswith(path + "/")
 

@@ -11,7 +11,6 @@ Every failure becomes a `PullError` whose message says what failed.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -99,7 +98,7 @@ class RegistryClient:
         scheme = self._state.schemes.get(self._registry, "https")
         while True:
             url = path if "://" in path else f"{scheme}://{self._host}/v2/{self._repository}/{path}"
-            ssl = False if self._state.is_insecure(self._registry) else True
+            ssl = not self._state.is_insecure(self._registry)
             try:
                 return await self._session.request(method, url, headers=all_headers, ssl=ssl, **kwargs)
             except aiohttp.ClientSSLError as exc:
@@ -107,7 +106,7 @@ class RegistryClient:
                     scheme = self._state.schemes[self._registry] = "http"
                     continue
                 raise PullError(f"registry unreachable: {self._registry}: TLS failed ({exc})") from exc
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise PullError(f"registry unreachable: {self._registry}: "
                                 f"{exc.__class__.__name__}: {exc or 'timed out'}") from exc
 
@@ -139,7 +138,7 @@ class RegistryClient:
                 if response.status != 200:
                     raise PullError(f"registry error: the token service {realm} answered HTTP {response.status}")
                 body = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise PullError(f"registry unreachable: token service {realm}: {exc.__class__.__name__}: {exc}") from exc
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:

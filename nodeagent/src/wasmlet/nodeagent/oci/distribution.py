@@ -7,7 +7,6 @@ past their declared size. Failures become `PullError`s that say what failed.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 
 import aiohttp
@@ -81,6 +80,6 @@ async def download(client: RegistryClient, layer: Descriptor, out: Writer, check
                 if out.size + len(chunk) > layer.size:
                     raise PullError(f"digest mismatch: blob {layer.digest} is longer than its {layer.size} bytes")
                 out.write(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise PullError(f"registry unreachable: {exc.__class__.__name__} while downloading "
                             f"{layer.digest}") from exc

@@ -10,6 +10,7 @@ hold one. Decompression is bounded by size and by ratio, so a gzip bomb costs at
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import tarfile
@@ -123,7 +124,7 @@ def copy_member(blob: Path, name: str, write: Callable[[bytes], object], max_byt
                 if _check(member, max_bytes) == name and member.isfile():
                     source = archive.extractfile(member)
                     assert source is not None  # a regular file always has content
-                    for chunk in iter(lambda: source.read(1 << 16), b""):
+                    for chunk in iter(functools.partial(source.read, 1 << 16), b""):
                         write(chunk)
                     return
     except tarfile.TarError as exc:

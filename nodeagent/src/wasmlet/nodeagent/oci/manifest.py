@@ -1,6 +1,6 @@
 """Manifests, image indexes and which layer holds the module (pure: no I/O).
 
-Three artifact formats carry a wasm module (DESIGN.md §6):
+Three artifact formats carry a wasm module (docs/contract.md):
 - the CNCF wasm OCI artifact: config `application/vnd.wasm.config.v0+json`, one `application/wasm` layer;
 - the older wasm-to-oci artifact: one `application/vnd.wasm.content.layer.v1+wasm` layer;
 - a single-layer OCI/Docker image whose tar(.gz) layer holds one `.wasm` file (or the one its

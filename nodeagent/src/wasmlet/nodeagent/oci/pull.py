@@ -22,8 +22,17 @@ from wasmlet.nodeagent.oci import distribution, layers
 from wasmlet.nodeagent.oci.auth import Credentials
 from wasmlet.nodeagent.oci.client import TIMEOUT, RegistryClient, RegistryState
 from wasmlet.nodeagent.oci.distribution import WASM_MAGIC
-from wasmlet.nodeagent.oci.manifest import (MAX_CONFIG_BYTES, Artifact, Descriptor, check_kind, declared_kind,
-                                            entrypoint, find_module, parse_document, pick_platform)
+from wasmlet.nodeagent.oci.manifest import (
+    MAX_CONFIG_BYTES,
+    Artifact,
+    Descriptor,
+    check_kind,
+    declared_kind,
+    entrypoint,
+    find_module,
+    parse_document,
+    pick_platform,
+)
 from wasmlet.nodeagent.oci.reference import Reference
 from wasmlet.nodeagent.store import BlobStore, Module, Writer
 

@@ -2,7 +2,7 @@
 
 A backend turns a `RunSpec` into a running `Instance`. It never talks to the API, never
 decides about restarts, and never blocks the event loop. Backends are imported on first use:
-`wasmer_sdk` alone costs ~41 MB of resident memory (DESIGN.md §5).
+`wasmer_sdk` alone costs ~41 MB of resident memory (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -110,9 +110,11 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def load_backend(name: str, cache_dir: Path) -> Runtime:
-    """Import and construct backend `name` (the RuntimeClass handler)."""
+def load_backend(name: str, cache_dir: Path, allocatable_memory: int = 0) -> Runtime:
+    """Import and construct backend `name` (the RuntimeClass handler). wasmer caps its Pods'
+    memory together at `allocatable_memory` (0: the node's memory)."""
     module_name, _, cls_name = BACKENDS[name].partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    runtime: Runtime = cls(cache_dir=cache_dir / name)
+    options = {"allocatable_memory": allocatable_memory or None} if name == "wasmer" else {}
+    runtime: Runtime = cls(cache_dir=cache_dir / name, **options)
     return runtime

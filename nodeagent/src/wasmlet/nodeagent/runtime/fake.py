@@ -38,7 +38,7 @@ class FakeInstance:
         try:
             await asyncio.wait_for(self._stopped.wait(), timeout=self._run.after)
             return ExitStatus(EXIT_TERMINATED, "Error", "stopped by the agent")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return ExitStatus.from_code(self._run.exit_code)
 
     async def wait(self) -> ExitStatus:

@@ -1,18 +1,21 @@
-"""The default backend, on the `wasmer-sdk` package (DESIGN.md §5).
+"""The default backend, on the `wasmer-sdk` package (docs/runtimes.md), run in worker processes.
 
 What Wasmer can and cannot do decides the shape of this module:
-- One `Wasmer()` client runs at most 200 processes at once (the 201st spawn waits for a free
-  place: docs/wasmer-sdk.md), so instances are spread over shards, each a client holding at
-  most `shard_capacity` of them.
-- `terminate(grace)` cannot notify a wasip1 module: it runs on for the grace period, then is
-  killed. A module spinning without host calls cannot be stopped at all (its thread spins on
-  until the process exits); deadlines against busy code need the wasmtime backend.
+- wasmer-sdk stops a module only at a host call (a busy loop spins on after every stop, until
+  its process exits) and has no memory limit (docs/wasmer-sdk.md §4, §6). So no module runs in
+  the agent: each Pod gets a worker process (`wasmer_worker`) that the agent kills when the Pod
+  ends (deadline, grace period, deletion) and that is capped at the Pod's memory
+  (`wasmer_memory`: the sum of its containers' `limits.memory`, or the node's cap). Together the
+  workers may not pass the node's cap either: past it, the one using most is killed `OOMKilled`.
+- Workers are forked from a fork server that imported wasmer-sdk once (`wasmer_forkserver`), and
+  one idle worker is kept ready (it also compiles modules at pull time into the shared compiled
+  cache), so a Pod's start does not wait for a process to start.
 - A sandbox's own files must live under `/workspace`; package files may sit at any absolute
   guest path as read-only overlays. So read-only volumes (configMap, secret, a read-only mount)
   become package files at their mountPath, and writable volumes must be mounted under
   `/workspace`, where the Pod's containers share one sandbox (an emptyDir shared in the Pod).
-- There are no host-directory mounts and no memory limit: a Pod asking for either fails with
-  a reason that names the field and the runtime that supports it.
+- There are no host-directory mounts: a Pod asking for one fails with a reason that names the
+  field and the runtime that supports it.
 - WASI 0.2 components do not run: wasmer-sdk 0.5 refuses them ("WebAssembly components are
   not supported by the sandbox command runner"). A Pod whose module is a component fails
   `UnsupportedComponent`, naming the wasmtime runtime, which runs them.
@@ -21,58 +24,51 @@ What Wasmer can and cannot do decides the shape of this module:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
-from wasmlet.nodeagent.runtime import (
-    EXIT_KILLED,
-    EXIT_TERMINATED,
-    EXIT_TRAP,
-    ExitStatus,
-    Mount,
-    OutputSink,
-    RunSpec,
-)
+from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Mount, OutputSink, RunSpec
+from wasmlet.nodeagent.runtime.wasmer_forkserver import ForkServer
+from wasmlet.nodeagent.runtime.wasmer_memory import node_victim
+from wasmlet.nodeagent.runtime.wasmer_process import WasmerInstance, WorkerProcess
+from wasmlet.nodeagent.runtime.wasmer_protocol import pack_files
 from wasmlet.nodeagent.wasmbinary import kind_of
-
-import wasmer_sdk as sdk
 
 log = logging.getLogger(__name__)
 
 WORKSPACE = "/workspace"
-# Measured: a client runs 200 processes at once and queues the rest; stay below that.
-DEFAULT_SHARD_CAPACITY = 190
 _COMMAND_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 # A volume becomes in-memory package files: bound what one Pod may put there.
 MAX_VOLUME_BYTES = 64 * 1024 * 1024
-
-
-@dataclass
-class _Shard:
-    client: Any
-    running: int = 0
-    packages: dict[tuple[str, str], Any] = field(default_factory=dict)
-    sandboxes: dict[str, Any] = field(default_factory=dict)
-    installed: dict[str, set[str]] = field(default_factory=dict)
+# How often the workers' memory is summed against the node's cap (each worker checks its own cap
+# far more often, itself).
+NODE_CHECK_SECONDS = 0.5
+# A worker that used this share of a core after its last module was stopped runs a module the
+# SDK could not stop (a busy loop): it is killed, so the core comes back while the Pod lives on.
+SPIN_SAMPLE_SECONDS, SPIN_CPU_SHARE = 0.5, 0.5
 
 
 class WasmerRuntime:
-    """Runs WASI modules in Wasmer sandboxes: one sandbox per Pod, shards of clients."""
+    """Runs WASI modules in Wasmer sandboxes: one worker process (and sandbox) per Pod."""
 
     name = "wasmer"
 
-    def __init__(self, cache_dir: Path, shard_capacity: int = DEFAULT_SHARD_CAPACITY) -> None:
+    def __init__(self, cache_dir: Path, allocatable_memory: int | None = None) -> None:
         self.version = f"wasmer-sdk/{importlib.metadata.version('wasmer-sdk')}"
         self._cache_dir = cache_dir
-        self._capacity = shard_capacity
-        self._shards: list[_Shard] = []
-        self._pod_shard: dict[str, _Shard] = {}
+        self.node_cap = allocatable_memory or _memory_total()
+        self._workers: dict[str, WorkerProcess] = {}
+        self._spare: asyncio.Task[WorkerProcess] | None = None
+        self._prepared: set[str] = set()
+        self._spin_checks: dict[WorkerProcess, asyncio.Task[None]] = {}
+        self._node_check: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._server: ForkServer | None = None
+        self._server_lock = asyncio.Lock()
 
     def check(self, spec: RunSpec) -> None:
         if _is_component(spec.module_path):
@@ -80,10 +76,6 @@ class WasmerRuntime:
                 f"container {spec.container!r}: the module is a WebAssembly component (WASI 0.2), and the wasmer "
                 "runtime runs only core modules (wasip1); use runtimeClassName: wasmtime, which runs components",
                 reason="UnsupportedComponent")
-        if spec.memory_limit_bytes is not None:
-            raise UnsupportedPod(
-                f"container {spec.container!r}: resources.limits.memory cannot be enforced by the wasmer "
-                "runtime; use runtimeClassName: wasmtime, which caps linear memory", reason="UnsupportedField")
         if spec.working_dir:
             # Measured: the sandbox's cwd does not move a wasip1 module's relative paths (docs/wasmer-sdk.md).
             raise UnsupportedPod(
@@ -104,194 +96,133 @@ class WasmerRuntime:
                     "readOnly, or use runtimeClassName: wasmtime", reason="UnsupportedField")
 
     async def prepare(self, module_path: Path, digest: str) -> None:
+        """Compile the module in the spare worker (a hostile module's compile cannot hurt the agent)."""
+        if digest in self._prepared:
+            return
         if await asyncio.to_thread(_is_component, module_path):
             return  # not an image problem: check() fails the Pod, naming the runtime that runs it
-        async with self._lock:
-            shard = self._shards[0] if self._shards else self._new_shard()
-        await self._package(shard, module_path, digest, "main")
+        for attempt in range(3):  # the spare may be taken by a Pod, and end with it, meanwhile
+            try:
+                error = await (await self._spare_worker()).prepare(module_path, digest)
+                break
+            except ModuleError:
+                if attempt == 2:
+                    raise
+        if error is not None:
+            raise ModuleError(error, reason="InvalidModule")
+        self._prepared.add(digest)
 
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmerInstance:
         self.check(spec)
-        shard = await self._reserve(spec.pod_uid)
+        worker = await self._worker(spec.pod_uid)
         # Volumes under /workspace are sandbox files (a package file there would be hidden by the
-        # workspace); the others, read-only by check(), are package files at their mountPath.
-        packaged = [m for m in spec.mounts if not _under_workspace(m.guest_path)]
-        name = command_name(spec.argv[0] if spec.argv else "")
-        try:
-            if packaged:
-                package = await self._package_with_files(shard, spec, name, packaged)
-            else:
-                package = await self._package(shard, spec.module_path, spec.module_digest, name)
-            sandbox = await self._sandbox(shard, spec)
-            installed = shard.installed.setdefault(spec.pod_uid, set())
-            if package.id not in installed:
-                package = await sandbox.install_package(package)
-                installed.add(package.id)
-            command = sandbox.command(package, spec.argv[1:], cwd=spec.working_dir, env=spec.env)
-            stdin = "pipe" if spec.stdin is not None else "closed"
-            if spec.capture_limit is None:
-                # output_bytes=0: the pipes are read live into the log; the SDK would otherwise keep its
-                # own copy of up to 16 MiB per stream per process.
-                process = await command.spawn(stdin=stdin, stdout="pipe", stderr="pipe", output_bytes=0)
-            else:  # a request: the SDK keeps the output (one byte past the limit shows it was passed)
-                process = await command.spawn(stdin=stdin, stdout="capture", stderr="capture",
-                                              output_bytes=spec.capture_limit + 1)
-        except sdk.WasmerError as exc:
-            _release_slot(shard)
-            raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
-        except BaseException:
-            _release_slot(shard)
-            raise
-        return WasmerInstance(process, output, on_exit=lambda: _release_slot(shard), stdin=spec.stdin,
-                              captured=spec.capture_limit is not None)
+        # workspace), read when the Pod's sandbox is made; the others, read-only by check(), are
+        # package files at their mountPath.
+        workspace = [m for m in spec.mounts if _under_workspace(m.guest_path)]
+        files, files_bytes = pack_files(_collect_files([m for m in spec.mounts if not _under_workspace(m.guest_path)]))
+        sandbox_files, sandbox_bytes = pack_files({} if worker.sandboxed else _collect_files(workspace))
+        message = {
+            "module": str(spec.module_path), "digest": spec.module_digest,
+            "command": command_name(spec.argv[0] if spec.argv else ""), "argv": spec.argv[1:], "env": spec.env,
+            "network": spec.network, "files": files, "workspace": sandbox_files,
+            "dirs": [m.guest_path for m in workspace], "memory": spec.memory_limit_bytes,
+            "capture": spec.capture_limit, "stdin": spec.stdin is not None,
+        }
+        instance = await worker.start(message, files_bytes + sandbox_bytes + (spec.stdin or b""), output,
+                                      spec.memory_limit_bytes)
+        instance.after_stop = lambda: self._check_spin(instance)
+        if self._node_check is None:
+            self._node_check = asyncio.create_task(self._check_node_memory())
+        return instance
 
     async def release(self, pod_uid: str) -> None:
-        """Drop the Pod's sandbox once none of its containers runs any more."""
-        shard = self._pod_shard.pop(pod_uid, None)
-        sandbox = shard.sandboxes.pop(pod_uid, None) if shard else None
-        if shard:
-            shard.installed.pop(pod_uid, None)
-        if sandbox is not None:
-            await sandbox.close()
+        """End the Pod's worker (a module the SDK could not stop ends with it)."""
+        worker = self._workers.pop(pod_uid, None)
+        if worker is not None:
+            check = self._spin_checks.pop(worker, None)
+            if check is not None:
+                check.cancel()
+                await asyncio.gather(check, return_exceptions=True)
+            await worker.close()
 
     async def close(self) -> None:
-        for shard in self._shards:
-            for sandbox in shard.sandboxes.values():
-                await sandbox.close()
-            await shard.client.close()
-        self._shards.clear()
-        self._pod_shard.clear()
+        tasks = [t for t in (self._node_check, self._spare, *self._spin_checks.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._spare is not None and self._spare.done() and not self._spare.cancelled() \
+                and self._spare.exception() is None:
+            await self._spare.result().close()
+        self._spare = self._node_check = None
+        await asyncio.gather(*(w.close() for w in self._workers.values()))
+        self._workers.clear()
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
 
-    async def _reserve(self, pod_uid: str) -> _Shard:
-        """A place for one instance, counted at once so that concurrent starts spread over shards.
-        A Pod's containers share its shard (they share its sandbox)."""
-        async with self._lock:
-            shard = self._pod_shard.get(pod_uid)
-            if shard is None:
-                shard = min(self._shards, key=lambda s: s.running, default=None)
-                if shard is None or shard.running >= self._capacity:
-                    shard = self._new_shard()
-                self._pod_shard[pod_uid] = shard
-            shard.running += 1
-            return shard
+    async def _worker(self, pod_uid: str) -> WorkerProcess:
+        """The Pod's worker: the one it has, or the spare (a new spare starts in the background)."""
+        async with self._lock:  # a Pod's containers may start at once: they must get one worker
+            worker = self._workers.get(pod_uid)
+            if worker is None or not worker.alive:
+                spare = self._spare_task()
+                self._spare = None  # taken: no other Pod gets it
+                worker = self._workers[pod_uid] = await spare
+                self._spare_task()
+            return worker
 
-    def _new_shard(self) -> _Shard:
-        self._cache_dir.mkdir(parents=True, exist_ok=True)
-        shard = _Shard(sdk.Wasmer(cache_root=self._cache_dir))
-        self._shards.append(shard)
-        return shard
+    async def _spare_worker(self) -> WorkerProcess:
+        return await asyncio.shield(self._spare_task())
 
-    async def _package(self, shard: _Shard, module_path: Path, digest: str, name: str) -> Any:
-        """The module as a package whose one command is `name` (the guest's argv[0]); cached."""
-        package = shard.packages.get((digest, name))
-        if package is None:
-            package = await self._create(shard, module_path, digest, name, {})
-            shard.packages[(digest, name)] = package
-        return package
+    def _spare_task(self) -> asyncio.Task[WorkerProcess]:
+        """The spare worker (starting, or ready); a new one if there is none or it failed."""
+        spare = self._spare
+        if spare is None or (spare.done() and (spare.cancelled() or spare.exception() is not None
+                                               or not spare.result().alive)):
+            spare = self._spare = asyncio.create_task(self._fork())
+        return spare
 
-    async def _package_with_files(self, shard: _Shard, spec: RunSpec, name: str, mounts: list[Mount]) -> Any:
-        return await self._create(shard, spec.module_path, spec.module_digest, name, _collect_files(mounts))
+    async def _fork(self) -> WorkerProcess:
+        async with self._server_lock:
+            if self._server is None or not self._server.alive:
+                if self._server is not None:
+                    await self._server.close()
+                self._cache_dir.mkdir(parents=True, exist_ok=True)
+                self._server = await ForkServer.start(self._cache_dir, self.node_cap)
+            server = self._server
+        return await WorkerProcess.spawn(server, self.node_cap)
 
-    async def _create(self, shard: _Shard, module_path: Path, digest: str, name: str, files: dict[str, bytes]) -> Any:
-        definition = sdk.PackageDefinition(
-            modules={"module": module_path.read_bytes()},
-            commands={name: sdk.PackageCommandDefinition(module="module")},
-            files=files,
-        )
-        try:
-            return await shard.client.packages.create(definition)
-        except sdk.WasmerError as exc:
-            raise ModuleError(f"not a loadable wasm module ({digest[:19]}): {exc}", reason="InvalidModule") from exc
+    async def _reap_spinner(self, instance: WasmerInstance) -> None:
+        """After a stopped module, an idle worker that still burns a core runs a loop the SDK could
+        not stop: kill it (the Pod's next start gets a new worker, and a fresh /workspace)."""
+        worker = instance.worker
+        if worker.instances or not worker.alive:
+            return
+        before = worker.cpu_seconds()
+        await asyncio.sleep(SPIN_SAMPLE_SECONDS)
+        if not worker.instances and worker.cpu_seconds() - before > SPIN_SAMPLE_SECONDS * SPIN_CPU_SHARE:
+            log.info("wasmer worker %d spins after its module was stopped; killing it", worker.pid)
+            await worker.kill()
 
-    async def _sandbox(self, shard: _Shard, spec: RunSpec) -> Any:
-        sandbox = shard.sandboxes.get(spec.pod_uid)
-        if sandbox is None:
-            sandbox = await shard.client.sandboxes.create(
-                files=_collect_files([m for m in spec.mounts if _under_workspace(m.guest_path)]),
-                network="host" if spec.network else "disabled",
-            )
-            shard.sandboxes[spec.pod_uid] = sandbox
-        for mount in spec.mounts:
-            if _under_workspace(mount.guest_path):  # an empty volume has no files to create it with
-                await sandbox.fs.mkdir(mount.guest_path, recursive=True)
-        return sandbox
+    async def _check_node_memory(self) -> None:
+        """Past the node's cap, the worker using most memory is killed `OOMKilled`, as the kernel
+        would pick the largest process in the node's memory cgroup."""
+        while True:
+            await asyncio.sleep(NODE_CHECK_SECONDS)
+            charged = {worker: worker.charged_bytes() for worker in self._workers.values() if worker.alive}
+            victim = node_victim(charged, self.node_cap)
+            if victim is None:
+                continue
+            log.warning("wasmer workers use %d bytes, over the node's cap of %d; killing the largest (%d bytes)",
+                        sum(charged.values()), self.node_cap, charged[victim])
+            await victim.kill(ExitStatus(EXIT_KILLED, "OOMKilled", f"the node's memory cap of {self.node_cap} "
+                                         "bytes for Pods was exceeded; this Pod used the most"))
 
-
-class WasmerInstance:
-    """A spawned Wasmer process whose output is pumped to the sink until it ends (or, `captured`,
-    handed to it whole when it ends)."""
-
-    def __init__(self, process: Any, output: OutputSink, on_exit: Any, stdin: bytes | None = None,
-                 captured: bool = False) -> None:
-        self._process = process
-        self._on_exit = on_exit
-        self._output = output if captured else None
-        self._pumps = [] if captured else [
-            asyncio.create_task(_pump(process.stdout, "stdout", output)),
-            asyncio.create_task(_pump(process.stderr, "stderr", output)),
-        ]
-        self._feeder = asyncio.create_task(_feed(process.stdin, stdin)) if stdin is not None else None
-        self._result: asyncio.Task[ExitStatus] = asyncio.create_task(self._wait())
-
-    async def wait(self) -> ExitStatus:
-        return await asyncio.shield(self._result)
-
-    async def stop(self, grace_seconds: float) -> ExitStatus:
-        if not self._result.done():
-            try:
-                await self._process.terminate(grace_period=max(grace_seconds, 0.001))
-            except sdk.WasmerError as exc:
-                log.debug("terminate: %s", exc)
-        return await self.wait()
-
-    async def _wait(self) -> ExitStatus:
-        try:
-            output = await self._process.wait()
-            status = _exit_status(output)
-            if self._output is not None:
-                for name, stream in (("stdout", output.stdout), ("stderr", output.stderr)):
-                    if stream is not None and stream.bytes:
-                        self._output(name, stream.bytes)
-        except sdk.WasmerError as exc:
-            # A trap surfaces as an execution error, not as an exit code.
-            status = ExitStatus(EXIT_TRAP, "Error", f"wasm trap: {_first_line(str(exc))}")
-        finally:
-            self._on_exit()
-        if self._feeder is not None:  # the module ended: what it did not read is dropped
-            self._feeder.cancel()
-            await asyncio.gather(self._feeder, return_exceptions=True)
-        await asyncio.gather(*self._pumps, return_exceptions=True)
-        return status
-
-
-async def _pump(stream: Any, name: str, output: OutputSink) -> None:
-    if stream is None:
-        return
-    async for chunk in stream:
-        output(name, chunk)
-
-
-async def _feed(stream: Any, data: bytes) -> None:
-    """Write `data` to the module's stdin and close it; a module that exits unread is fine."""
-    try:
-        if data:
-            await stream.write(data)
-        await stream.close()
-    except sdk.WasmerError as exc:
-        log.debug("stdin: %s", exc)
-
-
-def _exit_status(output: Any) -> ExitStatus:
-    if output.reason is sdk.ExitReason.TERMINATED:
-        code = output.exit_code or EXIT_TERMINATED
-        return ExitStatus(code, "Error" if code != EXIT_KILLED else "Killed", "stopped by the agent")
-    if output.reason is sdk.ExitReason.TIMEOUT:
-        return ExitStatus(EXIT_KILLED, "DeadlineExceeded", "the runtime's timeout expired")
-    return ExitStatus.from_code(output.exit_code)
-
-
-def _release_slot(shard: _Shard) -> None:
-    shard.running -= 1
+    def _check_spin(self, instance: WasmerInstance) -> None:
+        worker = instance.worker
+        if worker not in self._spin_checks:
+            task = self._spin_checks[worker] = asyncio.create_task(self._reap_spinner(instance))
+            task.add_done_callback(lambda _: self._spin_checks.pop(worker, None))
 
 
 def _collect_files(mounts: list[Mount]) -> dict[str, bytes]:
@@ -324,8 +255,13 @@ def _under_workspace(path: str) -> bool:
     return path == WORKSPACE or path.startswith(WORKSPACE + "/")
 
 
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
+def _memory_total() -> int:
+    """The node's memory (MemTotal), the cap when the agent is given no allocatable memory."""
+    with contextlib.suppress(OSError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return 1 << 62
 
 
 def _is_component(module_path: Path) -> bool:

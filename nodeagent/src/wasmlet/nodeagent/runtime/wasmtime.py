@@ -1,4 +1,4 @@
-"""The `wasmtime` backend, on wasmtime-py (DESIGN.md §5): real host directories, memory caps,
+"""The `wasmtime` backend, on wasmtime-py (docs/runtimes.md): real host directories, memory caps,
 CPU limits, and stops that work against busy code.
 
 Shape of the backend:

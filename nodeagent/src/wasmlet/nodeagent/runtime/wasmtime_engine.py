@@ -157,7 +157,9 @@ class Engine:
 
         def instantiate(store: wasmtime.Store) -> Entry:
             start = linked.instantiate(store).exports(store)["_start"]
-            return lambda store: start(store)  # type: ignore[operator]
+            if not isinstance(start, wasmtime.Func):
+                raise wasmtime.WasmtimeError("the module's _start export is not a function")
+            return lambda store: start(store)
         return instantiate
 
 

@@ -86,11 +86,11 @@ class WasmtimeInstance:
         if not self._status.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._status), timeout=max(grace_seconds, 0))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._control.stop()
                 try:
                     await asyncio.wait_for(asyncio.shield(self._status), timeout=KILL_MARGIN)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await self._abandon()
         return await self.wait()
 
@@ -111,7 +111,7 @@ class WasmtimeInstance:
         status = await asyncio.shield(self._ended)
         try:
             await asyncio.wait_for(self._pipes.drained(), timeout=DRAIN_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s: output pipes still open %ss after the module ended", self._spec.container, DRAIN_SECONDS)
         self._pipes.close()
         if not self._status.done():
@@ -192,6 +192,7 @@ class WasmtimeInstance:
     @staticmethod
     def _preopen(wasi: wasmtime.WasiConfig, host: str, guest: str, writable: bool) -> None:
         try:
+            # wasmtime-py 51 takes one writable flag (later releases take permission flags).
             wasi.preopen_dir(host, guest, writable)
         except wasmtime.WasmtimeError as exc:
             raise wasmtime.WasmtimeError(f"volume at {guest}: cannot open directory {host}") from exc

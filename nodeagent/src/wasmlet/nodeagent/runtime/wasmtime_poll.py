@@ -57,7 +57,7 @@ _trampolines: dict[int, tuple[wasmtime.Engine, wasmtime.Module]] = {}
 def define_poll_oneoff(linker: wasmtime.Linker, engine: wasmtime.Engine) -> None:
     """Replace `poll_oneoff` in `linker` (after `define_wasi`)."""
     key = next_key()
-    _trampolines[key] = (engine, wasmtime.Module(engine, wasmtime.wat2wasm(_TRAMPOLINE)))
+    _trampolines[key] = (engine, wasmtime.Module(engine, bytes(wasmtime.wat2wasm(_TRAMPOLINE))))
     i32 = wasmtime.ValType.i32()
     define_wasi_function(linker, "poll_oneoff", wasmtime.FuncType([i32] * 4, [i32]), _poll_oneoff, key)
 
@@ -104,7 +104,7 @@ def _sleep(clocks: list[tuple[int, ...]], events: int, nevents: int, results: An
         time.sleep(max(first, 0) / 1e9)
     elif not control.sleep(max(first, 0) / 1e9):
         return trap(control.kill_message())
-    due = [userdata for (userdata, *_), wait in zip(clocks, waits) if wait <= first]
+    due = [userdata for (userdata, *_), wait in zip(clocks, waits, strict=True) if wait <= first]
     out = b"".join(struct.pack("<QHB21x", userdata, _ERRNO_SUCCESS, 0) for userdata in due)
     ctypes.memmove(events, out, len(out))
     ctypes.memmove(nevents, struct.pack("<I", len(due)), 4)
@@ -121,7 +121,9 @@ def _delegate(env: int, caller: wasmtime.Caller, memory: wasmtime.Memory, args: 
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
         linker.define(caller, "env", "memory", memory)
-        poll = linker.instantiate(caller, trampoline).exports(caller)["poll"]
+        export = linker.instantiate(caller, trampoline).exports(caller)["poll"]
+        assert isinstance(export, wasmtime.Func)  # the trampoline above exports a function
+        poll = export
         if control is not None:
             control.poll_oneoff = poll  # one trampoline per store
     try:
@@ -130,7 +132,8 @@ def _delegate(env: int, caller: wasmtime.Caller, memory: wasmtime.Memory, args: 
         return trap(str(exc))
 
 
-def _errno(results: Any, errno: Any) -> None:
+def _errno(results: Any, errno: Any) -> int | None:
+    """Set the call's errno result; the host function returns None (no trap)."""
     results[0].kind = ffi.WASMTIME_I32.value
     results[0].of.i32 = int(errno)
     return None
