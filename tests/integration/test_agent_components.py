@@ -20,12 +20,13 @@ import wasmtime
 
 from wasmlet.cli.main import main as wasmlet
 from wasmlet.kube.resources import PODS
+
 from tests.fixtures.registry import OciRegistry, push_blob, sha256_digest
 from tests.integration.agent_helpers import (
-    log_lines,
     MODULES,
     api_client,
     container_state,
+    log_lines,
     put_module_configmap,
     running_agent,
     wait_for,

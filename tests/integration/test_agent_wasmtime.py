@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from wasmlet.kube.resources import PODS
+
 from tests.integration.agent_helpers import (
-    log_lines,
     api_client,
     container_state,
+    log_lines,
     module_bytes,
     put_module_configmap,
     running_agent,

@@ -20,6 +20,7 @@ from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, Mount, RunSp
 from wasmlet.nodeagent.runtime.wasmer import WasmerRuntime
 from wasmlet.nodeagent.runtime.wasmtime import WasmtimeRuntime
 from wasmlet.nodeagent.runtime.wasmtime_memory import live_memories
+
 from tests.integration.component_helpers import component_path
 from tests.integration.test_wasmtime_runtime import Output, digest_of, run
 

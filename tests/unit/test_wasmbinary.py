@@ -11,8 +11,16 @@ import wasmtime
 
 from wasmlet.cli.push import config_fields
 from wasmlet.nodeagent.errors import PullError
-from wasmlet.nodeagent.oci.manifest import (OCI_MANIFEST, WASM_CONFIG, WASM_LAYER, check_kind, declared_kind,
-                                            find_module, parse_document, pick_platform)
+from wasmlet.nodeagent.oci.manifest import (
+    OCI_MANIFEST,
+    WASM_CONFIG,
+    WASM_LAYER,
+    check_kind,
+    declared_kind,
+    find_module,
+    parse_document,
+    pick_platform,
+)
 from wasmlet.nodeagent.runtime.wasmtime_component import missing_imports, run_export, unsupported_message
 from wasmlet.nodeagent.wasmbinary import BinaryError, World, describe, kind_of, world
 

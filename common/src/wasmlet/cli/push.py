@@ -3,8 +3,9 @@
 The artifact is what the agent pulls first: an OCI image manifest whose config has media type
 `application/vnd.wasm.config.v0+json` and whose one layer is the binary itself, `application/wasm`.
 The config says what the binary is, read from the binary: architecture `wasm`, os `wasip1` for a
-core module; os `wasip2` and a `component` object (its `imports` and `exports`) for a component. The upload uses the agent's own registry client, so push
-and pull authenticate the same way (basic, or the bearer-token challenge flow).
+core module; os `wasip2` and a `component` object (its `imports` and `exports`) for a component.
+The upload uses the agent's own registry client, so push and pull authenticate the same way
+(basic, or the bearer-token challenge flow).
 
 Credentials: `--username` with `--password-stdin`, else `WASMLET_REGISTRY_USERNAME` /
 `WASMLET_REGISTRY_PASSWORD`, else the `docker login` file (`$DOCKER_CONFIG/config.json` or
@@ -33,7 +34,6 @@ from wasmlet.nodeagent.oci.client import TIMEOUT, RegistryClient, RegistryState,
 from wasmlet.nodeagent.oci.manifest import OCI_MANIFEST, WASM_CONFIG, WASM_LAYER
 from wasmlet.nodeagent.oci.reference import InvalidReference, Reference, parse_reference
 from wasmlet.nodeagent.wasmbinary import OCI_OS, BinaryError, describe, kind_of, world
-
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
