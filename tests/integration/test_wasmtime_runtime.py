@@ -105,8 +105,10 @@ async def test_stdout_and_stderr_arrive_on_their_own_streams(runtime: WasmtimeRu
 
 async def test_output_streams_live_while_the_module_runs(runtime: WasmtimeRuntime) -> None:
     output = Output()
+    ticker = spec("ticker", "--interval-ms", "100")
+    await runtime.prepare(ticker.module_path, ticker.module_digest)  # compiled before the clock starts
     started = time.monotonic()
-    instance = await runtime.start(spec("ticker", "--interval-ms", "100"), output)
+    instance = await runtime.start(ticker, output)
     async with asyncio.timeout(5):
         while output.text().count("\n") < 3:
             await asyncio.sleep(0.01)
