@@ -80,10 +80,12 @@ async def test_a_private_image_is_pulled_with_the_pods_image_pull_secret(
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred", "namespace": "default"},
             "type": "kubernetes.io/dockerconfigjson",
             "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}})
-        await api.create(PODS, wasm_pod("private", NODE, image, imagePullSecrets=[{"name": "regcred"}]))
+        # The Pod without a secret first: once the other Pod has pulled the module, it is present on the
+        # node and IfNotPresent uses it, as the kubelet does, so its back-off would end then.
         await api.create(PODS, wasm_pod("no-secret", NODE, image))
-        await wait_for(api, PODS, "private", "default", lambda p: phase(p) == "Succeeded")
         pod = await wait_for(api, PODS, "no-secret", "default", lambda p: waiting_reason(p) == "ImagePullBackOff")
+        await api.create(PODS, wasm_pod("private", NODE, image, imagePullSecrets=[{"name": "regcred"}]))
+        await wait_for(api, PODS, "private", "default", lambda p: phase(p) == "Succeeded")
     assert "unauthorized" in container_state(pod)["waiting"]["message"]
 
 
