@@ -50,7 +50,7 @@ def hello_pod(runtime: str, max_concurrency: int) -> dict[str, Any]:
         "spec": {"nodeName": NODE, "runtimeClassName": runtime, "restartPolicy": "Always",
                  "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1,
                  "containers": [{"name": "main", "image": "configmap://modules/http-hello.wasm",
-                                 "ports": [{"name": "http", "containerPort": PORT}]}]},
+                                 "ports": [{"name": "http", "containerPort": PORT, "hostPort": PORT}]}]},
     }
 
 

@@ -8,8 +8,10 @@ the kubelet log proxy, token reviews, and the `kube_api` helpers.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
+import aiohttp
 import kmock
 import pytest
 import yaml
@@ -142,13 +144,34 @@ async def test_token_reviews_answer_from_the_configured_tokens(api: ContractClie
     assert unknown["status"]["authenticated"] is False
 
 
-async def test_the_kubeconfig_names_the_server_without_credentials(api: ContractClient) -> None:
+async def test_the_kubeconfig_carries_the_cluster_ca_and_a_client_certificate_as_data(api: ContractClient) -> None:
     emulator = _emulator(api)
+    assert emulator.pki is not None
     config = yaml.safe_load(emulator.kubeconfig.read_text())
-    assert config["clusters"][0]["cluster"]["server"] == emulator.url
-    assert config["users"][0]["user"] == {} and config["current-context"] == config["contexts"][0]["name"]
+    cluster, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+    assert cluster["server"] == emulator.url and emulator.url.startswith("https://127.0.0.1:")
+    assert base64.b64decode(cluster["certificate-authority-data"]) == emulator.pki.ca_file.read_bytes()
+    assert base64.b64decode(user["client-certificate-data"]) == emulator.pki.admin_cert.read_bytes()
+    assert base64.b64decode(user["client-key-data"]) == emulator.pki.admin_key.read_bytes()
+    assert config["current-context"] == config["contexts"][0]["name"]
 
 
+@pytest.mark.kmock(tokens={"known": {"username": "someone"}})
+async def test_a_request_without_valid_credentials_is_401_but_health_is_public(api: ContractClient) -> None:
+    emulator = _emulator(api)
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {"Authorization": "Bearer guess"}):
+            async with session.get(f"{emulator.url}/api/v1/namespaces", headers=headers,
+                                   ssl=emulator.ssl_context(admin=False)) as response:
+                assert (response.status, (await response.json())["reason"]) == (401, "Unauthorized")
+        async with session.get(f"{emulator.url}/api/v1/namespaces", headers={"Authorization": "Bearer known"},
+                               ssl=emulator.ssl_context(admin=False)) as response:
+            assert response.status == 200
+        async with session.get(f"{emulator.url}/healthz", ssl=emulator.ssl_context(admin=False)) as response:
+            assert (response.status, await response.text()) == (200, "ok")
+
+
+@pytest.mark.kmock(tokens={"abc": {"username": "a"}, "from-file": {"username": "b"}})
 async def test_the_client_sends_the_kubeconfig_bearer_token(api: ContractClient) -> None:
     emulator = _emulator(api)
     config = yaml.safe_load(emulator.kubeconfig.read_text())

@@ -224,23 +224,16 @@ def test_agent_values_reach_its_settings(tmp_path: Any) -> None:
     assert settings.kubelet_port == 10260 and settings.runtimes == ("wasmer", "wasmtime")
     assert settings.module_cache_max_bytes == 2 * 1024 ** 3 and settings.node_labels == {"zone": "a"}
     assert settings.insecure_registries == ("registry.lan:5000",)
-    assert settings.kubelet_api_auth == "webhook"
+    assert settings.kubelet_api_auth == "webhook" and settings.kubelet_api_authorization == "webhook"
 
 
-def test_the_kubeedge_preset_talks_to_the_metaserver_from_edge_nodes() -> None:
-    pod = agent_pod(kubeedge_values())
-    env = env_of(pod["containers"][0])
-    assert env["WASMLET_KUBECONFIG"] == "http://127.0.0.1:10550"
-    assert env["WASMLET_NODE_LABELS"] == "node-role.kubernetes.io/edge="
-    assert pod["nodeSelector"] == {"node-role.kubernetes.io/edge": ""}
-    assert pod["automountServiceAccountToken"] is False and pod["hostNetwork"] is True
-    tolerated = {(t["key"], t["effect"]) for t in pod["tolerations"]}
-    assert {("node-role.kubernetes.io/edge", "NoSchedule"), ("node.kubernetes.io/unreachable", "NoExecute"),
-            ("node.kubernetes.io/not-ready", "NoExecute")} <= tolerated
-    assert all("tolerationSeconds" not in t for t in pod["tolerations"])  # never evicted: no rescheduling
-    operator = one(render(kubeedge_values()), "Deployment")["spec"]["template"]["spec"]
+def test_the_kubeedge_preset_is_the_cloud_side_only() -> None:
+    objects = render(kubeedge_values())
+    assert not [o for o in objects if o["kind"] == "DaemonSet"]  # agents are systemd services on the edge hosts
+    operator = one(objects, "Deployment")["spec"]["template"]["spec"]
     [term] = operator["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert term["matchExpressions"] == [{"key": "node-role.kubernetes.io/edge", "operator": "DoesNotExist"}]
+    assert {o["metadata"]["name"] for o in objects if o["kind"] == "RuntimeClass"} == {"wasmer", "wasmtime"}
 
 
 def test_the_service_monitor_scrapes_the_agents_over_https() -> None:
@@ -371,7 +364,7 @@ def test_the_kubeedge_values_only_name_keys_the_chart_has() -> None:
 def test_notes_tell_how_to_run_a_first_workload(variant: tuple[str, list[Obj]]) -> None:
     notes = render_text(VARIANTS[variant[0]])["NOTES.txt"]
     # Hosts are chosen by a label the user sets, or (KubeEdge) by the edge label they carry.
-    first = "node-role.kubernetes.io/edge" if variant[0] == "kubeedge" else "kubectl label node"
+    first = "docs/kubeedge.md" if variant[0] == "kubeedge" else "kubectl label node"
     for step in (first, "kubectl create configmap", "kind: WasmWorkload", "kubectl get ww",
                  "kubectl logs", "kubectl scale ww", "wasmlet status"):
         assert step in notes, step

@@ -10,6 +10,7 @@ exec-form entry points.
 
 from __future__ import annotations
 
+import configparser
 import fnmatch
 import os
 import shutil
@@ -166,23 +167,39 @@ def test_the_operator_checks_the_config_the_chart_gives_it(fresh_install: Path) 
     assert "WASMLET_RESYNC_SECONDS" in bad
 
 
-@pytest.mark.parametrize("preset", ["default", "kubeedge"])
-def test_the_agent_checks_the_config_the_chart_gives_it(fresh_install: Path, preset: str) -> None:
-    from tests.deploy.chart import kubeedge_values
-
-    values = kubeedge_values() if preset == "kubeedge" else {}
-    container = one(render(values), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+def test_the_agent_checks_the_config_the_chart_gives_it(fresh_install: Path) -> None:
+    container = one(render({}), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
     env = {k: v for k, v in env_of(container).items() if isinstance(v, str)}
     # What the kubelet fills in: the downward API and $(VAR) expansion.
     env["WASMLET_NODE_NAME"] = env["WASMLET_NODE_NAME"].replace("$(HOST_NODE_NAME)", "worker-1")
     ca = fresh_install / "ca.crt"  # the kube-root-ca.crt ConfigMap the chart mounts
     ca.write_text("a CA")
     env.update(WASMLET_NODE_IP="10.0.0.7", WASMLET_STATE_DIR=str(fresh_install / "state"), WASMLET_CLIENT_CA_FILE=str(ca))
-    if preset == "default":
+    if "WASMLET_BOOTSTRAP_KUBECONFIG" in env:
+        assert env["WASMLET_BOOTSTRAP_KUBECONFIG"] == "in-cluster"  # TLS bootstrap from the ServiceAccount
+        env["WASMLET_BOOTSTRAP_KUBECONFIG"] = "https://10.96.0.1:443"  # stands in for the in-cluster credentials
+    else:
         env["WASMLET_KUBECONFIG"] = "https://10.96.0.1:443"  # stands in for the in-cluster credentials
     out = run([str(fresh_install / "bin" / "wasmlet-agent"), "--check-config"], cwd=fresh_install, env=env)
     assert "node_name: worker-1-wasm" in out and "kubelet_port: 10260" in out and "node_ip: 10.0.0.7" in out
-    assert ("api: http://127.0.0.1:10550" if preset == "kubeedge" else "api: https://10.96.0.1:443") in out
+    assert "api: https://10.96.0.1:443" in out
     bad = run([str(fresh_install / "bin" / "wasmlet-agent"), "--check-config"], cwd=fresh_install,
               env={**env, "WASMLET_KUBELET_PORT": "eighty"}, check=False)
     assert "kubelet_port" in bad
+
+
+def test_the_systemd_unit_starts_the_installed_agent_with_its_config(fresh_install: Path) -> None:
+    """deploy/systemd: the KubeEdge edge host's service runs the wheel's `wasmlet-agent` on the
+    config file shipped beside it, which the agent accepts."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]  # systemd keys keep their case
+    unit.read(ROOT / "deploy" / "systemd" / "wasmlet-agent.service")
+    command = unit["Service"]["ExecStart"].split()
+    assert command[0] == "/opt/wasmlet/bin/wasmlet-agent" and command[1:] == ["--config", "/etc/wasmlet/agent.yaml"]
+    assert unit["Service"]["StateDirectory"] == "wasmlet" and unit["Install"]["WantedBy"] == "multi-user.target"
+    ca = fresh_install / "kubelet-client-ca.crt"
+    ca.write_text("a CA")
+    config = ROOT / "deploy" / "systemd" / "wasmlet-agent.yaml"
+    out = run([str(fresh_install / "bin" / "wasmlet-agent"), "--config", str(config), "--check-config"],
+              cwd=fresh_install, env={"WASMLET_CLIENT_CA_FILE": str(ca), "WASMLET_NODE_IP": "192.0.2.10"})
+    assert "api: http://127.0.0.1:10550" in out and "metaserver: True" in out and "node_name: edge-node-1" in out

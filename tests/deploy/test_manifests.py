@@ -44,7 +44,7 @@ def test_manifests_are_numbered_in_apply_order() -> None:
     # Each object's prerequisites come in an earlier file (or the same one).
     assert position["Namespace"] == 0
     assert position["ServiceAccount"] <= position["ClusterRoleBinding"] < position["Deployment"]
-    assert position["RuntimeClass"] < position["Deployment"] and position["Role"] < position["DaemonSet"]
+    assert position["RuntimeClass"] < position["Deployment"] and position["ClusterRoleBinding"] < position["DaemonSet"]
 
 
 def test_the_crd_comes_from_crds_and_is_not_repeated() -> None:

@@ -32,7 +32,6 @@ Grant = tuple[str, str, str, str]  # (scope, apiGroup, resource, verb); scope: "
 
 OPERATOR_PACKAGE = ROOT / "operator" / "src" / "wasmlet" / "operator"
 AGENT_PACKAGE = ROOT / "nodeagent" / "src" / "wasmlet" / "nodeagent"
-LEASES_NAMESPACE = "kube-node-lease"
 
 # KubeClient method → RBAC verb.
 VERBS = {"get": "get", "list": "list", "watch": "watch", "create": "create", "replace": "update",
@@ -40,26 +39,50 @@ VERBS = {"get": "get", "list": "list", "watch": "watch", "create": "create", "re
 
 # -- what each component is granted, and why ---------------------------------------------------
 
-AGENT_GRANTS: dict[Grant, str] = {
-    ("cluster", "", "nodes", "create"): "register its wasm Node",
-    ("cluster", "", "nodes", "patch"): "re-register after a restart: labels and taints",
-    ("cluster", "", "nodes", "get"): "the Node's uid for the Lease's ownerReference",
-    ("cluster", "", "nodes/status", "patch"): "NodeStatus",
-    ("cluster", "", "pods", "list"): "the Pods bound to its node (reflector)",
-    ("cluster", "", "pods", "watch"): "the Pods bound to its node (reflector)",
-    ("cluster", "", "pods", "delete"): "final deletion (grace 0, UID precondition); stale mirror Pods",
-    ("cluster", "", "pods", "create"): "mirror Pods of static Pods (mixed mode), as the kubelet creates them",
-    ("cluster", "", "pods/status", "patch"): "Pod status",
-    ("cluster", "", "events", "create"): "Pod events",
-    ("cluster", "", "configmaps", "get"): "ConfigMaps its Pods reference (env, volumes, modules)",
-    ("cluster", "", "secrets", "get"): "Secrets its Pods reference (env, volumes, imagePullSecrets)",
-    ("cluster", "", "persistentvolumeclaims", "get"): "the claims its Pods' volumes name",
-    ("cluster", "", "persistentvolumes", "get"): "the PersistentVolume a claim is bound to",
-    ("cluster", "authentication.k8s.io", "tokenreviews", "create"): "authenticating kubelet API callers",
-    (LEASES_NAMESPACE, "coordination.k8s.io", "leases", "get"): "its node Lease",
-    (LEASES_NAMESPACE, "coordination.k8s.io", "leases", "create"): "its node Lease",
-    (LEASES_NAMESPACE, "coordination.k8s.io", "leases", "update"): "renewing its node Lease",
+# The agent runs as `system:node:<name>` (TLS bootstrap): what it does to its Node, Lease and Pods
+# is allowed by kube-apiserver's Node authorizer (its bootstrap-policy NodeRules, narrowed by the
+# node graph and NodeRestriction), not by the chart. Each use of the code must be one of these.
+NODE_AUTHORIZER_ALLOWS: dict[Use, str] = {
+    ("", "nodes", "create"): "register its wasm Node (NodeRestriction: its own name only)",
+    ("", "nodes", "patch"): "re-register after a restart: labels that differ, missing taints",
+    ("", "nodes", "get"): "its Node's uid for the Lease's ownerReference",
+    ("", "nodes/status", "patch"): "NodeStatus",
+    ("", "pods", "list"): "the Pods bound to its node (reflector, fieldSelector spec.nodeName)",
+    ("", "pods", "watch"): "the Pods bound to its node (reflector, fieldSelector spec.nodeName)",
+    ("", "pods", "delete"): "final deletion (grace 0, UID precondition); stale mirror Pods",
+    ("", "pods", "create"): "mirror Pods of static Pods (mixed mode), as the kubelet creates them",
+    ("", "pods/status", "patch"): "Pod status",
+    ("", "events", "create"): "Pod events",
+    ("", "events", "patch"): "a repeated Pod event's count (client-go's correlator)",
+    ("", "configmaps", "get"): "ConfigMaps its Pods reference, read behind KubeEdge's MetaServer",
+    ("", "configmaps", "list"): "ConfigMaps its Pods reference (env, volumes, the module's volume): a watch each, by name",
+    ("", "configmaps", "watch"): "ConfigMaps its Pods reference (env, volumes, the module's volume): a watch each, by name",
+    ("", "secrets", "get"): "Secrets its Pods reference, read behind KubeEdge's MetaServer",
+    ("", "secrets", "list"): "Secrets its Pods reference (env, volumes, imagePullSecrets): a watch each, by name",
+    ("", "secrets", "watch"): "Secrets its Pods reference (env, volumes, imagePullSecrets): a watch each, by name",
+    ("", "persistentvolumeclaims", "get"): "the claims its Pods' volumes name (the node graph's pod → claim)",
+    ("", "persistentvolumes", "get"): "the PersistentVolume a claim is bound to (claim → volume)",
+    ("coordination.k8s.io", "leases", "get"): "its node Lease (kube-node-lease)",
+    ("coordination.k8s.io", "leases", "create"): "its node Lease (kube-node-lease)",
+    ("coordination.k8s.io", "leases", "update"): "renewing its node Lease",
+    ("authentication.k8s.io", "tokenreviews", "create"): "authenticating kubelet API callers",
+    ("authorization.k8s.io", "subjectaccessreviews", "create"): "authorizing kubelet API callers",
 }
+# What the chart grants the agent's ServiceAccount: TLS bootstrap only.
+AGENT_GRANTS: dict[Grant, str] = {
+    ("cluster", "certificates.k8s.io", "certificatesigningrequests", "create"): "request its node certificate",
+    ("cluster", "certificates.k8s.io", "certificatesigningrequests", "get"): "wait for it to be signed",
+    ("cluster", "certificates.k8s.io", "certificatesigningrequests/nodeclient", "create"):
+        "the controller manager approves what such a requester asks for (bootstrap policy's nodeclient role)",
+}
+# ClusterRoles of kube-apiserver's bootstrap policy the chart binds, by the rules they hold.
+BOOTSTRAP_POLICY: dict[str, list[Obj]] = {
+    "system:certificates.k8s.io:certificatesigningrequests:nodeclient": [
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/nodeclient"],
+         "verbs": ["create"]}],
+}
+# Grants the code does not call but the API server checks on its behalf.
+AGENT_GRANTS_NOT_CALLED = {("certificates.k8s.io", "certificatesigningrequests/nodeclient", "create")}
 # Granted before the code uses it, with the reason; each entry must name planned work.
 AGENT_AHEAD_OF_CODE: dict[Use, str] = {}
 
@@ -216,8 +239,9 @@ def granted(objects: list[Obj], service_account: str) -> set[Grant]:
             continue
         ref = binding["roleRef"]
         scope = binding["metadata"].get("namespace") or "cluster"
-        role = roles[(ref["kind"], None if ref["kind"] == "ClusterRole" else scope, ref["name"])]
-        for rule in role["rules"]:
+        found = roles.get((ref["kind"], None if ref["kind"] == "ClusterRole" else scope, ref["name"]))
+        rules = found["rules"] if found is not None else BOOTSTRAP_POLICY[ref["name"]]
+        for rule in rules:
             assert not rule.get("resourceNames") and not rule.get("nonResourceURLs"), rule
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
@@ -259,17 +283,31 @@ def test_the_scanner_reports_uses_it_cannot_classify(tmp_path: Path) -> None:
         "PODS used outside a KubeClient call", "a raw API path '/api/v1/pods'", "pods passed to helper()"]
 
 
-def test_the_agent_uses_nothing_it_is_not_granted() -> None:
+def test_the_agent_uses_nothing_the_node_authorizer_and_its_bootstrap_grants_do_not_allow() -> None:
     used = scan_package(AGENT_PACKAGE).uses
-    table = {(group, resource, verb) for _, group, resource, verb in AGENT_GRANTS}
-    assert used <= table, f"the agent now uses {sorted(used - table)}: grant it in agent-rbac.yaml and AGENT_GRANTS"
+    bootstrap = {(group, resource, verb) for _, group, resource, verb in AGENT_GRANTS}
+    allowed = set(NODE_AUTHORIZER_ALLOWS) | bootstrap
+    assert used <= allowed, (f"the agent now uses {sorted(used - allowed)}: a node identity may not, unless the "
+                             "Node authorizer allows it (NODE_AUTHORIZER_ALLOWS) or TLS bootstrap needs it")
 
 
 def test_the_agent_is_granted_nothing_it_does_not_use() -> None:
     used = scan_package(AGENT_PACKAGE).uses
-    table = {(group, resource, verb) for _, group, resource, verb in AGENT_GRANTS}
+    table = {(group, resource, verb) for _, group, resource, verb in AGENT_GRANTS} - AGENT_GRANTS_NOT_CALLED
     assert table - used == set(AGENT_AHEAD_OF_CODE), "drop grants the agent no longer needs"
     assert not used & set(AGENT_AHEAD_OF_CODE), "the code uses it now: drop it from AGENT_AHEAD_OF_CODE"
+    assert set(NODE_AUTHORIZER_ALLOWS) <= used, "drop what the agent no longer does from NODE_AUTHORIZER_ALLOWS"
+
+
+def test_the_agents_service_account_reads_no_secret_and_patches_no_node() -> None:
+    objects = render()
+    resources = {resource for _, _, resource, _ in granted(objects, service_account_of(objects, "DaemonSet"))}
+    assert resources == {"certificatesigningrequests", "certificatesigningrequests/nodeclient"}
+
+
+def test_with_an_api_server_url_the_agent_gets_no_rbac() -> None:
+    objects = render({"agent": {"apiServer": "http://127.0.0.1:10550"}})
+    assert granted(objects, service_account_of(objects, "DaemonSet")) == set()
 
 
 @pytest.mark.parametrize("values", [{}, {"crds": {"enabled": False}}, {"namespace": {"create": True}}])
@@ -290,12 +328,6 @@ def test_the_operator_uses_exactly_what_it_is_granted(watch_namespace: str | Non
 def test_the_chart_grants_the_operator_exactly_its_table(watch_namespace: str | None) -> None:
     objects = render({"operator": {"watchNamespace": watch_namespace or ""}})
     assert granted(objects, service_account_of(objects, "Deployment")) == set(operator_grants(watch_namespace))
-
-
-def test_leases_are_granted_in_kube_node_lease_only() -> None:
-    objects = render()
-    lease_grants = {g for g in granted(objects, service_account_of(objects, "DaemonSet")) if g[2] == "leases"}
-    assert lease_grants and {scope for scope, *_ in lease_grants} == {LEASES_NAMESPACE}
 
 
 def test_the_plain_manifests_grant_the_same_as_the_chart() -> None:

@@ -3,8 +3,8 @@
 1. install the chart with Helm's engine: CRD, RuntimeClasses, ServiceAccounts and least-privilege
    RBAC (the Deployment and DaemonSet off: no images are built here);
 2. run the operator and one agent as processes of this machine, each with a token of its chart
-   ServiceAccount (so RBAC is exercised for real) and exactly the environment the chart's
-   Deployment/DaemonSet would give it;
+   ServiceAccount (so RBAC is exercised for real; the agent's only bootstraps its node identity,
+   as the chart's does) and exactly the environment the chart's Deployment/DaemonSet would give it;
 3. apply a WasmWorkload whose module is in a ConfigMap, wait for it to be Ready, scale it through
    the scale subresource, roll it to a new template, read its Pods' logs through the API server
    (what `kubectl logs` does), check `kubectl describe`'s events and `wasmlet status`;
@@ -201,6 +201,11 @@ class Journey:
         ):
             with contextlib.suppress(ApiError):
                 await self.api.delete(api_version, plural, namespace, name)
+        with contextlib.suppress(ApiError):  # the agent's node certificate requests (TLS bootstrap)
+            for csr in (await self.api.list("certificates.k8s.io/v1", "certificatesigningrequests"))["items"]:
+                if csr["metadata"]["name"].startswith(f"node-csr-{self.node}-"):
+                    await self.api.delete("certificates.k8s.io/v1", "certificatesigningrequests", None,
+                                          csr["metadata"]["name"])
         with contextlib.suppress(helm_python.HelmError):
             await asyncio.to_thread(self.helm.uninstall, self.release, ignore_not_found=True, timeout=120)
         with contextlib.suppress(ApiError):
@@ -258,7 +263,10 @@ async def test_a_platform_engineer_installs_runs_scales_rolls_reads_logs_and_uni
         WASMLET_KUBELET_PORT=os.environ.get("WASMLET_E2E_KUBELET_PORT", agent_env["WASMLET_KUBELET_PORT"]),
         WASMLET_STATE_DIR=str(journey.work / "agent-state"),
         WASMLET_NODE_LABELS=f"wasmlet.dev/e2e={journey.run_id}",
-        WASMLET_KUBECONFIG=str(agent_kubeconfig),
+        # The chart's TLS bootstrap: the ServiceAccount only requests the node's certificate; the agent
+        # then runs as system:node:<node> under the Node authorizer and NodeRestriction.
+        WASMLET_BOOTSTRAP_KUBECONFIG=str(agent_kubeconfig),
+        WASMLET_KUBECONFIG=str(journey.work / "agent-state" / "pki" / "kubelet.kubeconfig"),
     )
     ca = journey.cluster_ca()
     if ca is not None:

@@ -219,12 +219,9 @@ async def _pull_reasons(api: KubeClient, ns: str, since: str) -> list[str]:
 
 async def _log(cluster: Cluster, pod: str, **params: str) -> str:
     """GET pods/NAME/log through the real API server (and its kubelet proxy), as `kubectl logs` does."""
-    api = cluster.api
-    async with api._require_session().get(PODS.path(cluster.ns, pod, "log"), params=params,
-                                          headers=api._auth()) as resp:
-        text = await resp.text()
-        assert resp.status == 200, (resp.status, text)
-        return text
+    status, text = await cluster.api.get_text(PODS.path(cluster.ns, pod, "log"), params=params)
+    assert status == 200, (status, text)
+    return text
 
 
 async def _claim(cluster: Cluster) -> None:

@@ -28,15 +28,15 @@ async def running_agent(api: Any, state_dir: Path, node_name: str = "wasm-node-1
                         **overrides: Any) -> AsyncIterator[Agent]:
     """An agent registered as `node_name`; stopped gracefully (Pods, then the Node) on exit.
 
-    `api` is the `kube_api` fixture (the agent then trusts its kubelet-client certificate, so
-    `kubectl logs` through it works) or a kubeconfig path/URL.
+    `api` is the `kube_api` fixture or a kubeconfig path/URL. The agent trusts the kubeconfig's
+    cluster CA for client certificates by default, so `kubectl logs` through the test API works.
     """
     kubeconfig = getattr(api, "kubeconfig", api)
-    overrides.setdefault("client_ca_file", getattr(api, "kubelet_client_ca", None))
     overrides.setdefault("node_ip", "127.0.0.1")
     overrides.setdefault("restart_backoff_seconds", 0.2)  # the kubelet's 10 s would only slow the tests
-    settings = AgentSettings(node_name=node_name, kubelet_port=0, state_dir=state_dir, kubeconfig=str(kubeconfig),
-                             lease_renew_seconds=1.0, **overrides).validate()
+    overrides.setdefault("kubeconfig", str(kubeconfig))  # None with bootstrap_kubeconfig: the agent writes one
+    settings = AgentSettings(node_name=node_name, kubelet_port=0, state_dir=state_dir, lease_renew_seconds=1.0,
+                             **overrides).validate()
     agent = Agent(settings)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
@@ -109,6 +109,33 @@ async def wait_gone(api: KubeClient, name: str, namespace: str = "default", time
             except NotFound:
                 return
             await asyncio.sleep(0.05)
+
+
+def agent_requests(kube_api: Any, since: int = 0, node_name: str = "wasm-node-1") -> list[Any]:
+    """The requests the agent of `node_name` sent to the test API, from request index `since`."""
+    agent = f"wasmlet-agent/{node_name}"
+    return [r for r in list(kube_api.server)[since:] if r.headers.get("User-Agent") == agent]
+
+
+def verb_and_resource(request: Any) -> tuple[str, str]:
+    """How kube-apiserver's `apiserver_request_total` labels a request: (verb, resource[/subresource])."""
+    resource = request.resource.plural if request.resource is not None else "?"
+    if request.subresource:
+        resource = f"{resource}/{request.subresource}"
+    verb = request.method.value.upper()
+    if verb == "GET":
+        verb = "WATCH" if request.params.get("watch") in ("true", "1") else "GET" if request.name else "LIST"
+    return verb, resource
+
+
+def about_pod(request: Any, name: str) -> bool:
+    """Whether a request is about the Pod `name`: on the Pod itself, or an Event about it."""
+    if request.resource is not None and request.resource.plural == "pods":
+        return bool(request.name == name)
+    if request.resource is not None and request.resource.plural == "events" and request.name:
+        return bool(request.name.startswith(f"{name}."))  # a count patched onto an Event about it
+    involved = (request.data or {}).get("involvedObject") if isinstance(request.data, dict) else None
+    return bool(involved and involved.get("kind") == "Pod" and involved.get("name") == name)
 
 
 def container_state(pod: dict[str, Any], index: int = 0) -> dict[str, Any]:

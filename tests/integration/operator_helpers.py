@@ -95,7 +95,7 @@ async def install_crds(api: KubeClient) -> None:
 @pytest.fixture()
 async def api(kube_api: KubeAPI) -> AsyncIterator[KubeClient]:
     """A client for the test's own requests, with the CRDs installed as a user would install them."""
-    async with KubeClient(load_config(kube_api.url)) as client:
+    async with KubeClient(load_config(kube_api.kubeconfig)) as client:
         await install_crds(client)
         yield client
 
@@ -113,11 +113,11 @@ async def running_operator(kube_api: KubeAPI, *, install: bool = True, **overrid
     It runs as deployed: with peering, so the CRDs of crds/ are installed first if missing
     (unless `install` is false)."""
     if install:
-        async with KubeClient(load_config(kube_api.url)) as client:
+        async with KubeClient(load_config(kube_api.kubeconfig)) as client:
             await install_crds(client)
     settings = OperatorSettings(**{"namespace": NS, "retry_seconds": 0.2, **overrides})
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_operator(settings, load_config(kube_api.url),
+    task = asyncio.create_task(run_operator(settings, load_config(kube_api.kubeconfig),
                                             stop_flag=stop, ready_flag=ready))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED, timeout=10)

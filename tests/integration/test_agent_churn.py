@@ -55,7 +55,7 @@ async def per_pod_state(agent: Agent, runtime_name: str) -> dict[str, int]:
         "controller workers": len(controller._slots),
         "stored pods": len(store.pods("api")),
         "stored objects": len(store.object_keys()),
-        "cached object versions": len(env.objects._stored),  # type: ignore[attr-defined]
+        "referenced object watches": sum(env.objects.watched().values()),  # type: ignore[attr-defined]
         "unwritten statuses": len(storing._pending),  # type: ignore[attr-defined]
         "unposted statuses": len(api_reporter._latest) + len(api_reporter._posting),
         "module holds": len(env.modules.store._holds),

@@ -66,7 +66,7 @@ async def test_a_busy_loop_past_its_active_deadline_fails_with_deadline_exceeded
         await wait_for(api, PODS, "spinner", "default", lambda p: phase(p) == "Running")
         started = time.monotonic()
         pod = await wait_for(api, PODS, "spinner", "default", lambda p: phase(p) == "Failed")
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 10  # the 1 s deadline ends the loop, which never ends by itself
         assert pod["status"]["reason"] == "DeadlineExceeded"
         assert container_state(pod)["terminated"]["reason"] == "DeadlineExceeded"
         assert await module_threads() == []  # the loop's thread is free again
@@ -81,7 +81,7 @@ async def test_a_deleted_busy_pod_is_gone_after_its_grace_period(kube_api: Any, 
         started = time.monotonic()
         await api.delete(PODS, "spinner", "default")
         await wait_gone(api, "spinner")
-        assert 1 <= time.monotonic() - started < 4
+        assert 1 <= time.monotonic() - started < 10  # the grace period, then the loop is stopped
         assert await module_threads() == []
 
 

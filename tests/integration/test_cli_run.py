@@ -54,7 +54,7 @@ def folder(tmp_path: Path, *docs: dict[str, Any], modules: tuple[str, ...] = ("h
 
 
 def http_pod(name: str, port: int) -> dict[str, Any]:
-    web = container("main", "http-hello", ports=[{"containerPort": port, "protocol": "TCP"}])
+    web = container("main", "http-hello", ports=[{"containerPort": port, "hostPort": port, "protocol": "TCP"}])
     doc = pod(name, web, restart="Always")
     doc["metadata"]["annotations"] = {"wasmlet.dev/http.main": json.dumps({"port": port})}
     return doc
@@ -184,9 +184,11 @@ def test_pods_that_fail_or_cannot_start_exit_1_at_once_with_a_reason_each(tmp_pa
 
 def test_timeout_gives_up_on_pods_still_running_and_says_so(tmp_path: Path) -> None:
     forever = pod("forever", container("ticker", "ticker", "--interval-ms", "100"), terminationGracePeriodSeconds=0)
-    result = wasmlet("run", str(folder(tmp_path, forever, modules=("ticker",))), "--timeout", "1")
+    # The timeout is long enough for the module to be read and started on a loaded machine (it took
+    # most of a second there), so the run gives up on a Pod that runs, not one still being created.
+    result = wasmlet("run", str(folder(tmp_path, forever, modules=("ticker",))), "--timeout", "5")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "  forever: gave up after 1s (--timeout): still Running (ticker: running)" in result.stdout
+    assert "  forever: gave up after 5s (--timeout): still Running (ticker: running)" in result.stdout
 
 
 @pytest.mark.parametrize(("flag", "value", "complaint"), [

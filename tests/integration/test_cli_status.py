@@ -46,7 +46,7 @@ async def status_output(kube_api: KubeAPI, capsys: pytest.CaptureFixture[str], *
 
 async def test_status_shows_workloads_wasm_nodes_and_their_pods(kube_api: KubeAPI,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    async with KubeClient(load_config(kube_api.url)) as api:
+    async with KubeClient(load_config(kube_api.kubeconfig)) as api:
         await api.create(CRDS, yaml.safe_load(CRD_PATH.read_text()))
     kube_api.seed_namespace("apps")
     kube_api.put(wasm_node("worker-1-wasm"))

@@ -8,11 +8,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import PODS
 
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
 from tests.integration.faults import agent_process, link_to, metric_value
+
+# Plain HTTP: the link between agent and API counts the agent's requests by reading their HTTP.
+pytestmark = pytest.mark.kmock(tls=False)
 
 NODE = "wasm-node-1"
 OUTAGE_SECONDS = 30

@@ -36,7 +36,7 @@ def handler_pod(name: str, port: int, runtime: str, module: str = "http-echo", *
     return wasm_pod(name, NODE, f"configmap://modules/{module}.wasm", restart="Always", runtime=runtime,
                     terminationGracePeriodSeconds=1, automountServiceAccountToken=False,
                     metadata={"annotations": annotations, "labels": {"app": name}},
-                    container={"ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}]})
+                    container={"ports": [{"name": "http", "containerPort": port, "hostPort": port, "protocol": "TCP"}]})
 
 
 async def serving(api: KubeClient, pod: dict[str, Any]) -> dict[str, Any]:
@@ -179,6 +179,21 @@ async def test_max_concurrency_holds_and_requests_past_it_wait_then_get_503(
         assert peak == 2
         assert sorted((s, h.get("X-Wasmlet-Error") or "") for s, h, _ in answers) == [
             (200, ""), (200, ""), (503, "busy"), (503, "busy"), (504, "timeout"), (504, "timeout")]
+
+
+async def test_a_privileged_port_and_the_agents_own_port_are_refused(kube_api: Any, tmp_path: Path) -> None:
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api.kubeconfig, tmp_path) as agent:
+        await seed(api)
+        low = await serving(api, handler_pod("low", 80, "wasmer", module="http-hello"))
+        assert (low["status"]["phase"], low["status"]["reason"]) == ("Failed", "PortNotAllowed")
+        assert "port 80/TCP is below the lowest port node wasm-node-1 gives Pods (1024" in low["status"]["message"]
+        own = await serving(api, handler_pod("own", agent.kubelet_port, "wasmer", module="http-hello"))
+        assert (own["status"]["phase"], own["status"]["reason"]) == ("Failed", "PortNotAllowed")
+        assert f"port {agent.kubelet_port}/TCP is the node agent's own (kubelet API" in own["status"]["message"]
+        undeclared = handler_pod("undeclared", free_port(), "wasmer", module="http-hello")
+        del undeclared["spec"]["containers"][0]["ports"][0]["hostPort"]
+        failed = await serving(api, undeclared)
+        assert (failed["status"]["phase"], failed["status"]["reason"]) == ("Failed", "HostPortRequired")
 
 
 async def test_a_port_is_one_pods_on_a_node_and_a_taken_port_fails_the_pod(kube_api: Any, tmp_path: Path) -> None:

@@ -80,8 +80,8 @@ async def test_a_private_image_is_pulled_with_the_pods_image_pull_secret(
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "regcred", "namespace": "default"},
             "type": "kubernetes.io/dockerconfigjson",
             "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}})
-        # The Pod without a secret first: once the other Pod has pulled the module, it is present on the
-        # node and IfNotPresent uses it, as the kubelet does, so its back-off would end then.
+        # The Pod without the secret goes first: once the image is on the node, IfNotPresent runs
+        # it from the cache without asking the registry, as the kubelet does.
         await api.create(PODS, wasm_pod("no-secret", NODE, image))
         pod = await wait_for(api, PODS, "no-secret", "default", lambda p: waiting_reason(p) == "ImagePullBackOff")
         await api.create(PODS, wasm_pod("private", NODE, image, imagePullSecrets=[{"name": "regcred"}]))

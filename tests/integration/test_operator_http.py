@@ -61,7 +61,7 @@ async def test_the_pods_of_an_http_workload_carry_the_port_and_the_handler(kube_
         await api.create(WASM_WORKLOADS, http_workload("hello", 8080, path="/api"), NS)
         [pod] = await eventually(lambda: pods_count(api, "hello", 1), what="the http pod")
         [container] = pod["spec"]["containers"]
-        assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+        assert container["ports"] == [{"name": "http", "containerPort": 8080, "hostPort": 8080, "protocol": "TCP"}]
         handler = json.loads(pod["metadata"]["annotations"][keys.http_annotation("main")])
         # The CRD's defaults fill in what the spec left out; the agent reads exactly this.
         assert handler == {"port": 8080, "path": "/api", "maxConcurrency": 32, "requestTimeoutSeconds": 10,

@@ -57,7 +57,7 @@ async def test_replicas_of_a_not_ready_node_stay_when_rescheduling_is_off(kube_a
         await api.create(WASM_WORKLOADS, workload("autonomous", placement={"rescheduleAfterSeconds": None}), NS)
         [pod] = await eventually(lambda: pods_count(api, "autonomous", 1), what="a pod")
         kube_api.put_status(lost(wasm_node(pod["spec"]["nodeName"]), status="False"))
-        await wait_workload(kube_api, "autonomous", lambda b: b["status"].get("observedGeneration") == 1)
+        await wait_workload(kube_api, "autonomous", lambda b: (b.get("status") or {}).get("observedGeneration") == 1)
         await asyncio.sleep(1.0)
         [still] = await live_pods(api, "autonomous")
         assert still["metadata"]["uid"] == pod["metadata"]["uid"]
@@ -128,9 +128,16 @@ async def test_failing_replicas_are_replaced_with_back_off_and_named(kube_api: K
         degraded = condition(body, "Degraded")
         assert degraded["reason"] == "ReplicasFailed"
         assert f"pod {second['metadata']['name']}: DeadlineExceeded: {message}" in degraded["message"]
+        # The Events of a status change are posted after the status write: the pass ends with them.
+        await eventually(lambda: replicas_failed_events(api, "doomed", 2), what="an Event per failure")
         since = len(list(kube_api.server))
         await asyncio.sleep(1.0)
         assert operator_writes(kube_api, since) == []
         assert [p["metadata"]["name"] for p in await live_pods(api, "doomed")] == [second["metadata"]["name"]]
         reasons = [reason for _, reason, _ in await events_of(api, "doomed")]
         assert reasons.count("SuccessfulCreate") == 2 and reasons.count("ReplicasFailed") == 2  # one per failure
+
+
+async def replicas_failed_events(api: KubeClient, name: str, count: int) -> bool:
+    reasons = [reason for _, reason, _ in await events_of(api, name)]
+    return reasons.count("ReplicasFailed") >= count

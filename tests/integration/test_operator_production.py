@@ -200,7 +200,7 @@ async def test_a_deleted_workload_takes_its_pods_along_without_a_finalizer(kube_
 async def test_a_standalone_operator_needs_no_peering(kube_api: KubeAPI) -> None:
     kube_api.seed_namespace(NS)
     kube_api.put(wasm_node("wasm-1"))
-    async with KubeClient(load_config(kube_api.url)) as api:
+    async with KubeClient(load_config(kube_api.kubeconfig)) as api:
         await api.create(CRDS, yaml.safe_load(CRD_PATH.read_text()))  # the WasmWorkload CRD only
         async with running_operator(kube_api, standalone=True, install=False):
             await api.create(WASM_WORKLOADS, workload("solo"), NS)

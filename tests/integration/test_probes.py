@@ -32,7 +32,7 @@ def probed_pod(name: str, port: int, data: Path, **probes: Any) -> dict[str, Any
                    terminationGracePeriodSeconds=1, automountServiceAccountToken=False,
                    metadata={"annotations": {"wasmlet.dev/http.main": json.dumps({"port": port})}},
                    volumes=[{"name": "data", "hostPath": {"path": str(data), "type": "Directory"}}],
-                   container={"ports": [{"name": "http", "containerPort": port}],
+                   container={"ports": [{"name": "http", "containerPort": port, "hostPort": port}],
                               "env": [{"name": "DATA_DIR", "value": "/data"}],
                               "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": True}],
                               **probes})

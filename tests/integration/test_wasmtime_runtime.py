@@ -59,7 +59,7 @@ def module_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("wasmtime")]
 
 
-async def no_module_threads(timeout: float = 2.0) -> list[str]:
+async def no_module_threads(timeout: float = 10.0) -> list[str]:
     """Wait for the backend's threads (instances and epoch clock) to end; return any left."""
     deadline = time.monotonic() + timeout
     while module_threads() and time.monotonic() < deadline:
@@ -105,19 +105,13 @@ async def test_stdout_and_stderr_arrive_on_their_own_streams(runtime: WasmtimeRu
 
 async def test_output_streams_live_while_the_module_runs(runtime: WasmtimeRuntime) -> None:
     output = Output()
-    ticker = spec("ticker", "--interval-ms", "100")
-    await runtime.prepare(ticker.module_path, ticker.module_digest)  # compiled before the clock starts
-    started = time.monotonic()
-    instance = await runtime.start(ticker, output)
-    async with asyncio.timeout(5):
+    instance = await runtime.start(spec("ticker", "--interval-ms", "100"), output)
+    # The ticker never ends by itself: lines seen before the stop were delivered as written.
+    async with asyncio.timeout(30):
         while output.text().count("\n") < 3:
             await asyncio.sleep(0.01)
-    arrivals = [at - started for at, _, data in output.chunks if b"\n" in data]
     status = await instance.stop(0)
     assert status.exit_code == EXIT_TERMINATED and status.message == "stopped by the agent"
-    # One line per 100 ms, each delivered as it was written (not at the end).
-    assert arrivals[0] < 0.1
-    assert 0.15 < arrivals[2] < 0.6
     assert output.text().startswith("tick 1\ntick 2\ntick 3\n")
 
 
@@ -164,15 +158,22 @@ async def test_a_busy_loop_is_stopped_after_its_grace_period_and_its_thread_is_f
     baseline = module_threads()
     output = Output()
     instance = await runtime.start(spec("loop", container="spinner"), output)
-    await asyncio.sleep(0.2)
-    [thread] = [t for t in threading.enumerate() if t.name == "wasmtime spinner"]
-    spun = thread_cpu_seconds(thread)
+    # It is really spinning, not waiting: its thread burns CPU (as fast as a loaded machine lets
+    # it). Threads are reused: count from now.
+    async with asyncio.timeout(30):
+        while not (threads := [t for t in threading.enumerate() if t.name == "wasmtime spinner"]):
+            await asyncio.sleep(0.01)
+        [thread] = threads
+        before = thread_cpu_seconds(thread)
+        while thread_cpu_seconds(thread) - before <= 0.02:
+            await asyncio.sleep(0.01)
     started = time.monotonic()
     status = await instance.stop(0.5)
     took = time.monotonic() - started
     assert (status.exit_code, status.reason, status.message) == (EXIT_TERMINATED, "Error", "stopped by the agent")
-    assert 0.5 <= took < 0.5 + 0.5  # the grace period, then one epoch tick (10 ms) and some scheduling
-    assert spun > 0.02  # it was really spinning, not waiting
+    # The grace period, then an epoch tick (10 ms) interrupts it: well before the kill margin, which
+    # would have reported it killed (the status above) instead of stopped.
+    assert 0.5 <= took < 0.5 + KILL_MARGIN
     assert await no_module_threads() == baseline  # and the thread that spun is gone: nothing spins on
     assert output.text() == "loop: spinning forever\n"
 
@@ -195,7 +196,7 @@ async def test_a_module_stuck_in_a_host_call_is_reported_killed_and_its_thread_e
     await asyncio.sleep(0.2)  # blocked opening a FIFO nobody writes: no epoch check can reach it
     started = time.monotonic()
     status = await instance.stop(0)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 10  # the margin, not the host call (it never returns by itself)
     assert (status.exit_code, status.reason) == (EXIT_KILLED, "Error")
     assert "did not return from a host call" in status.message
     assert instance.alive
@@ -212,7 +213,7 @@ async def test_a_sleeping_module_is_woken_by_a_stop(runtime: WasmtimeRuntime) ->
             await asyncio.sleep(0.01)
     started = time.monotonic()
     status = await instance.stop(0)
-    assert time.monotonic() - started < 0.2  # not the minute it asked to sleep
+    assert time.monotonic() - started < KILL_MARGIN  # not the minute it asked to sleep
     assert (status.exit_code, status.message) == (EXIT_TERMINATED, "stopped by the agent")
     assert await no_module_threads() == []
 
@@ -243,14 +244,14 @@ async def test_a_poll_on_a_descriptor_keeps_wasmtimes_own_semantics(runtime: Was
     status, _ = await run(runtime, RunSpec("uid-1", "poll", path, digest_of(path), ["poll"], {}))
     # stdin (empty) is ready at once: one event, fd_read (type 1), no error, long before the clock.
     assert status.exit_code == 11
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # not the 10 s of the clock subscription
 
 
 async def test_sleeps_last_as_long_as_asked(runtime: WasmtimeRuntime) -> None:
     started = time.monotonic()
     status, output = await run(runtime, spec("ticker", "--interval-ms", "100", "--count", "4"))
     assert status.exit_code == 0 and output.text() == "tick 1\ntick 2\ntick 3\ntick 4\n"
-    assert 0.3 <= time.monotonic() - started < 1.0
+    assert 0.3 <= time.monotonic() - started < 4.0  # at least the three sleeps, far from ten times them
 
 
 async def test_a_module_that_ends_within_its_grace_period_keeps_its_own_status(runtime: WasmtimeRuntime) -> None:

@@ -1,13 +1,15 @@
-"""The agent's copies of ConfigMaps and Secrets: which a Pod references, and that the rest is dropped."""
+"""The agent's copies of ConfigMaps and Secrets: which a Pod references, one watch per object shared by
+every Pod that reads it, and that the rest is dropped."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
-from wasmlet.kube import NotFound
 from wasmlet.kube.resources import Resource
-from wasmlet.nodeagent.objects import ApiObjects, referenced_objects
+from wasmlet.nodeagent.objects import WatchedObjects, referenced_objects
 from wasmlet.nodeagent.podstore import PodStore
 
 Obj = dict[str, Any]
@@ -48,28 +50,61 @@ def test_references_are_found_where_the_kubelet_looks_and_in_configmap_modules()
 
 
 class FakeApi:
-    """Answers GETs from a dict of objects by (kind, namespace, name)."""
+    """Answers the object watches' LISTs (by `metadata.name` field selector) from a dict of objects by
+    (kind, namespace, name), and counts them; each watch streams what `push` sends it."""
 
     def __init__(self, objects: dict[tuple[str, str, str], Obj]) -> None:
         self.objects = objects
+        self.lists: list[tuple[str, str, str]] = []
+        self.streams: dict[tuple[str, str, str], asyncio.Queue[Obj]] = {}
 
-    async def get(self, resource: Resource, name: str, namespace: str) -> Obj:
-        try:
-            return self.objects[(resource.kind, namespace, name)]
-        except KeyError:
-            raise NotFound(404, "NotFound", f"{name} not found") from None
+    async def list(self, resource: Resource, namespace: str, *, label_selector: str | None = None,
+                   field_selector: str | None = None) -> Obj:
+        key = (resource.kind, namespace, (field_selector or "").removeprefix("metadata.name="))
+        self.lists.append(key)
+        found = self.objects.get(key)
+        return {"metadata": {"resourceVersion": "1"}, "items": [found] if found else []}
+
+    async def watch(self, resource: Resource, namespace: str, *, field_selector: str | None = None,
+                    **_: Any) -> AsyncIterator[Obj]:
+        key = (resource.kind, namespace, (field_selector or "").removeprefix("metadata.name="))
+        queue = self.streams.setdefault(key, asyncio.Queue())
+        while True:
+            yield await queue.get()
 
 
-def configmap(name: str) -> Obj:
-    return {"kind": "ConfigMap", "metadata": {"name": name, "namespace": "default", "resourceVersion": "1"},
+def configmap(name: str, version: str = "1") -> Obj:
+    return {"kind": "ConfigMap", "metadata": {"name": name, "namespace": "default", "resourceVersion": version},
             "data": {"k": name}}
 
 
-async def test_objects_no_known_pod_references_leave_memory_and_the_local_store(tmp_path: Path) -> None:
+async def test_pods_sharing_an_object_list_it_once_and_see_its_changes_through_the_watch(tmp_path: Path) -> None:
+    store = PodStore(tmp_path / "agent.db")
+    api = FakeApi({("ConfigMap", "default", "shared"): configmap("shared")})
+    objects = WatchedObjects(cast(Any, api), store)
+    try:
+        for _ in range(20):  # twenty Pods start, each reading the ConfigMap
+            assert (await objects.configmap("default", "shared") or {})["data"] == {"k": "shared"}
+        assert await objects.configmap("default", "missing") is None
+        assert api.lists == [("ConfigMap", "default", "shared"), ("ConfigMap", "default", "missing")]
+
+        changed = {**configmap("shared", "2"), "data": {"k": "new"}}
+        await api.streams[("ConfigMap", "default", "shared")].put({"type": "MODIFIED", "object": changed})
+        async with asyncio.timeout(5):
+            while (await objects.configmap("default", "shared") or {}).get("data") != {"k": "new"}:
+                await asyncio.sleep(0.001)
+        assert store.object("ConfigMap", "default", "shared") == changed  # for a restart without the API
+        assert len(api.lists) == 2
+    finally:
+        await objects.close()
+        store.close()
+
+
+async def test_objects_no_known_pod_references_leave_the_local_store_and_their_watches_end(tmp_path: Path) -> None:
     store = PodStore(tmp_path / "agent.db")
     names = [f"cm-{i}" for i in range(50)]
     api = FakeApi({("ConfigMap", "default", n): configmap(n) for n in names})
-    objects = ApiObjects(cast(Any, api), store)
+    objects = WatchedObjects(cast(Any, api), store, linger=0.05, max_lingering=10)
     try:
         for name in names:  # one ConfigMap per Pod, each read once as its Pod starts
             assert await objects.configmap("default", name) is not None
@@ -79,8 +114,14 @@ async def test_objects_no_known_pod_references_leave_memory_and_the_local_store(
         objects.prune([still_running])
 
         assert store.object_keys() == {("ConfigMap", "default", "cm-7")}
-        assert list(objects._stored) == [("ConfigMap", "default", "cm-7")]
+        watched = objects.watched()
+        assert watched[("ConfigMap", "default", "cm-7")] is True
+        assert len(watched) == 11  # the referenced one, and at most 10 lingering
+        async with asyncio.timeout(5):
+            while len(objects.watched()) > 1:  # the lingering ones end after `linger`
+                await asyncio.sleep(0.01)
         objects.prune([])
-        assert store.object_keys() == set() and objects._stored == {}
+        assert store.object_keys() == set()
     finally:
+        await objects.close()
         store.close()

@@ -87,7 +87,8 @@ def test_image_pull_policy_defaults_follow_the_kubelet() -> None:
 
 def http_pod(annotation: str | None, ports: list[dict] | None = None, container: str = "web") -> dict:
     body = pod(containers=[{"name": "web", "image": "configmap://mods/web.wasm",
-                            "ports": [{"name": "http", "containerPort": 8080}] if ports is None else ports},
+                            "ports": [{"name": "http", "containerPort": 8080, "hostPort": 8080}]
+                            if ports is None else ports},
                            {"name": "side", "image": "configmap://mods/side.wasm",
                             "ports": [{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 9000}]}])
     if annotation is not None:
@@ -114,9 +115,13 @@ def test_an_annotated_container_is_an_http_handler_and_every_tcp_port_is_the_pod
     ('{"port": 8080}', None, "wbe", r"the Pod has no container named 'wbe'"),
     ('{"port": 8080}', [{"containerPort": 0}], "web", r"ports\[0\]\.containerPort: must be a port number"),
     ('{"port": 8080}', [{"containerPort": 8080, "protocol": "HTTP"}], "web", r"ports\[0\]\.protocol: must be one of"),
+    ('{"port": 8080}', [{"containerPort": 8080}], "web",
+     r"\.port: 8080 is served on the node's address, so container 'web' must declare it as hostPort: 8080"),
+    ('{"port": 8080}', [{"containerPort": 8080, "hostPort": 80}], "web",
+     r"ports\[0\]\.hostPort: must match containerPort \(8080\), not 80: a wasm Pod shares its node's network"),
 ])
 def test_a_bad_http_handler_fails_the_pod_naming_the_field(annotation: str, ports: list | None, container: str,
                                                            complaint: str) -> None:
     with pytest.raises(UnsupportedPod, match=complaint) as failure:
         parse_pod(http_pod(annotation, ports, container))
-    assert failure.value.reason in ("InvalidHttpHandler", "InvalidPod")
+    assert failure.value.reason in ("InvalidHttpHandler", "InvalidPod", "HostPortRequired")

@@ -105,6 +105,19 @@ def test_the_module_becomes_the_container_image(module: dict[str, Any], image: s
         assert pod["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
 
 
+def test_a_configmap_module_is_referenced_by_a_volume_so_a_node_identity_may_read_it() -> None:
+    """The Node authorizer relates a ConfigMap to a node only through its Pods' volumes and env."""
+    pod = build_pod(workload(module={"configMap": {"name": "mods", "key": "a.wasm"}},
+                             volumes=[{"name": "tmp", "emptyDir": {}}]), name="p", node_name="n")
+    assert pod["spec"]["volumes"] == [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "wasmlet-module", "configMap": {"name": "mods", "items": [{"key": "a.wasm", "path": "module.wasm"}]}},
+    ]
+    assert "volumeMounts" not in pod["spec"]["containers"][0]  # referenced, never mounted
+    assert "volumes" not in build_pod(workload(module={"url": "https://m.example/a.wasm", "sha256": SHA}),
+                                      name="p", node_name="n")["spec"]
+
+
 def test_the_container_name_is_configurable_and_names_the_sha256_annotation() -> None:
     w = workload(module={"url": "https://m.example/a.wasm", "sha256": SHA})
     pod = build_pod(w, name="p", node_name="n", container_name="app")
@@ -115,7 +128,7 @@ def test_the_container_name_is_configurable_and_names_the_sha256_annotation() ->
 def test_an_http_workload_gets_the_port_and_the_handler_annotation() -> None:
     w = workload(http={"port": 8080, "path": "/api", "service": True})
     pod = build_pod(w, name="p", node_name="n")
-    assert pod["spec"]["containers"][0]["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert pod["spec"]["containers"][0]["ports"] == [{"name": "http", "containerPort": 8080, "hostPort": 8080, "protocol": "TCP"}]
     value = pod["metadata"]["annotations"][keys.http_annotation("main")]
     assert value == ('{"port":8080,"path":"/api","maxConcurrency":32,"requestTimeoutSeconds":10,'
                      '"maxBodyBytes":1048576}')

@@ -58,3 +58,16 @@ def test_a_port_is_claimed_by_one_pod_at_a_time_all_or_nothing() -> None:
     ports.release("uid-b")
     ports.release("uid-c")
     assert len(ports) == 0
+
+
+def test_ports_below_the_floor_and_the_agents_own_are_refused_with_a_reason() -> None:
+    ports = NodePorts(min_port=1024)
+    ports.reserve(10250, "kubelet API: logs, /pods, /metrics")
+    assert ports.refusal([8080, 9090], "n1") is None
+    low = ports.refusal([8080, 80], "n1")
+    assert low is not None and (low.port, low.reason) == (80, "PortNotAllowed")
+    assert "below the lowest port node n1 gives Pods (1024, setting min_host_port)" in low.message
+    own = ports.refusal([10250], "n1")
+    assert own is not None and own.reason == "PortNotAllowed"
+    assert own.message.startswith("port 10250/TCP is the node agent's own (kubelet API: logs, /pods, /metrics)")
+    assert NodePorts(min_port=1).refusal([22], "n1") is None

@@ -19,6 +19,8 @@ MANAGED_BY = "wasmlet"
 HASH_LENGTH = 10  # as short as Kubernetes' pod-template-hash; a collision only delays a rollout
 # The name of the container port an HTTP workload serves; its Service targets the port by this name.
 HTTP_PORT_NAME = "http"
+# The volume through which a Pod references its module's ConfigMap (never mounted).
+MODULE_VOLUME = "wasmlet-module"
 
 
 def template_hash(workload: WasmWorkload, *, container_name: str = CONTAINER_NAME) -> str:
@@ -88,8 +90,14 @@ def _template(workload: WasmWorkload, container_name: str) -> Json:
         pod_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     if spec.network == "host":
         pod_spec["hostNetwork"] = True  # the agent grants WASI sockets only to host-network Pods
-    if spec.volumes:
-        pod_spec["volumes"] = _copy(spec.volumes)
+    volumes = _copy(spec.volumes)
+    if module.config_map is not None and all(v.get("name") != MODULE_VOLUME for v in volumes):
+        # A node identity may read only the ConfigMaps its Pods reference (the Node authorizer's
+        # graph knows volumes, env and envFrom, not `configmap://` images): name it in a volume.
+        volumes.append({"name": MODULE_VOLUME, "configMap": {
+            "name": module.config_map.name, "items": [{"key": module.config_map.key, "path": "module.wasm"}]}})
+    if volumes:
+        pod_spec["volumes"] = volumes
     if module.pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": secret} for secret in module.pull_secrets]
     metadata: Json = {"namespace": workload.namespace, "labels": pod_labels(workload)}
@@ -104,7 +112,10 @@ def _container(workload: WasmWorkload, container_name: str) -> Json:
     if spec.module.pull_policy:
         container["imagePullPolicy"] = spec.module.pull_policy
     if spec.http is not None:
-        container["ports"] = [{"name": HTTP_PORT_NAME, "containerPort": spec.http.port, "protocol": "TCP"}]
+        # A wasm Pod serves on its node's address: the port is a node port, declared as hostPort
+        # so that the scheduler's NodePorts filter and Pod Security Admission see it.
+        container["ports"] = [{"name": HTTP_PORT_NAME, "containerPort": spec.http.port,
+                               "hostPort": spec.http.port, "protocol": "TCP"}]
     if spec.args:
         container["args"] = list(spec.args)
     if spec.env:

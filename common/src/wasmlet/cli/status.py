@@ -41,6 +41,7 @@ def add_parser(sub: Any) -> None:
                                         "and the Pods that run on them, like kubectl get, in one view.")
     status.add_argument("--kubeconfig", help="kubeconfig path or API URL (default: $KUBECONFIG, in-cluster, "
                                              "~/.kube/config)")
+    status.add_argument("--context", help="kubeconfig context to use (default: its current-context)")
     scope = status.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", help="only this namespace (default: the kubeconfig's namespace)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
@@ -49,7 +50,7 @@ def add_parser(sub: Any) -> None:
 def status_command(args: argparse.Namespace) -> int:
     """Print the tables; exit 1 when the API cannot be read, 2 on unusable credentials."""
     try:
-        config = load_config(args.kubeconfig)
+        config = load_config(args.kubeconfig, args.context)
     except ConfigError as exc:
         print(f"wasmlet status: {exc}", file=sys.stderr)
         return 2

@@ -1,19 +1,23 @@
 """KubeClient: the dozen API verbs wasmlet uses, over one aiohttp session.
 
 Every method either returns the decoded JSON body or raises an `ApiError` subclass; connection
-failures and timeouts become `ApiUnavailable` so callers retry them with backoff.
+failures, timeouts and credentials that cannot be fetched right now (an exec plugin failing)
+become `ApiUnavailable` so callers retry them with backoff. A 401 is retried once with fresh
+credentials when they can change (exec plugin, auth-provider, token file), as client-go does.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 
 from wasmlet.kube.config import ClusterConfig
+from wasmlet.kube.credentials import Credentials, Login
 from wasmlet.kube.errors import ApiError, ApiUnavailable, Gone, error_from_status
+from wasmlet.kube.kubeconfig import ConfigError
 from wasmlet.kube.resources import Resource
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -21,14 +25,21 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
 Obj = dict[str, Any]
+RequestHook = Callable[[str, str, str], None]  # (verb, resource[/subresource], code) of each request sent
 
 
 class KubeClient:
-    """An asyncio API client. Use as `async with KubeClient(config) as api:`."""
+    """An asyncio API client. Use as `async with KubeClient(config) as api:`.
+
+    `credentials` lets several clients of one process share one credential (one exec plugin run).
+    """
 
     def __init__(self, config: ClusterConfig, *, user_agent: str = "wasmlet", timeout: float = 30.0,
-                 max_connections: int = 32) -> None:
+                 max_connections: int = 32, credentials: Credentials | None = None,
+                 on_request: RequestHook | None = None) -> None:
         self.config = config
+        self.credentials = credentials or Credentials(config)
+        self._on_request = on_request
         self._user_agent = user_agent
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
         self._max_connections = max_connections
@@ -37,7 +48,8 @@ class KubeClient:
     async def __aenter__(self) -> KubeClient:
         self._session = aiohttp.ClientSession(
             base_url=self.config.server,
-            connector=aiohttp.TCPConnector(ssl=self.config.ssl_context(), limit=self._max_connections),
+            # TLS is chosen per request: an exec plugin may hand out a new client certificate.
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
             headers={"User-Agent": self._user_agent, "Accept": "application/json"},
         )
         return self
@@ -105,8 +117,9 @@ class KubeClient:
         # The server ends the stream after timeoutSeconds; the client allows a margin beyond it.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout_seconds + 30)
         try:
-            async with session.get(resource.path(namespace), params=params, headers=self._auth(),
-                                   timeout=timeout) as response:
+            async with await self._send(session, "GET", resource.path(namespace), params=params,
+                                        timeout=timeout) as response:
+                self._count("WATCH", resource.path(namespace), response.status)
                 if response.status >= 400:
                     raise error_from_status(response.status, await _json_or_text(response))
                 async for event in _json_lines(response):
@@ -116,6 +129,8 @@ class KubeClient:
                     yield event
         except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
             raise ApiUnavailable(0, "WatchBroken", f"watch {resource.plural}: {exc!r}") from exc
+        except ConfigError as exc:
+            raise ApiUnavailable(0, "CredentialsUnavailable", f"watch {resource.plural}: {exc}") from exc
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -123,14 +138,15 @@ class KubeClient:
                       json_body: Any = None, content_type: str = "application/json") -> Obj:
         """Send one request; return the JSON body or raise the ApiError for the failure."""
         session = self._require_session()
-        headers = self._auth()
+        headers: dict[str, str] = {}
         data = None
         if json_body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(json_body, separators=(",", ":"))
         try:
-            async with session.request(method, path, params=params, data=data, headers=headers,
-                                       timeout=self._timeout) as response:
+            async with await self._send(session, method, path, params=params, data=data, headers=headers,
+                                        timeout=self._timeout) as response:
+                self._count(method, path, response.status)
                 body = await _json_or_text(response)
                 if response.status >= 400:
                     raise error_from_status(response.status, body)
@@ -139,15 +155,62 @@ class KubeClient:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ApiUnavailable(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+        except ConfigError as exc:
+            raise ApiUnavailable(0, "CredentialsUnavailable", f"{method} {path}: {exc}") from exc
 
-    def _auth(self) -> dict[str, str]:
-        token = self.config.bearer_token()
-        return {"Authorization": f"Bearer {token}"} if token else {}
+    def _count(self, method: str, path: str, code: int) -> None:
+        if self._on_request is not None:
+            verb, resource = verb_and_resource(method, path)
+            self._on_request(verb, resource, str(code))
+
+    async def get_text(self, path: str, *, params: Mapping[str, str] | None = None) -> tuple[int, str]:
+        """GET a body that is not JSON (`pods/NAME/log`): the HTTP status and the text, errors included."""
+        session = self._require_session()
+        try:
+            async with await self._send(session, "GET", path, params=params, timeout=self._timeout) as response:
+                return response.status, await response.text()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ApiUnavailable(0, "Unreachable", f"GET {path}: {exc!r}") from exc
+        except ConfigError as exc:
+            raise ApiUnavailable(0, "CredentialsUnavailable", f"GET {path}: {exc}") from exc
+
+    async def _send(self, session: aiohttp.ClientSession, method: str, path: str, *,
+                    headers: Mapping[str, str] | None = None, **kwargs: Any) -> aiohttp.ClientResponse:
+        """One request with the current credentials; on 401 once more with fresh ones, if they can change."""
+        login = await self.credentials.login()
+        response = await self._attempt(session, login, method, path, headers, kwargs)
+        if response.status == 401 and self.credentials.refreshable:
+            response.release()
+            login = await self.credentials.refresh(login)
+            response = await self._attempt(session, login, method, path, headers, kwargs)
+        return response
+
+    async def _attempt(self, session: aiohttp.ClientSession, login: Login, method: str, path: str,
+                       headers: Mapping[str, str] | None, kwargs: dict[str, Any]) -> aiohttp.ClientResponse:
+        return await session.request(method, path, headers={**(headers or {}), **self.credentials.headers(login)},
+                                     ssl=self.credentials.ssl_context(login), proxy=self.config.proxy_url,
+                                     **kwargs)
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("KubeClient used outside `async with`")
         return self._session
+
+
+def verb_and_resource(method: str, path: str) -> tuple[str, str]:
+    """A request as kube-apiserver's `apiserver_request_total` labels it: (verb, resource[/subresource]);
+    a GET is GET with a name, LIST without (a watch is counted as WATCH by its caller)."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]  # after /api/v1 or /apis/group/version
+    if len(rest) >= 3 and rest[0] == "namespaces":  # namespaced, not a Namespace itself
+        rest = rest[2:]
+    resource = rest[0] if rest else ""
+    if len(rest) >= 3:
+        resource = f"{resource}/{rest[2]}"
+    verb = method.upper()
+    if verb == "GET":
+        verb = "GET" if len(rest) >= 2 else "LIST"
+    return verb, resource
 
 
 def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:

@@ -1,27 +1,51 @@
 """Where the API server is and how to authenticate: kubeconfig, in-cluster, or a bare URL.
 
-Order (what kubectl and client-go do): an explicit kubeconfig path, then `$KUBECONFIG`, then
-the in-cluster service account, then `~/.kube/config`. A bare `http(s)://` URL is accepted
-as the "kubeconfig" too: KubeEdge's MetaServer (`http://127.0.0.1:10550`) needs no auth.
+Order (what kubectl and client-go do): an explicit kubeconfig path, then `$KUBECONFIG` (one
+file or several, merged: see kubeconfig.py), then the in-cluster service account, then
+`~/.kube/config`. A bare `http(s)://` URL is accepted as the "kubeconfig" too: KubeEdge's
+MetaServer (`http://127.0.0.1:10550`) needs no auth.
+
+A kubeconfig is read as kubectl reads it: `certificate-authority(-data)`,
+`client-certificate(-data)`/`client-key(-data)`, `token`, `tokenFile`,
+`insecure-skip-tls-verify`, `tls-server-name`, `proxy-url` (http), contexts (`--context`),
+exec credential plugins (execplugin.py) and legacy `auth-provider`s (authprovider.py).
+Credentials that change over time are fetched by `Credentials` (credentials.py).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
-import ssl
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import yaml
+from wasmlet.kube.kubeconfig import (
+    ConfigError,
+    Entry,
+    MergedKubeconfig,
+    kubeconfig_paths,
+    read_kubeconfigs,
+    relative_to,
+)
+
+if TYPE_CHECKING:  # the exec plugin's code is loaded only for a kubeconfig that has one
+    from wasmlet.kube.execplugin import ExecConfig
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-class ConfigError(Exception):
-    """The credentials cannot be loaded; the message names the file and the field."""
+@dataclass(frozen=True)
+class AuthProviderConfig:
+    """A legacy `auth-provider` user: what the `kubernetes` package's loader needs to run it."""
+
+    name: str
+    # A one-context kubeconfig (cluster, user, context) for the loader, and where its paths start.
+    document: dict[str, Any] = field(repr=False)
+    context: str = ""
+    base_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -30,7 +54,7 @@ class ClusterConfig:
 
     server: str
     namespace: str = "default"
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     token_file: str | None = None
     ca_file: str | None = None
     ca_data: bytes | None = field(default=None, repr=False)
@@ -39,10 +63,14 @@ class ClusterConfig:
     client_key_file: str | None = None
     client_key_data: bytes | None = field(default=None, repr=False)
     insecure: bool = False
+    tls_server_name: str | None = None
+    proxy_url: str | None = None
+    exec: ExecConfig | None = None
+    auth_provider: AuthProviderConfig | None = None
     source: str = ""
 
     def bearer_token(self) -> str | None:
-        """The token, re-read from its file each time: projected tokens rotate (client-go does this)."""
+        """The static token, re-read from its file each time: projected tokens rotate (client-go does this)."""
         if self.token_file:
             try:
                 return Path(self.token_file).read_text().strip()
@@ -50,26 +78,22 @@ class ClusterConfig:
                 raise ConfigError(f"cannot read token file {self.token_file}: {exc}") from exc
         return self.token
 
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        """The TLS context for https servers; True (default verification) when nothing is special."""
-        if not self.server.startswith("https://"):
-            return True
-        ctx = ssl.create_default_context(cafile=self.ca_file,
-                                         cadata=self.ca_data.decode() if self.ca_data else None)
-        if self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if self.client_cert_data or self.client_key_data:
-            # ssl reads a client key pair only from files: write them privately for the moment it loads.
-            with tempfile.TemporaryDirectory(prefix="wasmlet-kube-") as scratch:
-                cert = _private_file(scratch, "cert", self.client_cert_data, self.client_cert_file)
-                key = _private_file(scratch, "key", self.client_key_data, self.client_key_file)
-                if cert is None:
-                    raise ConfigError(f"{self.source}: a client key without a client certificate")
-                ctx.load_cert_chain(cert, key)
-        elif self.client_cert_file:
-            ctx.load_cert_chain(self.client_cert_file, self.client_key_file)
-        return ctx
+    def ca_pem(self) -> bytes | None:
+        """The cluster CA as PEM (from the data field or the file), or None when the system's CAs apply."""
+        if self.ca_data is not None:
+            return self.ca_data
+        return _read_file(self.ca_file, "certificate-authority") if self.ca_file else None
+
+    def client_pair(self) -> tuple[bytes, bytes] | None:
+        """The static client certificate and key as PEM, or None."""
+        cert = self.client_cert_data or (_read_file(self.client_cert_file, "client-certificate")
+                                         if self.client_cert_file else None)
+        key = self.client_key_data or (_read_file(self.client_key_file, "client-key") if self.client_key_file else None)
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise ConfigError(f"{self.source}: a client certificate needs both the certificate and its key")
+        return cert, key
 
 
 def load_config(kubeconfig: str | os.PathLike[str] | None = None, context: str | None = None) -> ClusterConfig:
@@ -78,16 +102,17 @@ def load_config(kubeconfig: str | os.PathLike[str] | None = None, context: str |
     if kubeconfig and kubeconfig.startswith(("http://", "https://")):
         return ClusterConfig(server=kubeconfig.rstrip("/"), source=kubeconfig)
     if kubeconfig:
-        return _from_kubeconfig(Path(kubeconfig), context)
+        return from_kubeconfig(read_kubeconfigs([Path(kubeconfig)], must_exist=True), context)
     env = os.environ.get("KUBECONFIG")
     if env:
-        first = env.split(os.pathsep)[0]
-        return _from_kubeconfig(Path(first), context)
+        merged = read_kubeconfigs(kubeconfig_paths(env), must_exist=False)
+        if merged.sources:
+            return from_kubeconfig(merged, context)
     if os.environ.get("KUBERNETES_SERVICE_HOST") and (IN_CLUSTER_DIR / "token").exists():
         return _in_cluster()
     default = Path.home() / ".kube" / "config"
     if default.exists():
-        return _from_kubeconfig(default, context)
+        return from_kubeconfig(read_kubeconfigs([default], must_exist=True), context)
     raise ConfigError("no Kubernetes credentials: pass --kubeconfig, set KUBECONFIG, or run in a cluster")
 
 
@@ -106,62 +131,105 @@ def _in_cluster() -> ClusterConfig:
     )
 
 
-def _from_kubeconfig(path: Path, context_name: str | None) -> ClusterConfig:
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read kubeconfig {path}: {exc}") from exc
-    context_name = context_name or doc.get("current-context")
-    context = _named(doc, "contexts", context_name, path)["context"]
-    cluster = _named(doc, "clusters", context.get("cluster"), path)["cluster"]
-    user: dict[str, Any] = {}
-    if context.get("user"):
-        user = _named(doc, "users", context["user"], path).get("user") or {}
-    if "exec" in user or "auth-provider" in user:
-        raise ConfigError(f"kubeconfig {path}: user {context.get('user')!r} uses exec/auth-provider credentials, "
-                          "which wasmlet does not run; use a token or client certificate")
-    if not cluster.get("server"):
-        raise ConfigError(f"kubeconfig {path}: cluster {context.get('cluster')!r} has no server")
+def from_kubeconfig(merged: MergedKubeconfig, context_name: str | None) -> ClusterConfig:
+    """The connection a context of merged kubeconfig files describes (its current context by default)."""
+    name = context_name or merged.current_context
+    if not name:
+        raise ConfigError(f"kubeconfig {merged.describe()}: no current-context; pass --context")
+    context = merged.entry("contexts", name)
+    cluster = merged.entry("clusters", context.body.get("cluster"))
+    user = merged.entry("users", context.body["user"]) if context.body.get("user") else None
+    body = cluster.body
+    where = f"kubeconfig {cluster.source}: cluster {cluster.name!r}"
+    if not body.get("server"):
+        raise ConfigError(f"{where} has no server")
+    tls = _tls_fields(cluster, where)
+    credentials = _user_fields(user, body, tls, name) if user else {}
     return ClusterConfig(
-        server=str(cluster["server"]).rstrip("/"),
-        namespace=context.get("namespace") or "default",
-        token=user.get("token"),
-        token_file=_rel(path, user.get("tokenFile")),
-        ca_file=_rel(path, cluster.get("certificate-authority")),
-        ca_data=_data(cluster, "certificate-authority-data"),
-        client_cert_file=_rel(path, user.get("client-certificate")),
-        client_cert_data=_data(user, "client-certificate-data"),
-        client_key_file=_rel(path, user.get("client-key")),
-        client_key_data=_data(user, "client-key-data"),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        source=str(path),
+        server=str(body["server"]).rstrip("/"),
+        namespace=context.body.get("namespace") or "default",
+        proxy_url=_proxy(body.get("proxy-url"), where),
+        source=merged.describe(),
+        **tls, **credentials,
     )
 
 
-def _named(doc: dict[str, Any], section: str, name: str | None, path: Path) -> dict[str, Any]:
-    for entry in doc.get(section) or []:
-        if entry.get("name") == name:
-            return dict(entry)
-    raise ConfigError(f"kubeconfig {path}: no {section[:-1]} named {name!r}")
+def _tls_fields(cluster: Entry, where: str) -> dict[str, Any]:
+    body = cluster.body
+    return {
+        "ca_file": relative_to(cluster, body.get("certificate-authority")),
+        "ca_data": _data(body, "certificate-authority-data", where),
+        "insecure": bool(body.get("insecure-skip-tls-verify")),
+        "tls_server_name": body.get("tls-server-name") or None,
+    }
 
 
-def _rel(base: Path, value: str | None) -> str | None:
-    """Relative paths in a kubeconfig are relative to the kubeconfig file (as in client-go)."""
+def _user_fields(user: Entry, cluster: dict[str, Any], tls: dict[str, Any], context: str) -> dict[str, Any]:
+    body = user.body
+    where = f"kubeconfig {user.source}: user {user.name!r}"
+    if body.get("username") or body.get("password"):
+        raise ConfigError(f"{where}: basic authentication (username/password) was removed from Kubernetes; "
+                          "use a token, a client certificate or an exec plugin")
+    fields: dict[str, Any] = {
+        "token": body.get("token") or None,
+        "token_file": relative_to(user, body.get("tokenFile")),
+        "client_cert_file": relative_to(user, body.get("client-certificate")),
+        "client_cert_data": _data(body, "client-certificate-data", where),
+        "client_key_file": relative_to(user, body.get("client-key")),
+        "client_key_data": _data(body, "client-key-data", where),
+    }
+    if body.get("exec") is not None:
+        from wasmlet.kube.execplugin import parse_exec
+
+        wants_ca = (body["exec"] or {}).get("provideClusterInfo") if isinstance(body["exec"], dict) else False
+        ca_pem = tls["ca_data"] or (_read_file(tls["ca_file"], "certificate-authority")
+                                    if wants_ca and tls["ca_file"] else None)
+        fields["exec"] = parse_exec(user, cluster, ca_pem)
+    elif body.get("auth-provider") is not None:
+        fields["auth_provider"] = _auth_provider(user, cluster, context)
+    return fields
+
+
+def _auth_provider(user: Entry, cluster: dict[str, Any], context: str) -> AuthProviderConfig:
+    provider = user.body["auth-provider"]
+    if not isinstance(provider, dict) or not provider.get("name"):
+        raise ConfigError(f"kubeconfig {user.source}: user {user.name!r} auth-provider has no name")
+    document = {
+        "apiVersion": "v1", "kind": "Config", "current-context": context,
+        "clusters": [{"name": "cluster", "cluster": cluster}],
+        "users": [{"name": user.name, "user": user.body}],
+        "contexts": [{"name": context, "context": {"cluster": "cluster", "user": user.name}}],
+    }
+    return AuthProviderConfig(name=str(provider["name"]), document=document, context=context,
+                              base_path=str(user.source.parent))
+
+
+def _proxy(value: Any, where: str) -> str | None:
+    """`proxy-url`: http(s) proxies are supported (CONNECT for https servers); socks5 is not."""
     if not value:
         return None
-    return str(base.parent / value) if not os.path.isabs(value) else value
+    scheme = urlsplit(str(value)).scheme
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"{where}: proxy-url {value!r}: only http:// and https:// proxies are supported")
+    return str(value)
 
 
-def _data(section: dict[str, Any], key: str) -> bytes | None:
-    """A `*-data` field: the file's content in base64."""
+def _data(section: dict[str, Any], key: str, where: str) -> bytes | None:
+    """A `*-data` field: the file's content in base64 (line breaks allowed, as Go's decoder allows them)."""
     value = section.get(key)
-    return base64.b64decode(value) if value else None
+    if not value:
+        return None
+    try:
+        return base64.b64decode("".join(str(value).split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigError(f"{where}: {key} is not valid base64: {exc}") from None
 
 
-def _private_file(folder: str, name: str, data: bytes | None, fallback: str | None) -> str | None:
-    if data is None:
-        return fallback
-    target = Path(folder) / name
-    target.touch(mode=0o600)
-    target.write_bytes(data)
-    return str(target)
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+
+
+__all__ = ["AuthProviderConfig", "ClusterConfig", "ConfigError", "from_kubeconfig", "load_config"]

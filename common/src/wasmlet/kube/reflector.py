@@ -45,6 +45,8 @@ class Reflector:
         self._watch_timeout = watch_timeout
         self._backoff = backoff or Backoff()
         self.synced = asyncio.Event()
+        self.tried = asyncio.Event()  # the first list was answered, or failed (then `error` says why)
+        self.error: ApiError | None = None  # why the last list or watch failed; None once it works again
         self.resource_version: str | None = None
 
     async def run(self, handler: ReflectorHandler) -> None:
@@ -60,22 +62,30 @@ class Reflector:
                          self._resource.plural, self.resource_version)
                 self.resource_version = None
             except ApiUnavailable as exc:
+                self._failed(exc)
                 delay = self._backoff.next()
                 log.warning("API unavailable for %s (%s); retrying in %.1fs", self._resource.plural, exc, delay)
                 await asyncio.sleep(delay)
             except ApiError as exc:
                 # 403 (RBAC not there yet) or similar: nothing to do but wait and try again.
+                self._failed(exc)
                 delay = self._backoff.next()
                 log.error("cannot watch %s: %s; retrying in %.1fs", self._resource.plural, exc, delay)
                 self.resource_version = None
                 await asyncio.sleep(delay)
+
+    def _failed(self, exc: ApiError) -> None:
+        self.error = exc
+        self.tried.set()
 
     async def _list(self, handler: ReflectorHandler) -> None:
         listing = await self._api.list(self._resource, self._namespace,
                                        label_selector=self._labels, field_selector=self._fields)
         self.resource_version = listing.get("metadata", {}).get("resourceVersion") or None
         await handler.replace(list(listing.get("items") or []))
+        self.error = None
         self.synced.set()
+        self.tried.set()
 
     async def _watch(self, handler: ReflectorHandler) -> None:
         async for event in self._api.watch(

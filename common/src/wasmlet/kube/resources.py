@@ -48,6 +48,10 @@ CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", names
                 kind="CustomResourceDefinition")
 WASM_WORKLOADS = Resource("wasmlet.dev", "v1alpha1", "wasmworkloads", kind="WasmWorkload")
 TOKEN_REVIEWS = Resource("authentication.k8s.io", "v1", "tokenreviews", namespaced=False, kind="TokenReview")
+SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "subjectaccessreviews", namespaced=False,
+                                  kind="SubjectAccessReview")
+CERTIFICATE_SIGNING_REQUESTS = Resource("certificates.k8s.io", "v1", "certificatesigningrequests", namespaced=False,
+                                        kind="CertificateSigningRequest")
 # kopf's peering objects, through which operator replicas agree which one is active.
 CLUSTER_KOPF_PEERINGS = Resource("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False, kind="ClusterKopfPeering")
 KOPF_PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings", kind="KopfPeering")

@@ -15,16 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from wasmlet.kube import ApiError, KubeClient, load_config
+from wasmlet.kube.config import ConfigError
 from wasmlet.nodeagent import VERSION
+from wasmlet.nodeagent.cacheguard import CacheGuard
 from wasmlet.nodeagent.claims import ApiClaims, ClaimSource, NoClaims
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.link import CloudLink
 from wasmlet.nodeagent.metrics import AgentMetrics
 from wasmlet.nodeagent.mirror import MirrorReporter
 from wasmlet.nodeagent.modules import ModuleCache
 from wasmlet.nodeagent.node import node_labels
-from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects
+from wasmlet.nodeagent.objects import ApiObjects, LayeredObjects, ObjectStore, StaticObjects, WatchedObjects
 from wasmlet.nodeagent.pods import AgentEnv, PodController, Reporter
 from wasmlet.nodeagent.podstore import PodStore, StoringReporter
+from wasmlet.nodeagent.ports import NodePorts
 from wasmlet.nodeagent.runtime import Runtime, load_backend
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,18 @@ class Runtimes:
         self._loaded.clear()
 
 
+async def _check_credentials(api: KubeClient) -> None:
+    """Fetch the credentials once at start, so a broken exec plugin is reported at once, plainly.
+
+    The agent runs on (its Pods keep running, edge autonomy) and fetches them again on every
+    request until they work; the error repeats in the API errors meanwhile.
+    """
+    try:
+        await api.credentials.login()
+    except ConfigError as exc:
+        log.error("cannot get credentials for the API server %s: %s", api.config.server, exc)
+
+
 class Agent:
     """One node agent. `run()` until `stop` is set."""
 
@@ -69,6 +85,8 @@ class Agent:
         self.mirrors: MirrorReporter | None = None
         self.metrics = AgentMetrics()
         self.kubelet_port: int | None = None
+        self.credentials: Any = None  # NodeCredentials under TLS bootstrap
+        self.link = CloudLink()
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -80,18 +98,34 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             api: KubeClient | None = None
             if not settings.standalone:
-                api = await stack.enter_async_context(KubeClient(load_config(settings.kubeconfig),
-                                                                 user_agent=f"wasmlet-agent/{settings.node_name}"))
+                kubeconfig, context = settings.kubeconfig, settings.context
+                if settings.bootstrap_kubeconfig is not None:
+                    from wasmlet.nodeagent.bootstrap import NodeCredentials
+
+                    self.credentials = NodeCredentials(settings)
+                    kubeconfig, context = str(await self.credentials.ensure()), None  # the node kubeconfig's own
+                api = await stack.enter_async_context(KubeClient(load_config(kubeconfig, context),
+                                                                 user_agent=f"wasmlet-agent/{settings.node_name}",
+                                                                 on_request=self._count_request))
+                await _check_credentials(api)
             store = PodStore(state / "agent.db")
             stack.callback(store.close)
             static_objects = StaticObjects()
             objects: ObjectStore = static_objects
+            self.link = CloudLink()  # writes tell whether the API is reachable (node, reporter)
             base = self._reporter or self._api_reporter(api)
-            if api is not None:
+            if api is not None and settings.metaserver:
                 objects = ApiObjects(api, store)
-                if settings.manifests is not None:  # mixed mode: static Pods next to the API's
-                    objects = LayeredObjects(static_objects, objects)
-                    base = self.mirrors = MirrorReporter(base, api, settings.node_name)
+            elif api is not None:
+                # Object watches hold a connection each: their own client, without the connection limit.
+                watch_api = await stack.enter_async_context(KubeClient(
+                    api.config, user_agent=f"wasmlet-agent/{settings.node_name}", max_connections=0,
+                    credentials=api.credentials, on_request=self._count_request))
+                watched = objects = WatchedObjects(watch_api, store)
+                stack.push_async_callback(watched.close)
+            if api is not None and settings.manifests is not None:  # mixed mode: static Pods next to the API's
+                objects = LayeredObjects(static_objects, objects)
+                base = self.mirrors = MirrorReporter(base, api, settings.node_name)
             reporter = StoringReporter(base, store)
             claims: ClaimSource = ApiClaims(api) if api is not None else NoClaims()
             env = AgentEnv(
@@ -104,6 +138,8 @@ class Agent:
                 claims=claims, node_labels=node_labels(settings),
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
                 backoff_base=settings.restart_backoff_seconds, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
+                ports=NodePorts(settings.min_host_port),
+                modules_by_reference=settings.metaserver,
             )
             self.controller = PodController(env, store=store)
             if settings.serve_kubelet_api:
@@ -131,10 +167,14 @@ class Agent:
                 # Edge autonomy: what the store says should run starts now, API or not; the API's
                 # list replaces it as soon as the API answers.
                 await self.controller.replace(store.pods("api"))
-                self.node = NodeController(api, self.settings)
+                self.node = NodeController(api, self.settings, self.link)
+                guard = CacheGuard(api, store, self.controller, self.node.link) if self.settings.metaserver else None
                 tasks.append(group.create_task(self.node.run()))
                 tasks.append(group.create_task(reporter.inner.run()))
-                tasks.append(group.create_task(ApiPods(api, self.settings.node_name, self.controller, store).run()))
+                pods = ApiPods(api, self.settings.node_name, self.controller, store, reporter, guard)
+                tasks.append(group.create_task(pods.run()))
+                if self.credentials is not None:
+                    tasks.append(group.create_task(self.credentials.rotate()))
             if self.settings.manifests is not None:
                 statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
                 assert isinstance(statics, StaticObjects)
@@ -155,31 +195,44 @@ class Agent:
 
     async def _serve_kubelet_api(self, logs_dir: Path, pki_dir: Path, api: KubeClient | None) -> Any:
         from wasmlet.nodeagent.kubeletapi import KubeletApi, serve
-        from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware
+        from wasmlet.nodeagent.kubeletauth import TokenReviewer, auth_middleware, client_ca_for
+        from wasmlet.nodeagent.kubeletauthz import AccessReviewer
         from wasmlet.nodeagent.tls import server_context
 
         assert self.controller is not None
         s = self.settings
+        client_ca = client_ca_for(s.client_ca_file, api)
         context = await asyncio.to_thread(server_context, s.tls_cert_file, s.tls_key_file, pki_dir, s.node_name,
-                                          s.node_ip, s.client_ca_file)
+                                          s.node_ip, client_ca)
         middlewares: tuple[Any, ...] = ()
         if s.kubelet_api_auth == "webhook":
-            if api is None and s.client_ca_file is None:
+            if api is None and client_ca is None:
                 log.warning("kubelet API: no API server to review tokens and no client_ca_file: only /healthz "
                             "answers; set kubelet_api_auth: none to serve logs without authentication")
-            middlewares = (auth_middleware(TokenReviewer(api) if api else None),)
+            middlewares = (auth_middleware(TokenReviewer(api) if api else None,
+                                           AccessReviewer(api, s.node_name)
+                                           if api and s.kubelet_api_authorization == "webhook" else None),)
         kubelet_api = KubeletApi(self.controller, self.metrics, logs_dir, middlewares=middlewares)
         runner = await serve(kubelet_api, s.kubelet_address, s.kubelet_port, context)
         self.kubelet_port = runner.addresses[0][1]
+        self.controller.env.ports.reserve(self.kubelet_port, "kubelet API: logs, /pods, /metrics")
         # Port 0 picks a free port; the Node must advertise the real one.
         self.settings = dataclasses.replace(s, kubelet_port=self.kubelet_port)
-        log.info("kubelet API on https://%s:%d", s.kubelet_address, self.kubelet_port)
+        trusted = (s.client_ca_file if s.client_ca_file is not None
+                   else f"the cluster CA of {api.config.source}" if api is not None and client_ca is not None
+                   else "no CA (tokens only)")
+        log.info("kubelet API on https://%s:%d; client certificates signed by %s", s.kubelet_address,
+                 self.kubelet_port, trusted)
         return runner
 
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter
 
-        return ApiReporter(api, self.settings.node_name) if api else ConsoleReporter()
+        return (ApiReporter(api, self.settings.node_name, metrics=self.metrics, link=self.link) if api
+                else ConsoleReporter())
+
+    def _count_request(self, verb: str, resource: str, code: str) -> None:
+        self.metrics.api_requests.labels(verb, resource, code).inc()
 
     async def _mark_not_ready(self) -> None:
         assert self.node is not None

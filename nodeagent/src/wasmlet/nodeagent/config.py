@@ -35,11 +35,15 @@ class AgentSettings:
     tls_key_file: Path | None = None
     # Off only for `wasmlet run`, which needs no API on a port.
     serve_kubelet_api: bool = True
-    # Who may read logs, /pods, /metrics: "webhook" (a client certificate from client_ca_file, or a
+    # Who may read logs, /pods, /metrics: "webhook" (a client certificate from the client CA, or a
     # bearer token the API server confirms) or "none" — an explicit opt-out for standalone use.
     kubelet_api_auth: str = "webhook"
-    # The CA of the API server's kubelet-client certificate (kubeadm: /etc/kubernetes/pki/ca.crt;
-    # in a Pod: the kube-root-ca.crt ConfigMap).
+    # What an authenticated caller may do, as the kubelet's authorization.mode: "webhook" (a
+    # SubjectAccessReview per caller and subresource, as the kubelet asks) or "always-allow".
+    kubelet_api_authorization: str = "webhook"
+    # The CA of the API server's kubelet-client certificate. Unset: the cluster CA of the agent's
+    # own credentials (its kubeconfig's certificate authority, or in a Pod the service account's
+    # ca.crt), which is what signs that certificate on a kubeadm cluster.
     client_ca_file: Path | None = None
     # Desired state, module cache and container logs live here; it must survive restarts.
     state_dir: Path = Path("/var/lib/wasmlet")
@@ -47,6 +51,15 @@ class AgentSettings:
     manifests: Path | None = None
     # Path to a kubeconfig, or an http(s) URL (KubeEdge MetaServer). Unset: KUBECONFIG/in-cluster.
     kubeconfig: str | None = None
+    # The lowest port a Pod may serve on (a wasm Pod's ports are its node's). 1024 keeps the
+    # privileged ports, where a node's own daemons listen, from tenants; 1 allows every port.
+    min_host_port: int = 1024
+    # TLS bootstrap, as the kubelet's --bootstrap-kubeconfig: a kubeconfig path, or "in-cluster" (the
+    # Pod's ServiceAccount), used only to request this node's client certificate; the node
+    # kubeconfig is then written to `kubeconfig` (default state_dir/pki/kubelet.kubeconfig).
+    bootstrap_kubeconfig: str | None = None
+    # The kubeconfig context to use (kubectl's --context). Unset: the kubeconfig's current-context.
+    context: str | None = None
     # Extra Node labels, e.g. node-role.kubernetes.io/edge="".
     node_labels: dict[str, str] = field(default_factory=dict)
     # When the agent stops, its Pods get their grace period but at most this long (the kubelet's
@@ -65,6 +78,13 @@ class AgentSettings:
     lease_renew_seconds: float = 10.0
     # NodeStatus is posted on change and at least this often (the kubelet's nodeStatusReportFrequency).
     node_status_seconds: float = 300.0
+    # How often the API's Node is compared with the agent's view (one GET): a Node marked Unknown
+    # by the node lifecycle controller while the link was down is corrected within this time.
+    node_check_seconds: float = 60.0
+    # The API endpoint is KubeEdge's MetaServer, a cache that answers from its store while the cloud
+    # is away: list Pods without a field selector (filtered here), stop a Pod only on a DELETED
+    # event, a deletionTimestamp, or a GET answered while writes go through (docs/kubeedge.md).
+    metaserver: bool = False
     # Container log files are capped like the kubelet's containerLogMaxSize / containerLogMaxFiles.
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
@@ -85,7 +105,8 @@ class AgentSettings:
     @property
     def standalone(self) -> bool:
         """No API server: run only the static Pods of `manifests`."""
-        return self.kubeconfig is None and self.manifests is not None and not _cluster_env()
+        return (self.kubeconfig is None and self.bootstrap_kubeconfig is None and self.manifests is not None
+                and not _cluster_env())
 
     def validate(self) -> AgentSettings:
         if not self.node_name or len(self.node_name) > 253:
@@ -94,8 +115,16 @@ class AgentSettings:
             raise SettingsError(f"kubelet_port: {self.kubelet_port} is not a port number")
         if self.kubelet_api_auth not in ("webhook", "none"):
             raise SettingsError(f"kubelet_api_auth: {self.kubelet_api_auth!r} is not webhook or none")
+        if self.kubelet_api_authorization not in ("webhook", "always-allow"):
+            raise SettingsError(f"kubelet_api_authorization: {self.kubelet_api_authorization!r} is not webhook or "
+                                "always-allow")
         if self.client_ca_file is not None and not self.client_ca_file.is_file():
             raise SettingsError(f"client_ca_file: {self.client_ca_file} is not a file")
+        if not 1 <= self.min_host_port <= 65535:
+            raise SettingsError(f"min_host_port: {self.min_host_port} is not a port number")
+        if self.bootstrap_kubeconfig is not None and (self.kubeconfig or "").startswith(("http://", "https://")):
+            raise SettingsError("kubeconfig: with bootstrap_kubeconfig it is the node kubeconfig file to write, "
+                                f"not a URL ({self.kubeconfig})")
         if self.shutdown_grace_seconds < 0:
             raise SettingsError(f"shutdown_grace_seconds: must not be negative, not {self.shutdown_grace_seconds}")
         if self.allocatable_memory < 0:
@@ -109,6 +138,8 @@ class AgentSettings:
             raise SettingsError(f"runtimes: unknown runtime(s) {unknown}; known: wasmer, wasmtime")
         if not 0 < self.restart_backoff_seconds <= 300:
             raise SettingsError(f"restart_backoff_seconds: {self.restart_backoff_seconds} is not in (0, 300]")
+        if self.node_check_seconds <= 0:
+            raise SettingsError(f"node_check_seconds: {self.node_check_seconds} is not positive")
         if self.lease_renew_seconds >= self.lease_duration_seconds:
             raise SettingsError("lease_renew_seconds: must be shorter than lease_duration_seconds")
         if self.manifests is not None and not self.manifests.exists():

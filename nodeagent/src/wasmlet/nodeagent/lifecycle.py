@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from wasmlet.nodeagent.claims import claim_mounts, resolve_claims
 from wasmlet.nodeagent.errors import ModuleError, PodConfigError, PullError, UnsupportedPod
+from wasmlet.nodeagent.modules import check_module_reference
 from wasmlet.nodeagent.probes import parse_probes
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, RunSpec
 from wasmlet.nodeagent.volumes import mounts_for, prepare_volumes, resolve_env
@@ -81,6 +82,9 @@ async def admitting(w: PodWorker) -> State:
     for container in w.plan.containers:  # raises UnsupportedPod: the Pod fails naming the probe
         named_ports = {p.name: p.port for p in container.ports if p.name}
         w.probes[container.name] = parse_probes({"name": container.name, **container.probes}, named_ports)
+    refused = w.env.ports.refusal(w.plan.tcp_ports, w.env.node_name)
+    if refused is not None:
+        return w.fail(refused.reason, refused.message)
     conflict = w.env.ports.claim(w.plan.uid, w.plan.key, w.plan.tcp_ports)
     if conflict is not None:
         port, holder = conflict
@@ -94,12 +98,15 @@ async def pulling(w: PodWorker) -> State:
         record = w.records[container.name]
         if record.image_id:
             continue
-        w.event("Normal", "Pulling", f'Pulling module "{container.module.ref}"', container.name)
         started = time.monotonic()
         try:
+            if w.env.modules_by_reference and container.module.kind == "configmap":
+                check_module_reference(container.module, w.plan.volumes)
+            # `Pulling` only when a download begins: a module in the store gets one `Pulled` event.
             module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir, holder=w.plan.uid,
                                                pull_secrets=w.plan.image_pull_secrets,
-                                               pull_policy=container.image_pull_policy)
+                                               pull_policy=container.image_pull_policy,
+                                               on_pull=_announce_pull(w, container.module.ref, container.name))
             runtime = await w.env.runtime(w.plan.runtime)
             await runtime.prepare(module.path, module.digest)
         except (PullError, ModuleError) as exc:
@@ -120,8 +127,12 @@ async def pulling(w: PodWorker) -> State:
         w.modules[container.name] = module
         record.image_id = module.image_id or module.digest
         w.clear_waiting(record)
-        w.event("Normal", "Pulled", f'Successfully pulled module "{container.module.ref}" in '
-                f"{time.monotonic() - started:.3f}s ({module.size} bytes, {module.digest[:19]})", container.name)
+        if module.cached:
+            w.event("Normal", "Pulled", f'Container image "{container.module.ref}" already present on machine',
+                    container.name)
+        else:
+            w.event("Normal", "Pulled", f'Successfully pulled module "{container.module.ref}" in '
+                    f"{time.monotonic() - started:.3f}s ({module.size} bytes, {module.digest[:19]})", container.name)
     w.pull_backoff.delay = 0.0
     return S.VOLUMES
 
@@ -262,6 +273,13 @@ HANDLERS: dict[State, Handler] = {
     S.CRASH_BACKOFF: crash_backoff,
     S.TERMINATING: terminating,
 }
+
+
+def _announce_pull(w: PodWorker, module: str, container: str) -> Callable[[], None]:
+    """The kubelet's `Pulling` event, for when a download begins (not for a module in the store)."""
+    def pulling() -> None:
+        w.event("Normal", "Pulling", f'Pulling module "{module}"', container)
+    return pulling
 
 
 def exit_for_deadline() -> ExitStatus:

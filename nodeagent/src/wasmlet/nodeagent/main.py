@@ -37,6 +37,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     p.add_argument("--config", type=Path, help="YAML file of settings (keys as the flags, with _ or -)")
     p.add_argument("--kubeconfig", help="kubeconfig path or API URL (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    p.add_argument("--bootstrap-kubeconfig",
+                   help="TLS bootstrap, as the kubelet's: credentials (a kubeconfig path, or in-cluster) used only to "
+                        "request this node's client certificate; the node kubeconfig is written to --kubeconfig")
+    p.add_argument("--min-host-port", type=int, help="lowest port a Pod may serve on (default 1024)")
+    p.add_argument("--context", help="kubeconfig context to use (default: its current-context)")
     p.add_argument("--node-name", help="the Node's name (default: the hostname)")
     p.add_argument("--node-ip", help="the Node's InternalIP (default: the address of the default route)")
     p.add_argument("--kubelet-port", type=int, help=f"port of the kubelet API (default {DEFAULTS.kubelet_port})")
@@ -49,7 +54,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kubelet-api-auth", choices=("webhook", "none"),
                    help="who may read logs/pods/metrics: webhook (client certificate or TokenReview; default) "
                         "or none (explicit opt-out, for standalone use)")
-    p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate")
+    p.add_argument("--kubelet-api-authorization", choices=("webhook", "always-allow"),
+                   help="what an authenticated caller may do: webhook (a SubjectAccessReview, as the kubelet asks; "
+                        "default) or always-allow")
+    p.add_argument("--metaserver", action="store_const", const=True,
+                   help="the API endpoint is KubeEdge's MetaServer: trust its lists and copies only as a cache's")
+    p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate (default: the cluster CA "
+                                                               "of the agent's kubeconfig or service account)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.add_argument("--check-config", action="store_true",
                    help="validate the settings and credentials, print them, and exit (connects to nothing)")
@@ -58,10 +69,13 @@ def parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     flags = {
-        "kubeconfig": args.kubeconfig, "node_name": args.node_name, "node_ip": args.node_ip,
+        "kubeconfig": args.kubeconfig, "context": args.context, "node_name": args.node_name, "node_ip": args.node_ip,
         "kubelet_port": args.kubelet_port, "state_dir": args.state_dir, "manifests": args.manifests,
         "node_labels": args.node_label, "max_pods": args.max_pods, "runtimes": args.runtimes,
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
+        "bootstrap_kubeconfig": args.bootstrap_kubeconfig, "min_host_port": args.min_host_port,
+        "kubelet_api_authorization": args.kubelet_api_authorization,
+        "metaserver": args.metaserver,
     }
     return load_settings(args.config, dict(os.environ), flags)
 
@@ -92,7 +106,13 @@ def check_config(settings: AgentSettings) -> int:
     for name, value in sorted(vars(settings).items()):
         print(f"{name}: {value}")
     try:
-        print("api: none (standalone)" if settings.standalone else f"api: {load_config(settings.kubeconfig).server}")
+        if settings.standalone:
+            print("api: none (standalone)")
+        elif settings.bootstrap_kubeconfig is not None:  # the node kubeconfig may not exist yet
+            source = settings.bootstrap_kubeconfig
+            print(f"api: {load_config(None if source == 'in-cluster' else source).server} (TLS bootstrap)")
+        else:
+            print(f"api: {load_config(settings.kubeconfig, settings.context).server}")
     except ConfigError as exc:
         print(f"wasmlet-agent: {exc}", file=sys.stderr)
         return 2

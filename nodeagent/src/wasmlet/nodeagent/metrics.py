@@ -30,16 +30,25 @@ class HttpMetrics:
         self.in_flight = Gauge("wasmlet_http_instances_in_flight", "Instances running for HTTP requests now.",
                                HTTP_LABELS, registry=registry)
         self._series: dict[tuple[str, str], set[tuple[Any, tuple[str, ...]]]] = {}
+        self._children: dict[tuple[tuple[str, str, str], int, str], tuple[Any, Any, Any]] = {}
 
     def observe(self, labels: tuple[str, str, str], code: int, reason: str, seconds: float) -> None:
-        series = self._series.setdefault(labels[:2], set())
-        self.requests.labels(*labels, str(code)).inc()
-        series.add((self.requests, (*labels, str(code))))
-        if reason:
-            self.errors.labels(*labels, reason).inc()
-            series.add((self.errors, (*labels, reason)))
-        self.duration.labels(*labels).observe(seconds)
-        series.add((self.duration, labels))
+        # Once per request: the labelled children are looked up (and registered for `forget`) once.
+        children = self._children.get((labels, code, reason))
+        if children is None:
+            series = self._series.setdefault(labels[:2], set())
+            series.update({(self.requests, (*labels, str(code))), (self.duration, labels)})
+            errors = None
+            if reason:
+                errors = self.errors.labels(*labels, reason)
+                series.add((self.errors, (*labels, reason)))
+            children = self._children[(labels, code, reason)] = (
+                self.requests.labels(*labels, str(code)), errors, self.duration.labels(*labels))
+        requests, errors, duration = children
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        duration.observe(seconds)
 
     def track(self, labels: tuple[str, str, str]) -> None:
         """Start the in-flight gauge of a handler at 0, so that it is there before the first request."""
@@ -48,6 +57,7 @@ class HttpMetrics:
 
     def forget(self, namespace: str, pod: str) -> None:
         """Drop every series of the Pod (it is gone): /metrics does not grow with Pod churn."""
+        self._children = {key: value for key, value in self._children.items() if key[0][:2] != (namespace, pod)}
         for metric, labels in self._series.pop((namespace, pod), set()):
             try:
                 metric.remove(*labels)
@@ -72,6 +82,14 @@ class AgentMetrics:
         self.pulls = Counter("wasmlet_module_pulls", "Module fetches, by result (ok, error).",
                              ["result"], registry=self.registry)
         self.pods = Gauge("wasmlet_pods", "Pods the agent is running now.", registry=self.registry)
+        # The kubelet's rest_client_requests_total: what the agent costs the API server, by verb and resource.
+        self.api_requests = Counter("wasmlet_agent_api_requests", "Requests the agent sent to the API server, "
+                                    "by verb, resource and HTTP code.", ["verb", "resource", "code"],
+                                    registry=self.registry)
+        # A Pod's start path, step by step: its first status (the worker began) → the status saying
+        # Running is handed to the reporter ("run") → that status is written ("report").
+        self.start_steps = Histogram("wasmlet_pod_start_step_seconds", "A Pod's start, by step (run, report).",
+                                     ["step"], buckets=START_BUCKETS, registry=self.registry)
         self.http = HttpMetrics(self.registry)
         # The kubelet's prober_probe_total, by its label values (Startup/Liveness/Readiness; successful/failed).
         self.probes = Counter("wasmlet_probe_results", "Probe attempts, by probe type and result.",

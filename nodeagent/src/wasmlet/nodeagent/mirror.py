@@ -14,6 +14,7 @@ import copy
 import logging
 from typing import Any
 
+from wasmlet.api.podtemplate import MODULE_VOLUME
 from wasmlet.kube import AlreadyExists, ApiError, Conflict, KubeClient, NotFound
 from wasmlet.kube.resources import NODES, PODS
 from wasmlet.nodeagent.pods import PodRef
@@ -35,6 +36,11 @@ def mirror_of(static_pod: Obj, node: Obj) -> Obj:
     annotations = dict(meta.get("annotations") or {})
     annotations[MIRROR_ANNOTATION] = annotations.get(HASH_ANNOTATION, meta["uid"])
     node_meta = node["metadata"]
+    spec = copy.deepcopy(static_pod.get("spec") or {})
+    # The module's ConfigMap of a static WasmWorkload is in the manifest folder, not the API; and
+    # NodeRestriction refuses a node's mirror Pod that references a ConfigMap.
+    if spec.get("volumes"):
+        spec["volumes"] = [v for v in spec["volumes"] if v.get("name") != MODULE_VOLUME]
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
@@ -43,7 +49,7 @@ def mirror_of(static_pod: Obj, node: Obj) -> Obj:
             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node_meta["name"],
                                  "uid": node_meta["uid"], "controller": True}],
         },
-        "spec": copy.deepcopy(static_pod.get("spec") or {}),
+        "spec": spec,
     }
 
 
@@ -69,6 +75,10 @@ class MirrorReporter:
     def event(self, ref: PodRef, type_: str, reason: str, message: str, container: str | None) -> None:
         target = self._mirrors.get(ref.uid, ref) if ref.uid in self._static else ref
         self.inner.event(target, type_, reason, message, container)
+
+    def gone(self, ref: PodRef) -> None:
+        if ref.uid not in self._static:
+            self.inner.gone(ref)
 
     async def finished(self, ref: PodRef, deleting: bool) -> None:
         if ref.uid in self._static:

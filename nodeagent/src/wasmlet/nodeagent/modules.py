@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from wasmlet.kube import ApiError
+from wasmlet.kube import ApiError, Forbidden
 from wasmlet.nodeagent.errors import PodConfigError, PullError
 from wasmlet.nodeagent.objects import ObjectStore
 from wasmlet.nodeagent.oci.auth import Credentials, credentials_for, secret_credentials
@@ -36,12 +38,29 @@ HTTP_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=15, sock_read=60)
 HTTP_MAX_REDIRECTS = 5
 # The cap on the whole store; a module bigger than what is left still fits (held ones never go).
 DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
+CONFIGMAP_MODULES = 1024  # ConfigMap versions remembered as already stored (the oldest are forgotten)
 
 
 @dataclass
 class _Job:
     task: asyncio.Future[Module] | None = None
     holders: set[str] = field(default_factory=set)
+
+
+def check_module_reference(ref: ModuleRef, volumes: list[dict[str, Any]]) -> None:
+    """Refuse a `configmap://` module whose ConfigMap no volume of the Pod names. A node identity
+    may read only the ConfigMaps its Pods reference, and KubeEdge's MetaServer hides the 403 by
+    answering from its own store: such a module would run only while some other Pod happens to
+    reference the same ConfigMap, and could be a stale copy. Said plainly instead."""
+    name = ref.ref.partition("/")[0]
+    for volume in volumes:
+        for source in [volume, *((volume.get("projected") or {}).get("sources") or [])]:
+            if (source.get("configMap") or {}).get("name") == name:
+                return
+    raise PodConfigError(
+        f'configmap "{name}" (module configmap://{ref.ref}) is not referenced by a volume of this Pod: behind '
+        "KubeEdge's MetaServer a node reads only the ConfigMaps its Pods reference; add the volume "
+        f'{{"name": "wasmlet-module", "configMap": {{"name": "{name}"}}}} to the Pod')
 
 
 class ModuleCache:
@@ -55,10 +74,14 @@ class ModuleCache:
         self._allow_unpinned = allow_unpinned_urls
         self._oci = OciPuller(self.store, RegistryState(insecure=insecure_registries), max_bytes)
         self._jobs: dict[tuple[str, ...], _Job] = {}
+        # ConfigMap modules already in the store: (namespace, name, key) → (uid, resourceVersion, hex digest)
+        self._from_configmaps: dict[tuple[str, str, str], tuple[str, str, str]] = {}
 
     async def fetch(self, ref: ModuleRef, namespace: str, base_dir: Path | None = None, *, holder: str = "",
-                    pull_secrets: tuple[str, ...] = (), pull_policy: str = "IfNotPresent") -> Module:
-        """The module for `ref`, fetched at most once however many Pods ask at once.
+                    pull_secrets: tuple[str, ...] = (), pull_policy: str = "IfNotPresent",
+                    on_pull: Callable[[], None] | None = None) -> Module:
+        """The module for `ref`, fetched at most once however many Pods ask at once; `on_pull` is
+        called when it is not in the store and a download begins (the kubelet's `Pulling`).
 
         With a `holder` (a Pod UID) the module stays on hold, safe from eviction, until `release(holder)`.
         """
@@ -66,7 +89,8 @@ class ModuleCache:
         job = self._jobs.get(key)
         if job is None:
             job = self._jobs[key] = _Job()
-            job.task = asyncio.ensure_future(self._run(key, job, ref, namespace, base_dir, pull_secrets, pull_policy))
+            job.task = asyncio.ensure_future(self._run(key, job, ref, namespace, base_dir, pull_secrets, pull_policy,
+                                                      on_pull or _nothing))
         if holder:
             job.holders.add(holder)
         assert job.task is not None
@@ -83,9 +107,9 @@ class ModuleCache:
         self.store.release(holder)
 
     async def _run(self, key: tuple[str, ...], job: _Job, ref: ModuleRef, namespace: str, base_dir: Path | None,
-                   pull_secrets: tuple[str, ...], policy: str) -> Module:
+                   pull_secrets: tuple[str, ...], policy: str, on_pull: Callable[[], None]) -> Module:
         try:
-            module = await self._fetch(ref, namespace, base_dir, pull_secrets, policy)
+            module = await self._fetch(ref, namespace, base_dir, pull_secrets, policy, on_pull)
             hexdigest = module.digest.removeprefix("sha256:")
             for holder in job.holders:
                 self.store.hold(holder, hexdigest)
@@ -95,23 +119,28 @@ class ModuleCache:
             self._jobs.pop(key, None)  # in the same step as the holds: no one joins a finished job
 
     async def _fetch(self, ref: ModuleRef, namespace: str, base_dir: Path | None = None,
-                     pull_secrets: tuple[str, ...] = (), policy: str = "IfNotPresent") -> Module:
+                     pull_secrets: tuple[str, ...] = (), policy: str = "IfNotPresent",
+                     on_pull: Callable[[], None] = lambda: None) -> Module:
         if ref.kind == "oci":
             try:
                 image = parse_reference(ref.ref)
             except InvalidReference as exc:
                 raise PullError(f"{ref.ref}: {exc}", reason="InvalidImageName") from exc
+            if policy != "Always" and (hit := await self._oci.present(image)):
+                return replace(hit, cached=True)
             keyring = await self._keyring(namespace, pull_secrets)
+            on_pull()
             return await self._oci.pull(image, policy, credentials_for(keyring, image))
         if ref.sha256 and (hit := await asyncio.to_thread(self.store.get, ref.sha256)):
-            return hit
+            return replace(hit, cached=True)
         if ref.kind == "http" and policy == "Never":
             raise PullError(f'Container image "{ref.ref}" is not present with pull policy of Never',
                             reason="ErrImageNeverPull")
+        if ref.kind == "configmap":
+            return await self._configmap_module(ref, namespace, on_pull)
+        on_pull()
         with self.store.writer() as out:
-            if ref.kind == "configmap":
-                out.write(await self._from_configmap(ref, namespace))
-            elif ref.kind == "http":
+            if ref.kind == "http":
                 await self._from_http(ref, out)
             elif ref.kind == "file":
                 await asyncio.to_thread(self._from_file, ref, base_dir, out)
@@ -140,21 +169,36 @@ class ModuleCache:
                 keyring.setdefault(key, creds)
         return keyring
 
-    async def _from_configmap(self, ref: ModuleRef, namespace: str) -> bytes:
+    async def _configmap_module(self, ref: ModuleRef, namespace: str, on_pull: Callable[[], None]) -> Module:
+        """The module in a ConfigMap's binaryData; decoded and stored once per version of the ConfigMap."""
         name, _, key = ref.ref.partition("/")
         try:
             configmap = await self._objects.configmap(namespace, name)
+        except Forbidden as exc:
+            # A node identity reads only what the Node authorizer relates to its Pods: volumes,
+            # env and envFrom references count, a `configmap://` image does not.
+            raise PodConfigError(
+                f'configmap "{name}" is forbidden to this node (module configmap://{ref.ref}): a node may read '
+                "only the ConfigMaps its Pods reference from volumes, env or envFrom; add a volume "
+                f'{{"name": "wasmlet-module", "configMap": {{"name": "{name}"}}}} to the Pod (the operator '
+                f"does for WasmWorkloads) ({exc})") from exc
         except ApiError as exc:
             raise PullError(f"cannot read ConfigMap {namespace}/{name} for configmap://{ref.ref}: {exc}") from exc
         if configmap is None:
             raise PodConfigError(f'configmap "{name}" not found (module configmap://{ref.ref})')
-        binary = (configmap.get("binaryData") or {}).get(key)
-        if binary is None:
-            raise PodConfigError(f'couldn\'t find key {key} in ConfigMap {namespace}/{name} binaryData')
-        try:
-            return base64.b64decode(binary, validate=True)
-        except ValueError as exc:
-            raise PullError(f"ConfigMap {namespace}/{name} key {key}: binaryData is not base64") from exc
+        meta = configmap.get("metadata") or {}
+        version = (str(meta.get("uid")), str(meta.get("resourceVersion")))
+        known = self._from_configmaps.get((namespace, name, key))
+        if known is not None and known[:2] == version and (hit := self.store.get(known[2])):
+            return replace(hit, cached=True)
+        on_pull()
+        with self.store.writer() as out:
+            out.write(_configmap_bytes(configmap, ref, namespace, key))
+            module = self._commit(out, ref)
+        self._from_configmaps[(namespace, name, key)] = (*version, module.digest.removeprefix("sha256:"))
+        while len(self._from_configmaps) > CONFIGMAP_MODULES:
+            del self._from_configmaps[next(iter(self._from_configmaps))]
+        return module
 
     async def _from_http(self, ref: ModuleRef, out: Writer) -> None:
         if ref.sha256 is None and not self._allow_unpinned:
@@ -201,3 +245,18 @@ class ModuleCache:
             raise PullError(f"{ref.ref}: not a wasm module (no \\0asm header)")
         out.file.seek(0, 2)
         return self.store.commit(out, expected)
+
+
+def _configmap_bytes(configmap: dict[str, object], ref: ModuleRef, namespace: str, key: str) -> bytes:
+    name = ref.ref.partition("/")[0]
+    binary = (configmap.get("binaryData") or {}).get(key)  # type: ignore[attr-defined]
+    if binary is None:
+        raise PodConfigError(f'couldn\'t find key {key} in ConfigMap {namespace}/{name} binaryData')
+    try:
+        return base64.b64decode(binary, validate=True)
+    except ValueError as exc:
+        raise PullError(f"ConfigMap {namespace}/{name} key {key}: binaryData is not base64") from exc
+
+
+def _nothing() -> None:
+    """No one to tell that a download begins."""

@@ -64,6 +64,9 @@ class Reporter(Protocol):
     async def finished(self, ref: PodRef, deleting: bool) -> None:
         """The worker ended; when the Pod was being deleted, remove it (grace 0, UID precondition)."""
 
+    def gone(self, ref: PodRef) -> None:
+        """The API no longer has the Pod: nothing more is written for it."""
+
 
 @dataclass
 class AgentEnv:
@@ -87,6 +90,8 @@ class AgentEnv:
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
     ports: NodePorts = field(default_factory=NodePorts)
     server_software: str = "wasmlet"
+    # ConfigMap modules only through a volume reference (an API that is KubeEdge's MetaServer).
+    modules_by_reference: bool = False
     _probe_session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     def probe_session(self) -> aiohttp.ClientSession:
@@ -616,6 +621,10 @@ class PodController:
             grace = None if grace_cap is None or own <= grace_cap else grace_cap
             slot.worker.request_stop(grace, resumable=True)
         await asyncio.gather(*(s.task for s in self._slots.values()), *self._cleanups, return_exceptions=True)
+
+    def desired(self, source: str = "api") -> list[Obj]:
+        """The Pods of one source that this node is to run (not those already removed)."""
+        return [s.pod for s in self._slots.values() if s.source == source and not s.removed]
 
     def workers(self) -> list[PodWorker]:
         return [s.worker for s in self._slots.values()]

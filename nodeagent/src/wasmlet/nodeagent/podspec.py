@@ -38,6 +38,7 @@ class ContainerPort:
     port: int
     protocol: str = "TCP"
     name: str = ""
+    host_port: int | None = None  # equal to `port` when declared: a wasm Pod cannot remap a port
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,12 @@ def _ports(c: dict[str, Any], path: str) -> tuple[ContainerPort, ...]:
         if protocol not in PROTOCOLS:
             raise UnsupportedPod(f"{where}.protocol: must be one of {', '.join(PROTOCOLS)}, not {protocol!r}",
                                  reason="InvalidPod")
-        ports.append(ContainerPort(number, protocol, str(entry.get("name") or "")))
+        host = entry.get("hostPort")
+        if host is not None and host != number:
+            # As kube-apiserver validates hostNetwork Pods: the Pod listens on the node's own address.
+            raise UnsupportedPod(f"{where}.hostPort: must match containerPort ({number}), not {host!r}: a wasm Pod "
+                                 "shares its node's network", reason="InvalidPod")
+        ports.append(ContainerPort(number, protocol, str(entry.get("name") or ""), host))
     return tuple(ports)
 
 
@@ -246,6 +252,10 @@ def _http_handler(annotations: dict[str, str], container: str, ports: tuple[Cont
         declared = ", ".join(f"{p.port}/{p.protocol}" for p in ports) or "none"
         raise UnsupportedPod(f"{where}.port: {handler.port} is not a TCP containerPort of container {container!r} "
                              f"(its ports: {declared})", reason="InvalidHttpHandler")
+    if not any(p.port == handler.port and p.host_port == handler.port for p in ports):
+        raise UnsupportedPod(f"{where}.port: {handler.port} is served on the node's address, so container "
+                             f"{container!r} must declare it as hostPort: {handler.port} (the node port the "
+                             "scheduler and Pod Security Admission see)", reason="HostPortRequired")
     return handler
 
 

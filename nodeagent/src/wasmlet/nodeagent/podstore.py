@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 Obj = dict[str, Any]
+# Deleted Pods remembered against a cache's replays: far more than one node sees between reconnects.
+GONE_KEPT = 10_000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pods (
@@ -27,6 +29,9 @@ CREATE TABLE IF NOT EXISTS pods (
 CREATE TABLE IF NOT EXISTS statuses (
     uid TEXT PRIMARY KEY,
     status TEXT NOT NULL        -- the Pod status the agent last reported (JSON)
+);
+CREATE TABLE IF NOT EXISTS gone (
+    uid TEXT PRIMARY KEY        -- a Pod the API deleted: a cache's stale copy of it is not run again
 );
 CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL,         -- ConfigMap or Secret a Pod referenced
@@ -65,6 +70,14 @@ class PodStore:
     def delete_pod(self, uid: str) -> None:
         self._db.execute("DELETE FROM pods WHERE uid = ?", (uid,))
         self._db.execute("DELETE FROM statuses WHERE uid = ?", (uid,))
+
+    def mark_gone(self, uid: str) -> None:
+        """Remember that the Pod `uid` was deleted; only the newest `GONE_KEPT` are kept."""
+        self._db.execute("INSERT OR REPLACE INTO gone (uid) VALUES (?)", (uid,))
+        self._db.execute("DELETE FROM gone WHERE rowid <= (SELECT MAX(rowid) FROM gone) - ?", (GONE_KEPT,))
+
+    def is_gone(self, uid: str) -> bool:
+        return self._db.execute("SELECT 1 FROM gone WHERE uid = ?", (uid,)).fetchone() is not None
 
     def pods(self, source: str = "api") -> list[Obj]:
         rows = self._db.execute("SELECT pod FROM pods WHERE source = ?", (source,)).fetchall()
@@ -125,6 +138,9 @@ class StoringReporter:
     async def finished(self, ref: Any, deleting: bool) -> None:
         self.flush()
         await self.inner.finished(ref, deleting)
+
+    def gone(self, ref: Any) -> None:
+        self.inner.gone(ref)
 
     def flush(self) -> None:
         pending, self._pending = self._pending, {}

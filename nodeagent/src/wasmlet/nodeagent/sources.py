@@ -24,10 +24,11 @@ from wasmlet.api import keys
 from wasmlet.kube import KubeClient
 from wasmlet.kube.reflector import Reflector
 from wasmlet.kube.resources import PODS
+from wasmlet.nodeagent.cacheguard import CacheGuard
 from wasmlet.nodeagent.mirror import is_mirror
 from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.podfields import unknown_fields
-from wasmlet.nodeagent.pods import PodController
+from wasmlet.nodeagent.pods import PodController, PodRef, Reporter
 from wasmlet.nodeagent.podstore import PodStore
 
 log = logging.getLogger(__name__)
@@ -38,30 +39,84 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 
 
 class ApiPods:
-    """Feeds the controller the Pods bound to this node, from a list+watch of the API."""
+    """Feeds the controller the Pods bound to this node, from a list+watch of the API.
 
-    def __init__(self, api: KubeClient, node_name: str, controller: PodController, store: PodStore) -> None:
-        self.reflector = Reflector(api, PODS, field_selector=f"spec.nodeName={node_name}")
+    With a `CacheGuard` (the API endpoint is KubeEdge's MetaServer) the Pods are listed and
+    watched without a field selector, which MetaServer does not apply to Pods, and filtered
+    here; a LIST then only adds and updates Pods, and stale copies are ignored (cacheguard.py).
+    """
+
+    def __init__(self, api: KubeClient, node_name: str, controller: PodController, store: PodStore,
+                 reporter: Reporter, guard: CacheGuard | None = None) -> None:
+        selector = None if guard is not None else f"spec.nodeName={node_name}"
+        self.reflector = Reflector(api, PODS, field_selector=selector)
+        self._node = node_name
         self._controller = controller
         self._store = store
+        self._reporter = reporter  # told when the API deletes a Pod: nothing more is written for it
+        self._guard = guard
+        self._stored: dict[str, tuple[Any, ...]] = {}  # uid → what the stored copy says that matters
 
     async def run(self) -> None:
-        await self.reflector.run(self)
+        if self._guard is None:
+            await self.reflector.run(self)
+            return
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._guard.run())
+            group.create_task(self.reflector.run(self))
+
+    def _ours(self, pod: Obj) -> bool:
+        """Bound to this node and not a mirror (mirrors show static Pods: already ours)."""
+        return (pod.get("spec") or {}).get("nodeName") == self._node and not is_mirror(pod)
+
+    def _remember(self, pod: Obj) -> None:
+        """Store the Pod for a restart without the API, unless only its status changed (most events
+        are the agent's own status writes coming back): the spec is what the store is for."""
+        meta = pod["metadata"]
+        facts = (meta.get("generation"), meta.get("deletionTimestamp"), str(meta.get("labels")),
+                 str(meta.get("annotations")), meta.get("resourceVersion") if meta.get("generation") is None else None)
+        if self._stored.get(meta["uid"]) != facts:
+            self._stored[meta["uid"]] = facts
+            self._store.put_pod(pod)
 
     async def replace(self, objects: list[Obj]) -> None:
-        pods = [pod for pod in objects if not is_mirror(pod)]  # mirrors show static Pods: already ours
+        pods = [pod for pod in objects if self._ours(pod)]
+        guard = self._guard
+        if guard is not None:
+            pods = [pod for pod in pods if not guard.stale(pod)]
+        self._stored = {}
         for pod in pods:
-            self._store.put_pod(pod)
-        await self._controller.replace(pods)
+            self._remember(pod)
+        if guard is None:
+            await self._controller.replace(pods)
+            return
+        listed = {pod["metadata"]["uid"] for pod in pods}
+        guard.omitted([pod for pod in self._controller.desired("api") if pod["metadata"]["uid"] not in listed])
+        for pod in pods:
+            guard.seen(pod)
+            self._controller.sync(pod)
 
     async def apply(self, event_type: str, obj: Obj) -> None:
-        if is_mirror(obj):
+        if not self._ours(obj):
             return
+        uid = obj["metadata"]["uid"]
         if event_type == "DELETED":
-            self._controller.remove(obj["metadata"]["uid"])
-        else:
-            self._store.put_pod(obj)
-            self._controller.sync(obj)
+            meta = obj["metadata"]
+            self._stored.pop(uid, None)
+            self._reporter.gone(PodRef(meta.get("namespace") or "default", meta["name"], uid))
+            if self._guard is not None:
+                self._guard.deleted(uid)  # remembered against replays, then stopped
+            else:
+                self._controller.remove(uid)
+            return
+        if self._guard is not None:
+            if self._guard.stale(obj):
+                log.debug("ignoring a stale copy of pod %s/%s (%s)", obj["metadata"].get("namespace"),
+                          obj["metadata"].get("name"), event_type)
+                return
+            self._guard.seen(obj)
+        self._remember(obj)
+        self._controller.sync(obj)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ class Module:
     digest: str  # "sha256:<hex>" of the module itself: the runtimes' compiled-cache key
     size: int
     image_id: str = ""
+    cached: bool = False  # found in the store, nothing downloaded ("already present on machine")
 
 
 @dataclass

@@ -23,8 +23,12 @@ VALIDITY = dt.timedelta(days=365)
 
 
 def server_context(cert_file: Path | None, key_file: Path | None, pki_dir: Path, node_name: str,
-                   node_ip: str, client_ca_file: Path | None = None) -> ssl.SSLContext:
-    """An SSL context for serving: the configured pair, else a self-signed one (made if needed)."""
+                   node_ip: str, client_ca: Path | bytes | None = None) -> ssl.SSLContext:
+    """An SSL context for serving: the configured pair, else a self-signed one (made if needed).
+
+    `client_ca` (a file, or PEM bytes: the cluster CA from the kubeconfig) verifies client
+    certificates, such as the API server's kubelet-client certificate.
+    """
     if cert_file is None or key_file is None:
         cert_file, key_file = pki_dir / "kubelet.crt", pki_dir / "kubelet.key"
         if not _still_valid(cert_file, key_file):
@@ -33,10 +37,13 @@ def server_context(cert_file: Path | None, key_file: Path | None, pki_dir: Path,
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
-    if client_ca_file is not None:
+    if client_ca is not None:
         # Optional, not required: token-bearing callers come without a certificate.
         context.verify_mode = ssl.CERT_OPTIONAL
-        context.load_verify_locations(cafile=str(client_ca_file))
+        if isinstance(client_ca, bytes):
+            context.load_verify_locations(cadata=client_ca.decode("ascii", errors="replace"))
+        else:
+            context.load_verify_locations(cafile=str(client_ca))
     return context
 
 

@@ -17,6 +17,7 @@ import errno
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -143,14 +144,17 @@ class _Output:
 
     def __init__(self, log_sink: OutputSink) -> None:
         self.stdout = bytearray()
-        self.overflowed = asyncio.Event()
+        self.overflowed = False
+        self.on_overflow: Callable[[], None] | None = None  # stops the instance: no one reads more
         self._log_sink = log_sink
 
     def write(self, stream: str, data: bytes) -> None:
         if stream != "stdout":
             self._log_sink(stream, data)
         elif len(self.stdout) + len(data) > MAX_RESPONSE_BYTES:
-            self.overflowed.set()
+            if not self.overflowed and self.on_overflow is not None:
+                self.on_overflow()
+            self.overflowed = True
         else:
             self.stdout += data
 
@@ -169,6 +173,7 @@ class HandlerInstance:
         self._labels = labels
         self._software = server_software
         self._slots = asyncio.Semaphore(handler.max_concurrency)
+        self._in_flight = metrics.in_flight.labels(*labels)
         # lingering_time=0: a refused body is not read on for 10 s after the answer (aiohttp's
         # lingering close outlives even the server's shutdown); the connection is closed instead.
         self._server = web.Server(self._handle, access_log=None, handler_cancellation=False, lingering_time=0)
@@ -226,23 +231,29 @@ class HandlerInstance:
             raise _Refusal(503, "stopping", "the Pod is stopping")
         if not self.handler.serves(request.path):
             raise _Refusal(404, "not-found", f"not found: {request.path} is outside {self.handler.path}")
-        try:
-            async with asyncio.timeout_at(deadline):  # a client sending its body slowly holds no place for ever
-                body = await self._body(request)
-        except TimeoutError:
-            raise _Refusal(408, "body-timeout", f"the request body did not arrive within "
-                           f"{self.handler.request_timeout_seconds}s") from None
-        try:
-            async with asyncio.timeout_at(deadline):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise _Refusal(503, "busy", f"all {self.handler.max_concurrency} instances stayed busy for "
-                           f"{self.handler.request_timeout_seconds}s") from None
-        self._metrics.in_flight.labels(*self._labels).inc()
+        body = b""
+        if request.body_exists:  # most requests have none: no timer to arm for them
+            try:
+                async with asyncio.timeout_at(deadline):  # a client sending its body slowly holds no place for ever
+                    body = await self._body(request)
+            except TimeoutError:
+                raise _Refusal(408, "body-timeout", f"the request body did not arrive within "
+                               f"{self.handler.request_timeout_seconds}s") from None
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise _Refusal(503, "busy", f"all {self.handler.max_concurrency} instances stayed busy for "
+                               f"{self.handler.request_timeout_seconds}s") from None
+        else:
+            await self._slots.acquire()  # free: taken at once
+        in_flight = self._in_flight
+        in_flight.inc()
         try:
             return await self._run(request, body, deadline)
         finally:
-            self._metrics.in_flight.labels(*self._labels).dec()
+            in_flight.dec()
             self._slots.release()
 
     async def _body(self, request: web.BaseRequest) -> bytes:
@@ -266,6 +277,7 @@ class HandlerInstance:
             instance = await self._runtime.start(spec, output.write)
         except ModuleError as exc:
             raise _Refusal(502, "start-failed", f"the module could not start: {exc.message}") from None
+        output.on_overflow = lambda: self._reap(instance)
         try:
             status = await self._outcome(instance, output, deadline)
         except BaseException:
@@ -282,20 +294,18 @@ class HandlerInstance:
         return web.Response(status=cgi.status, headers=cgi.headers, body=cgi.body)
 
     async def _outcome(self, instance: Instance, output: _Output, deadline: float) -> ExitStatus:
-        ended = asyncio.ensure_future(instance.wait())
-        overflow = asyncio.ensure_future(output.overflowed.wait())
+        """The instance's end (an overflowing response stops it at once), within the deadline.
+
+        Awaited in the request's own task, without helper tasks: this runs for every request."""
         try:
             async with asyncio.timeout_at(deadline):
-                await asyncio.wait((ended, overflow), return_when=asyncio.FIRST_COMPLETED)
+                status = await instance.wait()
         except TimeoutError:
             raise _Refusal(504, "timeout", f"the request took longer than "
                            f"{self.handler.request_timeout_seconds}s") from None
-        finally:
-            overflow.cancel()
-            ended.cancel()
-        if output.overflowed.is_set():
+        if output.overflowed:
             raise _Refusal(502, "response-too-large", f"the response passed {MAX_RESPONSE_BYTES} bytes")
-        return ended.result()
+        return status
 
     def _reap(self, instance: Instance) -> None:
         """Stop an instance nobody waits for any more, without holding up the response."""

@@ -56,6 +56,7 @@ async def run_operator(settings: OperatorSettings, config: ClusterConfig, *,
     if priority is None:
         priority = random.SystemRandom().randint(*PRIORITY_RANGE)
     memo = OperatorMemo(settings=settings, cluster_config=config, identity=peering_identity(), priority=priority)
+    await memo.credentials.login()  # an exec plugin that cannot run stops us here, with its error
     if stop_flag is not None:
         memo.stop_flag = stop_flag
     await kopf.operator(
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The console script; returns the exit code."""
     try:
         settings = load_settings(argv)
-        config = load_config(settings.kubeconfig)
+        config = load_config(settings.kubeconfig, settings.context)
     except (SettingsError, ConfigError) as exc:
         print(f"wasmlet-operator: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -98,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperatorFailed as exc:
         log.error("%s", exc)
         return EXIT_FAILED
+    except ConfigError as exc:
+        print(f"wasmlet-operator: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

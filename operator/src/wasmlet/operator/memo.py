@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from wasmlet.kube import ClusterConfig
+from wasmlet.kube.credentials import Credentials, Login
 from wasmlet.operator.services import Services
 from wasmlet.operator.settings import OperatorSettings
 
@@ -25,6 +26,12 @@ class OperatorMemo:
     stop_flag: asyncio.Event = field(default_factory=asyncio.Event)  # kopf's: set it to stop the operator
     services: Services | None = None
     fatal: BaseException | None = None  # why the services died, if they did (the process then exits 1)
+    # One credential for kopf's login and our own client; the last one kopf was given (see login).
+    credentials: Credentials = field(init=False)
+    kopf_login: Login | None = None
+
+    def __post_init__(self) -> None:
+        self.credentials = Credentials(self.cluster_config)
 
     def require_services(self) -> Services:
         """The running services (a handler before startup or after cleanup is a bug)."""

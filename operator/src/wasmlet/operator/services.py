@@ -27,6 +27,7 @@ from aiohttp import web
 from wasmlet.api import keys
 from wasmlet.kube import ClusterConfig, KubeClient
 from wasmlet.kube.backoff import Backoff
+from wasmlet.kube.credentials import Credentials
 from wasmlet.operator import objects
 from wasmlet.operator.cluster import Cluster
 from wasmlet.operator.errors import OperatorError
@@ -68,10 +69,11 @@ class Services:
 
     @classmethod
     async def start(cls, settings: OperatorSettings, config: ClusterConfig, *, identity: str, priority: int,
-                    on_fatal: Callable[[BaseException], None]) -> Services:
+                    on_fatal: Callable[[BaseException], None], credentials: Credentials | None = None) -> Services:
         """Open the API client, serve metrics, and start the watches and the queue (held until the
-        caches are listed and, with peering, until this replica is the active one)."""
-        api = KubeClient(config, user_agent="wasmlet-operator")
+        caches are listed and, with peering, until this replica is the active one). `credentials`
+        are shared with kopf's login, so both present the same (one exec plugin run)."""
+        api = KubeClient(config, user_agent="wasmlet-operator", credentials=credentials)
         services = cls(settings, api, identity=identity, priority=priority, on_fatal=on_fatal)
         await services._resources.enter_async_context(api)
         services.queue.hold(HOLD_SYNC)

@@ -32,6 +32,8 @@ class OperatorSettings:
     kubeconfig: str | None = _setting(
         None, "kubeconfig file or bare API URL; unset: $KUBECONFIG, in-cluster, ~/.kube/config "
               "(kubectl's order)", metavar="PATH")
+    context: str | None = _setting(
+        None, "the kubeconfig context to use, as kubectl's --context; unset: its current-context", metavar="NAME")
     namespace: str | None = _setting(
         None, "watch WasmWorkloads in this namespace only; unset: cluster-wide (the chart's default)",
         metavar="NS")

@@ -110,7 +110,8 @@ class WasmtimeInstance:
     async def _collect(self) -> None:
         status = await asyncio.shield(self._ended)
         try:
-            await asyncio.wait_for(self._pipes.drained(), timeout=DRAIN_SECONDS)
+            async with asyncio.timeout(DRAIN_SECONDS):  # not wait_for: no task of its own, per request
+                await self._pipes.drained()
         except TimeoutError:
             log.warning("%s: output pipes still open %ss after the module ended", self._spec.container, DRAIN_SECONDS)
         self._pipes.close()

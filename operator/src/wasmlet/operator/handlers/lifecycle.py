@@ -7,34 +7,38 @@ from typing import Any
 
 import kopf
 
+from wasmlet.kube.config import ConfigError
+from wasmlet.operator.kopflogin import connection_info
 from wasmlet.operator.memo import OperatorMemo
 from wasmlet.operator.services import Services
 
 log = logging.getLogger(__name__)
 
+LOGIN_RETRY_SECONDS = 10.0
+
 
 async def login(memo: OperatorMemo, **_: Any) -> kopf.ConnectionInfo:
-    """kopf talks to exactly the server our ClusterConfig names (kubeconfig, in-cluster or URL).
+    """kopf talks to exactly the server, with exactly the credentials, of our own client.
 
-    kopf calls this again on a 401, so a rotated (projected) token file is picked up.
+    kopf calls this first, then again when the credential it was given is refused (401) or
+    expires: a second call means "this one no longer works", so an exec plugin runs again and
+    a rotated (projected) token file is re-read.
     """
-    config = memo.cluster_config
-    return kopf.ConnectionInfo(
-        server=config.server,
-        ca_path=config.ca_file,
-        insecure=config.insecure or None,
-        token=config.bearer_token(),
-        certificate_path=config.client_cert_file,
-        private_key_path=config.client_key_file,
-        default_namespace=config.namespace,
-    )
+    stale, credentials = memo.kopf_login, memo.credentials
+    try:
+        fresh = await (credentials.login() if stale is None else credentials.refresh(stale))
+    except ConfigError as exc:  # an exec plugin failed this time: kopf tries the login again later
+        raise kopf.TemporaryError(f"cannot get credentials: {exc}", delay=LOGIN_RETRY_SECONDS) from exc
+    memo.kopf_login = fresh
+    return connection_info(credentials, fresh)
 
 
 async def startup(memo: OperatorMemo, **_: Any) -> None:
     """Start the services before kopf starts watching (kopf runs startup handlers first)."""
     settings = memo.settings
     memo.services = await Services.start(settings, memo.cluster_config, identity=memo.identity,
-                                         priority=memo.priority, on_fatal=memo.fail)
+                                         priority=memo.priority, on_fatal=memo.fail,
+                                         credentials=memo.credentials)
     scope = f"namespace {settings.namespace}" if settings.namespace else "cluster-wide"
     peering = "standalone" if settings.standalone else f"peering {settings.peering_name} as {memo.identity}, " \
                                                        f"priority {memo.priority}"
