@@ -3,31 +3,22 @@ and each one behaves as examples/modules/README.md says when run under wasmtime-
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Protocol
 
 import pytest
 import wasmtime
 
+from tests.integration.component_helpers import load_script
+
 MODULES = Path(__file__).resolve().parents[2] / "examples" / "modules"
 MIB = 1024 * 1024
 
 
-def _load_build_script() -> ModuleType:
-    # examples/ is not a package: load build.py by path, as `make modules` runs it.
-    spec = importlib.util.spec_from_file_location("wasmlet_examples_build", MODULES / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build_script()
+build = load_script(MODULES / "build.py", "wasmlet_examples_build")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from wasmlet.nodeagent.oci.manifest import (
     MAX_CONFIG_BYTES,
     Artifact,
     Descriptor,
+    check_kind,
+    declared_kind,
     entrypoint,
     find_module,
     parse_document,
@@ -99,7 +101,11 @@ class OciPuller:
         if layer.size > self._max_bytes:
             raise PullError(f"too large: the module layer has {layer.size} bytes, the limit is {self._max_bytes}")
         if not artifact.packed:
-            return await self._once(f"{client.origin}@{layer.digest}", lambda: self._wasm_layer(client, layer))
+            module = await self._once(f"{client.origin}@{layer.digest}", lambda: self._wasm_layer(client, layer))
+            if artifact.config is not None and artifact.config.size <= MAX_CONFIG_BYTES:
+                declared = declared_kind(await distribution.small_blob(client, artifact.config))
+                check_kind(declared, await asyncio.to_thread(_header, module))
+            return module
         entry = None
         if artifact.config is not None and artifact.config.size <= MAX_CONFIG_BYTES:
             entry = entrypoint(await distribution.small_blob(client, artifact.config))
@@ -143,3 +149,8 @@ class OciPuller:
         if out.file.read(4) != WASM_MAGIC:
             raise PullError(f"not a wasm artifact: /{name} is not a wasm module (no \\0asm header)")
         out.file.seek(0, 2)
+
+
+def _header(module: Module) -> bytes:
+    with module.path.open("rb") as handle:
+        return handle.read(8)

@@ -17,6 +17,9 @@ What Wasmer can and cannot do decides the shape of this module:
   `/workspace`, where the Pod's containers share one sandbox (an emptyDir shared in the Pod).
 - There are no host-directory mounts: a Pod asking for one fails with a reason that names the
   field and the runtime that supports it.
+- WASI 0.2 components do not run: wasmer-sdk 0.5 refuses them ("WebAssembly components are
+  not supported by the sandbox command runner"). A Pod whose module is a component fails
+  `UnsupportedComponent`, naming the wasmtime runtime, which runs them.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from wasmlet.nodeagent.runtime.wasmer_pool import SparePool
 from wasmlet.nodeagent.runtime.wasmer_process import WasmerInstance, WorkerProcess
 from wasmlet.nodeagent.runtime.wasmer_protocol import pack_files
 from wasmlet.nodeagent.validation import go_quoted
+from wasmlet.nodeagent.wasmbinary import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,11 @@ class WasmerRuntime:
         self._server_lock = asyncio.Lock()
 
     def check(self, spec: RunSpec) -> None:
+        if _is_component(spec.module_path):
+            raise UnsupportedPod(
+                f"container {spec.container!r}: the module is a WebAssembly component (WASI 0.2), and the wasmer "
+                "runtime runs only core modules (wasip1); use runtimeClassName: wasmtime, which runs components",
+                reason="UnsupportedComponent")
         if spec.working_dir:
             # Measured: the sandbox's cwd does not move a wasip1 module's relative paths (docs/wasmer-sdk.md).
             raise UnsupportedPod(
@@ -96,6 +105,8 @@ class WasmerRuntime:
         """Compile the module in the spare worker (a hostile module's compile cannot hurt the agent)."""
         if digest in self._prepared:
             return
+        if await asyncio.to_thread(_is_component, module_path):
+            return  # not an image problem: check() fails the Pod, naming the runtime that runs it
         error = await self._pool.prepare(module_path, digest)
         if error is not None:
             raise ModuleError(error, reason="InvalidModule")
@@ -262,3 +273,12 @@ def _memory_total() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return 1 << 62
+
+
+def _is_component(module_path: Path) -> bool:
+    """The binary's header says component (an unreadable file is left to the package loader)."""
+    try:
+        with module_path.open("rb") as handle:
+            return kind_of(handle.read(8)) == "component"
+    except OSError:
+        return False
