@@ -61,11 +61,12 @@ async def put_module_configmap(api: KubeClient, namespace: str, name: str, modul
     })
 
 
-def log_lines(agent: Agent, pod: dict[str, Any], container: str = "main") -> list[tuple[str, str]]:
-    """(stream, text) of each line in the container's first log, as `kubectl logs` serves it."""
+def log_lines(agent: Agent, pod: dict[str, Any], container: str = "main", run: int = 0) -> list[tuple[str, str]]:
+    """(stream, text) of each line in the log of the container's `run` (its restartCount then), as
+    `kubectl logs` serves it. The agent keeps the current and the previous run's logs only."""
     meta = pod["metadata"]
     root = pod_log_dir(agent.settings.state_dir / "logs", meta["namespace"], meta["name"], meta["uid"])
-    return [(stream, text) for _, stream, text in read_lines(root / container / "0.log")]
+    return [(stream, text) for _, stream, text in read_lines(root / container / f"{run}.log")]
 
 
 def wasm_pod(name: str, node: str, image: str, restart: str = "Never", runtime: str = "wasmer",

@@ -88,8 +88,8 @@ async def test_corrupt_and_hostile_modules_fail_with_reasons_and_hurt_nobody(kub
                              lambda p: (p.get("status") or {}).get("phase") == "Failed" or bool(waiting(p)))
         assert "InvalidImageName" in (pod["status"].get("reason", ""), waiting(pod).get("reason"))
 
-        steady = await api.get(PODS, "steady", "default")
-        assert "running" in state(steady)
+        # The neighbour runs through all of it (its first status may still be on its way).
+        steady = await wait_for(api, PODS, "steady", "default", lambda p: "running" in state(p))
         assert steady["status"]["containerStatuses"][0]["restartCount"] == 0
         assert await healthz(agent.kubelet_port) == (200, "ok")
 
@@ -127,8 +127,8 @@ async def test_runaway_modules_and_a_1_gib_layer_end_with_reasons_and_hurt_nobod
         pod = await wait_for(api, PODS, "greedy", "default", lambda p: (p.get("status") or {}).get("phase") == "Failed")
         assert (state(pod)["terminated"]["exitCode"], state(pod)["terminated"]["reason"]) == (137, "OOMKilled")
 
-        steady = await api.get(PODS, "steady", "default")
-        assert "running" in state(steady)
+        # The neighbour runs through all of it (its first status may still be on its way).
+        steady = await wait_for(api, PODS, "steady", "default", lambda p: "running" in state(p))
         assert steady["status"]["containerStatuses"][0]["restartCount"] == 0
         assert await healthz(agent.kubelet_port) == (200, "ok")
 
