@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.wasmlet-installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test test-fast lint modules registry-package clean
+.PHONY: demo test test-fast lint modules registry-package component-tools clean
 
 ## demo: run the example workloads with the agent in standalone mode (no cluster).
 # Four example Pods fail on purpose (an exit code, a trap, a memory limit, a deadline), so
@@ -15,7 +15,7 @@ demo: $(STAMP)
 	@$(BIN)/wasmlet run examples/workloads || [ $$? -eq 1 ]
 
 ## test: bootstrap everything the suite needs, check types and style, and run all of it (tests/e2e only with a cluster).
-test: lint registry-package
+test: lint registry-package component-tools
 	$(BIN)/python -m pytest
 
 ## lint: mypy --strict over wasmlet.*, ruff over the tree, and the import-layer contracts.
@@ -29,9 +29,21 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-## modules: rebuild the example wasm modules from their sources (the .wasm files are committed).
-modules: $(STAMP)
+## modules: rebuild the example wasm modules and components from their sources (the .wasm files are committed).
+modules: $(STAMP) component-tools
 	$(BIN)/python examples/modules/build.py
+	$(BIN)/python examples/components/build.py
+
+# jco (npm), pinned by examples/components/package-lock.json, for the example components: the
+# preview1 adapter (`jco new --wasi-command`) and WASI 0.2's WIT files.
+JCO := $(VENV)/tools/npm/node_modules/.bin/jco
+component-tools: $(JCO)
+$(JCO): examples/components/package-lock.json | $(STAMP)
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
+	mkdir -p $(VENV)/tools/npm
+	cp examples/components/package.json examples/components/package-lock.json $(VENV)/tools/npm/
+	cd $(VENV)/tools/npm && npm ci --no-audit --no-fund --silent
+	touch $@
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

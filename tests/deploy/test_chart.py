@@ -39,6 +39,7 @@ VARIANTS = {
     "everything-on": {"namespace": {"create": True}, "agent": {
         "metrics": {"serviceMonitor": SERVICE_MONITOR}, "tlsSecretName": "agent-tls", "verbose": True,
         "insecureRegistries": ["registry.lan:5000"], "nodeLabels": {"zone": "a"},
+        "allocatableMemory": 4 * 1024 ** 3, "shutdownGraceSeconds": 12.5,
         "extraVolumes": [{"name": "data", "hostPath": {"path": "/srv/data"}}],
         "extraVolumeMounts": [{"name": "data", "mountPath": "/srv/data"}]},
         "operator": {"image": {"digest": "sha256:" + "a" * 64}, "extraArgs": ["--verbose"]}},
@@ -225,6 +226,7 @@ def test_agent_values_reach_its_settings(tmp_path: Any) -> None:
     assert settings.module_cache_max_bytes == 2 * 1024 ** 3 and settings.node_labels == {"zone": "a"}
     assert settings.insecure_registries == ("registry.lan:5000",)
     assert settings.kubelet_api_auth == "webhook" and settings.kubelet_api_authorization == "webhook"
+    assert settings.allocatable_memory == 4 * 1024 ** 3 and settings.shutdown_grace_seconds == 12.5
 
 
 def test_the_kubeedge_preset_is_the_cloud_side_only() -> None:
@@ -298,6 +300,10 @@ def test_runtime_classes_send_pods_to_nodes_offering_the_runtime() -> None:
     {"agent": {"runtimes": ["wasmer", "docker"]}},
     {"agent": {"metrics": {"serviceMonitor": {"enabeld": True}}}},
     {"crds": {"keep": "yes"}},
+    {"agent": {"allocatableMemory": -1}},
+    {"agent": {"allocatableMemory": "2Gi"}},
+    {"agent": {"shutdownGraceSeconds": -1}},
+    {"agent": {"shutdownGraceSeconds": 60, "terminationGracePeriodSeconds": 60}},
 ])
 def test_the_schema_rejects_bad_values(values: Obj) -> None:
     with pytest.raises((helm_python.HelmValuesError, helm_python.HelmRenderError)):

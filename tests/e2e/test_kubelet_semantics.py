@@ -2,7 +2,8 @@
 runs the scenarios the integration tests run on the test API — two containers crashing on their
 own schedules with `--previous` logs per container through the API server, the phase through a
 crash loop, PodInitializing, ErrImagePull then ImagePullBackOff, a claim bound to a hostPath
-PersistentVolume, and an agent SIGTERM + restart that ends no Pod.
+PersistentVolume, and an agent SIGTERM + restart that ends no Pod; and WASI 0.2 components
+(argv/env and logs through the API server, exit status, a deadline, wasmer refusing one).
 
 The agent uses the e2e kubeconfig, or with WASMLET_E2E_AGENT_KUBECONFIG and WASMLET_E2E_AGENT_NODE
 a node identity (`system:node:<node>`), so that the Node authorizer and NodeRestriction confine it
@@ -32,6 +33,7 @@ from wasmlet.kube.resources import (
 )
 
 from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
+from tests.integration.component_helpers import component_path
 from tests.integration.faults import AgentProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,8 +60,9 @@ class Cluster:
                     await self.api.create(RUNTIME_CLASSES, doc)
                     self.created_runtime_classes.append(doc["metadata"]["name"])
         await self.api.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns}})
-        await put_module_configmap(self.api, self.ns, "modules", {f"{m}.wasm": module_bytes(m)
-                                                                  for m in ("exit", "ticker", "files", "hello")})
+        modules = {f"{m}.wasm": module_bytes(m) for m in ("exit", "ticker", "files", "hello")}
+        modules.update({f"{c}-component.wasm": component_path(c).read_bytes() for c in ("echo", "exit", "loop")})
+        await put_module_configmap(self.api, self.ns, "modules", modules)
 
     async def create_pod(self, pod: Obj) -> Obj:
         """Create, retrying while the namespace's default ServiceAccount does not exist yet."""
@@ -244,3 +247,37 @@ async def _claim(cluster: Cluster) -> None:
     await cluster.create_pod(pod)
     await eventually(api, ns, "reader", lambda p: p["status"].get("phase") == "Succeeded")
     assert await _log(cluster, "reader") == "from a persistent volume\n"
+
+
+@pytest.mark.timeout(600)
+async def test_components_on_a_real_control_plane(cluster: Cluster) -> None:
+    agent = AgentProcess(str(cluster.agent_kubeconfig), cluster.work / "state", node_name=cluster.node)
+    await agent.start()
+    try:
+        await _components(cluster)
+    except BaseException:
+        print(f"--- the agent's log ---\n{agent.log()[-8000:]}")
+        raise
+    finally:
+        await cluster.drain()
+        await agent.stop()
+
+
+async def _components(cluster: Cluster) -> None:
+    api, ns, node = cluster.api, cluster.ns, cluster.node
+    image = "configmap://modules/"
+    await cluster.create_pod(wasm_pod("echo", node, image + "echo-component.wasm", runtime="wasmtime", container={
+        "args": ["a b"], "env": [{"name": "GREETING", "value": "hi"}]}))
+    await cluster.create_pod(wasm_pod("exit", node, image + "exit-component.wasm", runtime="wasmtime",
+                                      container={"args": ["3"]}))
+    await cluster.create_pod(wasm_pod("spin", node, image + "loop-component.wasm", runtime="wasmtime",
+                                      activeDeadlineSeconds=2, terminationGracePeriodSeconds=0))
+    await cluster.create_pod(wasm_pod("wasmer", node, image + "echo-component.wasm", runtime="wasmer"))
+    await eventually(api, ns, "echo", lambda p: p["status"].get("phase") == "Succeeded")
+    assert await _log(cluster, "echo") == "argv[0]=main\nargv[1]=a b\nGREETING=hi\n"
+    seen = await eventually(api, ns, "exit", lambda p: p["status"].get("phase") == "Failed")
+    assert statuses(seen)["main"]["state"]["terminated"]["exitCode"] == 1  # a component exits 0 or 1
+    seen = await eventually(api, ns, "spin", lambda p: p["status"].get("phase") == "Failed")
+    assert seen["status"]["reason"] == "DeadlineExceeded"
+    seen = await eventually(api, ns, "wasmer", lambda p: p["status"].get("phase") == "Failed")
+    assert seen["status"]["reason"] == "UnsupportedComponent" and "wasmtime" in seen["status"]["message"]

@@ -14,6 +14,7 @@ from wasmlet.kube import KubeClient, NotFound, load_config
 from wasmlet.kube.resources import CONFIGMAPS, PODS, Resource
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.config import AgentSettings
+from wasmlet.nodeagent.logs import pod_log_dir, read_lines
 
 MODULES = Path(__file__).resolve().parents[2] / "examples" / "modules"
 
@@ -58,6 +59,13 @@ async def put_module_configmap(api: KubeClient, namespace: str, name: str, modul
         "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
         "binaryData": {key: base64.b64encode(data).decode() for key, data in modules.items()},
     })
+
+
+def log_lines(agent: Agent, pod: dict[str, Any], container: str = "main") -> list[tuple[str, str]]:
+    """(stream, text) of each line in the container's first log, as `kubectl logs` serves it."""
+    meta = pod["metadata"]
+    root = pod_log_dir(agent.settings.state_dir / "logs", meta["namespace"], meta["name"], meta["uid"])
+    return [(stream, text) for _, stream, text in read_lines(root / container / "0.log")]
 
 
 def wasm_pod(name: str, node: str, image: str, restart: str = "Never", runtime: str = "wasmer",

@@ -87,7 +87,7 @@ async def gone(pid: int, timeout: float = 30.0) -> bool:
 
 
 async def put_modules(api: Any) -> None:
-    await put_module_configmap(api, "default", "modules", {f"{m}.wasm": module_bytes(m) for m in ("loop", "grow")})
+    await put_module_configmap(api, "default", "modules", {f"{m}.wasm": module_bytes(m) for m in ("loop", "grow", "hold")})
 
 
 async def test_a_busy_wasmer_loop_ends_at_its_deadline_and_its_worker_with_it(kube_api: Any, tmp_path: Path) -> None:
@@ -137,6 +137,23 @@ async def test_a_wasmer_pod_without_a_limit_cannot_pass_the_nodes_memory(kube_ap
         assert f"{cap} bytes" in terminated["message"]
         modest = await wait_for(api, PODS, "modest", "default", lambda p: phase(p) in ("Succeeded", "Failed"))
         assert phase(modest) == "Succeeded"
+
+
+async def test_wasmer_pods_over_the_nodes_memory_together_lose_the_largest(kube_api: Any, tmp_path: Path) -> None:
+    # Each Pod alone stays under the node's cap; together they pass it: the agent's node-level
+    # check kills the one using most, as the kernel's OOM killer picks the largest process.
+    cap = 160 * 1024 * 1024
+    async with api_client(kube_api.kubeconfig) as api, running_agent(kube_api, tmp_path, allocatable_memory=cap):
+        await put_modules(api)
+        await api.create(PODS, wasm_pod("small", NODE, "configmap://modules/hold.wasm", container={"args": ["64"]}))
+        await wait_for(api, PODS, "small", "default", lambda p: phase(p) == "Running", timeout=60)
+        await api.create(PODS, wasm_pod("large", NODE, "configmap://modules/hold.wasm", container={"args": ["112"]}))
+        pod = await wait_for(api, PODS, "large", "default", lambda p: phase(p) == "Failed", timeout=60)
+        terminated = container_state(pod)["terminated"]
+        assert (terminated["exitCode"], terminated["reason"]) == (137, "OOMKilled")
+        assert f"the node's memory cap of {cap} bytes" in terminated["message"]
+        small = await api.get(PODS, "small", "default")
+        assert phase(small) == "Running" and "running" in container_state(small)
 
 
 async def test_the_agent_exits_within_15_seconds_of_sigterm_with_a_runaway_wasmer_pod(tmp_path: Path) -> None:

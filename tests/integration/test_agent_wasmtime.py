@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from wasmlet.kube.resources import PODS
-from wasmlet.nodeagent.agent import Agent
-from wasmlet.nodeagent.logs import pod_log_dir, read_lines
 
 from tests.integration.agent_helpers import (
     api_client,
     container_state,
+    log_lines,
     module_bytes,
     put_module_configmap,
     running_agent,
@@ -31,12 +30,6 @@ MODULES = ("grow", "loop", "files", "cpu")
 
 def phase(pod: dict[str, Any]) -> str:
     return (pod.get("status") or {}).get("phase", "")
-
-
-def log_lines(agent: Agent, pod: dict[str, Any], container: str = "main") -> list[tuple[str, str]]:
-    meta = pod["metadata"]
-    root = pod_log_dir(agent.settings.state_dir / "logs", meta["namespace"], meta["name"], meta["uid"])
-    return [(stream, text) for _, stream, text in read_lines(root / container / "0.log")]
 
 
 async def module_threads(timeout: float = 1.0) -> list[str]:

@@ -3,30 +3,22 @@ and each one behaves as examples/modules/README.md says when run under wasmtime-
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Protocol
 
 import pytest
 import wasmtime
 
+from tests.integration.component_helpers import load_script
+
 MODULES = Path(__file__).resolve().parents[2] / "examples" / "modules"
 MIB = 1024 * 1024
 
 
-def _load_build_script() -> ModuleType:
-    # examples/ is not a package: load build.py by path, as `make modules` runs it.
-    spec = importlib.util.spec_from_file_location("wasmlet_examples_build", MODULES / "build.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_build_script()
+build = load_script(MODULES / "build.py", "wasmlet_examples_build")
 
 
 @dataclass(frozen=True)
@@ -90,8 +82,8 @@ def run(engine: wasmtime.Engine, tmp_path: Path) -> Runner:
     return runner
 
 
-EVERY_MODULE = ["cpu", "echo", "exit", "files", "grow", "hello", "http-echo", "http-hello", "http-json", "loop", "ticker",
-                "trap"]
+EVERY_MODULE = ["cpu", "echo", "exit", "files", "grow", "hello", "hold", "hostile", "http-echo", "http-hello", "http-json",
+                "loop", "ticker", "trap"]
 
 
 def test_the_committed_binaries_are_a_fresh_reproducible_build(tmp_path: Path) -> None:
@@ -174,6 +166,20 @@ def test_cpu_computes_the_documented_function(run: Runner) -> None:
         x ^= x >> 29
         x = (x + i) & mask
     assert run("cpu", "5000") == Result(0, None, f"cpu: iterations=5000 result=0x{x:016x}\n", "")
+
+
+def test_hostile_links_flips_and_fills(run: Runner, tmp_path: Path) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    dirs = {"/data": (volume, True)}
+    linked = run("hostile", "link", "../../../etc", "/data/up", dirs=dirs)
+    assert (linked.exit_code, linked.stdout) == (0, "hostile: /data/up -> ../../../etc\n")
+    assert os.readlink(volume / "up") == "../../../etc"
+    flipped = run("hostile", "flip", "/data/sub", "../../..", "3", dirs=dirs)
+    assert (flipped.exit_code, flipped.stdout) == (0, "hostile: flipped /data/sub 3 times\n")
+    assert (volume / "sub.real" / "marker").read_text() == "inside\n" and not os.path.lexists(volume / "sub")
+    assert run("hostile", "link", "x", "/data/up", dirs=dirs).stderr == "hostile: cannot link /data/up: File exists\n"
+    assert run("hostile", "nonsense").exit_code == 2
 
 
 def test_files_reads_writes_appends_lists_and_makes_directories(run: Runner, tmp_path: Path) -> None:

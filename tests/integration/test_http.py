@@ -79,7 +79,8 @@ async def test_a_request_runs_the_module_with_the_request_in_its_environment_and
 
         sent = b"\x00binary body\n"
         status, headers, body = await fetch(port, "/api/items/a%20b?x=1&y=2", "POST", data=sent,
-                                            headers={"X-Test": "one", "Content-Type": "application/octet-stream"})
+                                            headers={"X-Test": "one", "Content-Type": "application/octet-stream",
+                                                     "Proxy": "http://attacker.example:8080"})
         assert status == 200, body
         assert headers["Content-Type"] == "application/json"
         echoed = json.loads(body)
@@ -88,6 +89,8 @@ async def test_a_request_runs_the_module_with_the_request_in_its_environment_and
         assert echoed["path"] == "/items/a b"
         assert echoed["query"] == "x=1&y=2"
         assert echoed["headers"]["HTTP_X_TEST"] == "one"
+        # httpoxy: a `Proxy` header must not become the module's outbound proxy setting.
+        assert "HTTP_PROXY" not in echoed["headers"] and "HTTP_PROXY" not in echoed["env"]
         assert str(echoed["contentLength"]) == str(len(sent))
         assert echoed["body"] == "\u0000binary body\n"
 

@@ -51,7 +51,7 @@ async def test_wasmlet_push_publishes_a_cncf_artifact_the_agent_pulls_back(
 async def test_wasmlet_push_refuses_what_is_not_a_module(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "script.sh").write_text("#!/bin/sh\n")
     assert await asyncio.to_thread(wasmlet, ["push", str(tmp_path / "script.sh"), "127.0.0.1:1/x:v1"]) == 2
-    assert "is not a core wasm module" in capsys.readouterr().err
+    assert "not a wasm binary: not a wasm module or component" in capsys.readouterr().err
 
 
 async def test_a_pod_with_an_oci_image_runs_and_reports_the_resolved_digest_as_image_id(

@@ -7,6 +7,7 @@ registry (`lying_registry`) that does exactly that.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import io
@@ -185,3 +186,39 @@ async def test_a_manifest_that_does_not_match_the_pinned_digest_is_rejected(
     content[f"/v2/lies/manifests/{pinned}"] = _manifest(HELLO)
     with pytest.raises(PullError, match=f"digest mismatch: manifest '{pinned}' should be {pinned}"):
         await pull(cache(tmp_path), f"{host}/lies@{pinned}")
+
+
+async def test_a_hostile_registry_serving_a_layer_digest_cannot_fail_an_honest_pull_of_it(
+        oci_registry: OciRegistry, tmp_path: Path) -> None:
+    """Two Pods pull the same layer digest at once, one from a registry that stalls and then lies:
+    the honest pull does not wait for, or share, the hostile download."""
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def stall_then_lie(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        if "/manifests/" in request.path:
+            return aiohttp.web.Response(body=_manifest(HELLO), content_type=OCI_MANIFEST)
+        asked.set()
+        await release.wait()
+        return aiohttp.web.Response(body=HELLO[:-1] + b"\x01", content_type="application/octet-stream")
+
+    app = aiohttp.web.Application()
+    app.router.add_get("/{tail:.*}", stall_then_lie)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        repo = oci_registry.repository("dedup/honest")
+        async with aiohttp.ClientSession() as session:
+            await push_wasm_artifact(session, oci_registry, repo, "v1", HELLO)
+        modules = cache(tmp_path)
+        hostile = asyncio.create_task(pull(modules, f"127.0.0.1:{runner.addresses[0][1]}/dedup/hostile:v1"))
+        await asyncio.wait_for(asked.wait(), 20)
+        async with asyncio.timeout(20):
+            honest = await pull(modules, f"{oci_registry.host}/{repo}:v1")
+        assert honest.path.read_bytes() == HELLO
+        release.set()
+        with pytest.raises(PullError, match="digest mismatch"):
+            await hostile
+    finally:
+        release.set()
+        await runner.cleanup()

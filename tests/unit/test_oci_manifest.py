@@ -42,17 +42,17 @@ def index(*platforms: tuple[str, str] | None, media_type: str = OCI_INDEX) -> by
     return json.dumps({"schemaVersion": 2, "mediaType": media_type, "manifests": entries}).encode()
 
 
-@pytest.mark.parametrize(("body", "packed"), [
-    (manifest(WASM_CONFIG, WASM_LAYER), False),
-    (manifest("application/vnd.wasm.config.v1+json", LEGACY_WASM_LAYER), False),
-    (manifest(IMAGE_CONFIG, TAR_GZ), True),
+@pytest.mark.parametrize(("body", "packed", "config"), [
+    (manifest(WASM_CONFIG, WASM_LAYER), False, True),  # the config says wasip1 or wasip2: checked after the pull
+    (manifest("application/vnd.wasm.config.v1+json", LEGACY_WASM_LAYER), False, False),
+    (manifest(IMAGE_CONFIG, TAR_GZ), True, True),
     (manifest("application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.diff.tar.gzip",
-              media_type=DOCKER_MANIFEST), True),
+              media_type=DOCKER_MANIFEST), True, True),
 ], ids=["cncf", "legacy", "oci-image", "docker-image"])
-def test_each_format_names_the_layer_that_holds_the_module(body: bytes, packed: bool) -> None:
+def test_each_format_names_the_layer_that_holds_the_module(body: bytes, packed: bool, config: bool) -> None:
     artifact = find_module(parse_document(body, ""))
     assert (artifact.layer.digest, artifact.packed) == (D1, packed)
-    assert (artifact.config is not None) == packed
+    assert (artifact.config is not None) == config
 
 
 @pytest.mark.parametrize(("body", "problem"), [

@@ -3,6 +3,7 @@ Pod, volume types on mounts, how an end is reported, where the working directory
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import wasmtime
 from wasmlet.nodeagent.podspec import parse_pod
 from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, EXIT_TRAP, Mount, RunSpec
 from wasmlet.nodeagent.runtime.wasmtime_control import Control, DutyCycle, EpochClock
-from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary, working_dir_preopen
+from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary, working_dir_mount
+from wasmlet.nodeagent.runtime.wasmtime_preopens import open_preopens
 from wasmlet.nodeagent.volumes import mounts_for
 
 TRAP = ("error while executing at wasm backtrace:\n    0:     0x69 - <unknown>!<wasm function 1>\n\n"
@@ -85,11 +87,20 @@ def test_an_end_is_reported_by_what_caused_it() -> None:
 
 
 def test_the_working_directory_is_preopened_from_the_deepest_mount_holding_it(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    (tmp_path / "data" / "in").mkdir(parents=True)
     mounts = [Mount(tmp_path / "app", "/app", read_only=True), Mount(tmp_path / "data", "/app/data", read_only=False)]
     spec = RunSpec("u", "c", tmp_path / "m.wasm", "sha256:x", ["c"], {}, mounts=mounts, working_dir="/app/data/in")
-    assert working_dir_preopen(spec) == (tmp_path / "data" / "in", True)
+    assert working_dir_mount(spec) == mounts[1]
+    preopens = open_preopens(spec)
+    try:
+        assert [(os.readlink(preopens.host_path(fd)), guest, writable) for fd, guest, writable in preopens.entries] == [
+            (str(tmp_path / "app"), "/app", False), (str(tmp_path / "data"), "/app/data", True),
+            (str(tmp_path / "data" / "in"), ".", True)]
+    finally:
+        preopens.close()
     outside = RunSpec("u", "c", tmp_path / "m.wasm", "sha256:x", ["c"], {}, mounts=mounts, working_dir="/srv")
-    assert working_dir_preopen(outside) is None
+    assert working_dir_mount(outside) is None
 
 
 def test_a_cpu_limit_pauses_a_busy_module_like_a_cfs_quota() -> None:

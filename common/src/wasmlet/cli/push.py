@@ -1,9 +1,11 @@
-"""`wasmlet push MODULE REF`: publish a wasm module as a CNCF wasm OCI artifact.
+"""`wasmlet push MODULE REF`: publish a wasm module or component as a CNCF wasm OCI artifact.
 
 The artifact is what the agent pulls first: an OCI image manifest whose config has media type
-`application/vnd.wasm.config.v0+json` (architecture `wasm`, os `wasip1`) and whose one layer is
-the module itself, `application/wasm`. The upload uses the agent's own registry client, so push
-and pull authenticate the same way (basic, or the bearer-token challenge flow).
+`application/vnd.wasm.config.v0+json` and whose one layer is the binary itself, `application/wasm`.
+The config says what the binary is, read from the binary: architecture `wasm`, os `wasip1` for a
+core module; os `wasip2` and a `component` object (its `imports` and `exports`) for a component.
+The upload uses the agent's own registry client, so push and pull authenticate the same way
+(basic, or the bearer-token challenge flow).
 
 Credentials: `--username` with `--password-stdin`, else `WASMLET_REGISTRY_USERNAME` /
 `WASMLET_REGISTRY_PASSWORD`, else the `docker login` file (`$DOCKER_CONFIG/config.json` or
@@ -16,10 +18,12 @@ import argparse
 import asyncio
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from yarl import URL
@@ -29,15 +33,14 @@ from wasmlet.nodeagent.oci.auth import Credentials, credentials_for, parse_docke
 from wasmlet.nodeagent.oci.client import TIMEOUT, RegistryClient, RegistryState, error_detail
 from wasmlet.nodeagent.oci.manifest import OCI_MANIFEST, WASM_CONFIG, WASM_LAYER
 from wasmlet.nodeagent.oci.reference import InvalidReference, Reference, parse_reference
-
-MODULE_HEADER = b"\0asm\x01\0\0\0"  # a core module, version 1 (components have another version)
+from wasmlet.nodeagent.wasmbinary import OCI_OS, BinaryError, describe, kind_of, world
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push = sub.add_parser("push", help="publish a wasm module to an OCI registry (CNCF wasm artifact)",
                           description="Push MODULE to REF as a CNCF wasm OCI artifact and print the pinned "
                                       "reference (REF@sha256:…) to use as a Pod's image.")
-    push.add_argument("module", type=Path, help="the .wasm file (a core WASI module)")
+    push.add_argument("module", type=Path, help="the .wasm file (a WASI core module or component)")
     push.add_argument("reference", help="registry[:port]/repository[:tag]")
     push.add_argument("--username", "-u", help="registry user (the password is read from stdin)")
     push.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
@@ -55,8 +58,10 @@ def push_command(args: argparse.Namespace) -> int:
     except InvalidReference as exc:
         print(f"wasmlet push: {args.reference}: {exc}", file=sys.stderr)
         return 2
-    if not module.startswith(MODULE_HEADER):
-        print(f"wasmlet push: {args.module} is not a core wasm module", file=sys.stderr)
+    try:
+        config_fields(module)
+    except BinaryError as exc:
+        print(f"wasmlet push: {args.module}: {exc}", file=sys.stderr)
         return 2
     state = RegistryState(insecure=(ref.registry,) if args.insecure else ())
     try:
@@ -72,7 +77,7 @@ async def push_module(module: bytes, ref: Reference, credentials: Credentials | 
                       filename: str = "module.wasm") -> str:
     """Upload `module` and its config, then the manifest under the reference's tag; return the manifest digest."""
     layer_digest = _digest(module)
-    config = json.dumps({"created": _created(), "architecture": "wasm", "os": "wasip1",
+    config = json.dumps({"created": _created(), "architecture": "wasm", **config_fields(module),
                          "layerDigests": [layer_digest]}, separators=(",", ":")).encode()
     manifest = json.dumps({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -92,6 +97,17 @@ async def push_module(module: bytes, ref: Reference, credentials: Credentials | 
     return _digest(manifest)
 
 
+def config_fields(binary: bytes) -> dict[str, Any]:
+    """The config's `os` (and, for a component, its `component` world); BinaryError if not wasm."""
+    kind = kind_of(binary[:8])
+    if kind is None:
+        raise BinaryError(f"{describe(binary[:8])}: not a wasm module or component")
+    if kind == "module":
+        return {"os": OCI_OS[kind]}
+    found = world(binary)
+    return {"os": OCI_OS[kind], "component": {"imports": list(found.imports), "exports": list(found.exports)}}
+
+
 async def _upload(client: RegistryClient, blob: bytes) -> None:
     """The two-step monolithic upload (POST, then PUT with the digest), skipped when the blob is there."""
     digest = _digest(blob)
@@ -105,8 +121,11 @@ async def _upload(client: RegistryClient, blob: bytes) -> None:
     if "://" not in location:
         location = str(response.url.join(URL(location)))
     separator = "&" if "?" in location else "?"
+    # A stream, not bytes: a component can be tens of MB, and one payload object rewinds itself
+    # if the request is sent again (after an authentication challenge).
+    body = aiohttp.payload.BytesIOPayload(io.BytesIO(blob), content_type="application/octet-stream")
     async with client.request("PUT", f"{location}{separator}digest={digest}",
-                              {"Content-Type": "application/octet-stream"}, data=blob) as response:
+                              {"Content-Type": "application/octet-stream"}, data=body) as response:
         if response.status != 201:
             raise PullError(f"blob upload failed: {await error_detail(response)}")
 

@@ -33,6 +33,9 @@ from wasmlet.nodeagent.runtime import Runtime, load_backend
 
 log = logging.getLogger(__name__)
 
+# How often what the store lost is reported as Node Events (and retried while the API is away).
+STORE_REPORT_SECONDS = 1.0
+
 
 class Runtimes:
     """Loads each runtime backend the first time a Pod asks for it (the footprint: docs/architecture.md)."""
@@ -92,6 +95,10 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         state = settings.state_dir
+        # It holds Secret volumes, the store and the kubelet API's key: owner only, even if it
+        # existed with a wider mode (a hostPath directory made by someone else).
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state.chmod(0o700)
         for sub in ("modules", "pods", "logs", "runtimes"):
             (state / sub).mkdir(parents=True, exist_ok=True)
         runtimes = Runtimes(settings.runtimes, state / "runtimes", settings.allocatable_memory)
@@ -137,6 +144,7 @@ class Agent:
                 objects=objects, reporter=reporter, pods_dir=state / "pods", logs_dir=state / "logs",
                 claims=claims, node_labels=node_labels(settings),
                 log_max_bytes=settings.log_max_bytes, log_max_files=settings.log_max_files,
+                max_pods=settings.max_pods, eviction_seconds=settings.eviction_monitoring_seconds,
                 backoff_base=settings.restart_backoff_seconds, metrics=self.metrics, server_software=f"wasmlet/{VERSION}",
                 ports=NodePorts(settings.min_host_port),
                 modules_by_reference=settings.metaserver,
@@ -175,6 +183,7 @@ class Agent:
                 tasks.append(group.create_task(pods.run()))
                 if self.credentials is not None:
                     tasks.append(group.create_task(self.credentials.rotate()))
+                tasks.append(group.create_task(self._report_store_problems(api, store)))
             if self.settings.manifests is not None:
                 statics = env.objects.static if isinstance(env.objects, LayeredObjects) else env.objects
                 assert isinstance(statics, StaticObjects)
@@ -224,6 +233,22 @@ class Agent:
         log.info("kubelet API on https://%s:%d; client certificates signed by %s", s.kubelet_address,
                  self.kubelet_port, trusted)
         return runner
+
+    async def _report_store_problems(self, api: KubeClient, store: PodStore) -> None:
+        """What the store lost (moved aside, bad rows) as Warning Events on the Node, once each."""
+        from wasmlet.nodeagent.reporting import post_node_event
+
+        pending: list[str] = []
+        while True:
+            pending += store.take_problems()
+            while pending:
+                try:
+                    await post_node_event(api, self.settings.node_name, "Warning", "StoreRecovered", pending[0])
+                except ApiError as exc:
+                    log.debug("store problem not reported yet: %s", exc)
+                    break
+                pending.pop(0)
+            await asyncio.sleep(STORE_REPORT_SECONDS)
 
     def _api_reporter(self, api: KubeClient | None) -> Reporter:
         from wasmlet.nodeagent.reporting import ApiReporter, ConsoleReporter

@@ -88,6 +88,8 @@ class AgentSettings:
     # Container log files are capped like the kubelet's containerLogMaxSize / containerLogMaxFiles.
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
+    # How often emptyDir usage is measured against sizeLimit (the kubelet's evictionMonitoringPeriod).
+    eviction_monitoring_seconds: float = 10.0
     # A module larger than this is refused before it is downloaded completely.
     module_max_bytes: int = 256 * 1024 * 1024
     # http(s) modules must be pinned by sha256 unless this is switched on.

@@ -79,6 +79,10 @@ async def admitting(w: PodWorker) -> State:
         offered = ", ".join(w.env.runtimes)
         return w.fail("UnknownRuntimeClass", f"runtimeClassName {runtime_name!r} is not offered by node "
                       f"{w.env.node_name} (it offers: {offered})")
+    used = len(w.env.admitted - {w.plan.uid})
+    if used >= w.env.max_pods:  # the kubelet's admission: lifecycle.InsufficientResourceError
+        return w.fail("OutOfpods", f"Node didn't have enough resource: pods, requested: 1, used: {used}, "
+                      f"capacity: {w.env.max_pods}")
     for container in w.plan.containers:  # raises UnsupportedPod: the Pod fails naming the probe
         named_ports = {p.name: p.port for p in container.ports if p.name}
         w.probes[container.name] = parse_probes({"name": container.name, **container.probes}, named_ports)
@@ -90,6 +94,7 @@ async def admitting(w: PodWorker) -> State:
         port, holder = conflict
         return w.fail("PortInUse", f"port {port}/TCP is already used by Pod {holder} on node {w.env.node_name} "
                       "(a wasm Pod's ports are its node's)")
+    w.env.admitted.add(w.plan.uid)
     return S.PULLING
 
 
@@ -202,7 +207,10 @@ async def initializing(w: PodWorker) -> State:
         term = record.terminated
         if term is not None and term["exitCode"] == 0:
             continue
-        status = await w.run_to_end(container.name)  # a run after an earlier one is counted at its start
+        try:
+            status = await w.run_to_end(container.name)  # a run after an earlier one is counted at its start
+        except PodConfigError as exc:
+            return _config_error(w, container.name, exc)
         if w.stopping:
             return S.TERMINATING
         if status.exit_code != 0:
@@ -280,6 +288,14 @@ def _announce_pull(w: PodWorker, module: str, container: str) -> Callable[[], No
     def pulling() -> None:
         w.event("Normal", "Pulling", f'Pulling module "{module}"', container)
     return pulling
+
+
+def _config_error(w: PodWorker, name: str, exc: PodConfigError) -> State:
+    """An init container that could not be set up as it started (a volume path through a link): it
+    waits with CreateContainerConfigError and is retried after a back-off, as the kubelet retries it."""
+    w.records[name].set_waiting(exc.reason, exc.message)
+    w.event("Warning", "Failed", f"Error: {exc.message}", name)
+    return S.PULL_BACKOFF
 
 
 def exit_for_deadline() -> ExitStatus:

@@ -3,7 +3,9 @@
 `<root>/<namespace>_<pod>_<uid>/<container>/<restartCount>.log`, each line
 `<RFC3339Nano timestamp> <stdout|stderr> <F|P> <text>` — the format `kubectl logs` is served
 from on a real node, so `timestamps`, `sinceSeconds` and `previous` can be answered from it.
-Files are size-capped and rotated (`.1`, `.2`, …) like the kubelet's containerLogMaxSize/Files.
+Files are size-capped and rotated (`.1`, `.2`, …) like the kubelet's containerLogMaxSize/Files,
+and only the current and the previous run of a container keep their files: on disk a container
+holds at most 2 x containerLogMaxFiles x containerLogMaxSize, however often it restarts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class ContainerLog:
 
     def __init__(self, path: Path, max_bytes: int, max_files: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.stem.isdigit():
+            prune_runs(path.parent, int(path.stem))
         self.path = path
         self._max_bytes = max_bytes
         self._max_files = max_files
@@ -61,6 +65,17 @@ class ContainerLog:
             if newer.exists():
                 newer.replace(older)
         self._file = self.path.open("ab", buffering=0)
+
+
+def prune_runs(container_dir: Path, current: int) -> None:
+    """Delete the log files of every run before the previous one, as the kubelet's container
+    garbage collector keeps one dead container per container (MaxPerPodContainer): `kubectl logs
+    --previous` still works, and a crash loop keeps at most two runs of capped files, not one per
+    restart."""
+    for path in container_dir.glob("*.log*"):
+        run = path.name.split(".", 1)[0]
+        if run.isdigit() and int(run) < current - 1:
+            path.unlink(missing_ok=True)
 
 
 def read_lines(path: Path) -> Iterator[tuple[str, str, str]]:

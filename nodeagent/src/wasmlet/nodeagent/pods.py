@@ -21,7 +21,7 @@ import aiohttp
 from wasmlet.api.http import HttpHandler
 from wasmlet.nodeagent.backoff import RestartBackoff
 from wasmlet.nodeagent.claims import ClaimSource, NoClaims
-from wasmlet.nodeagent.errors import AgentError, ModuleError, UnsupportedPod
+from wasmlet.nodeagent.errors import AgentError, ModuleError, PodConfigError, UnsupportedPod
 from wasmlet.nodeagent.lifecycle import FINAL, HANDLERS, State, check_transition, exit_for_deadline
 from wasmlet.nodeagent.logs import ContainerLog, pod_log_dir
 from wasmlet.nodeagent.metrics import AgentMetrics
@@ -40,6 +40,7 @@ from wasmlet.nodeagent.restarts import (
 )
 from wasmlet.nodeagent.runtime import EXIT_TERMINATED, ExitStatus, Instance, RunSpec, Runtime
 from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
+from wasmlet.nodeagent.storage import EVICTION_MONITORING_SECONDS, size_limits, watch_size_limits
 from wasmlet.nodeagent.wagi import HandlerInstance
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class AgentEnv:
     node_labels: dict[str, str] = field(default_factory=dict)  # what a PersistentVolume's node affinity sees
     log_max_bytes: int = 10 * 1024 * 1024
     log_max_files: int = 3
+    max_pods: int = 110
+    eviction_seconds: float = EVICTION_MONITORING_SECONDS
+    admitted: set[str] = field(default_factory=set)  # uids of the Pods admitted that have not ended
     backoff_base: float = 10.0
     backoff_cap: float = 300.0
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
@@ -166,6 +170,9 @@ class PodWorker:
             self.last_status = self.build_status()
             return
         deadline = asyncio.create_task(self._deadline()) if self.plan.active_deadline_seconds else None
+        limits = size_limits(self.plan.volumes)
+        storage = asyncio.create_task(watch_size_limits(limits, lambda: self.volume_paths, self.evict,
+                                                        self.env.eviction_seconds)) if limits else None
         self.report()
         try:
             while self.state not in FINAL:
@@ -174,10 +181,12 @@ class PodWorker:
                 log.debug("pod %s: %s → %s", self.plan.key, self.state.value, following.value)
                 self.state = following
         finally:
-            if deadline:
-                deadline.cancel()
-                await asyncio.gather(deadline, return_exceptions=True)
+            for watcher in (deadline, storage):
+                if watcher:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
             await self._cleanup()
+            self.env.admitted.discard(self.plan.uid)
         self.report()
         await self.env.reporter.finished(self.ref, self.deleting)
 
@@ -210,6 +219,12 @@ class PodWorker:
         self.stop_reason = self.stop_reason or reason
         self.deleting = self.deleting or deleting
         self._stopping.set()
+
+    def evict(self, message: str) -> None:
+        """Evicted as the kubelet's eviction manager evicts: reason Evicted, containers killed at once."""
+        self._reason, self._message = "Evicted", message
+        self.event("Warning", "Evicted", message)
+        self.request_stop(0)
 
     @property
     def stopping(self) -> bool:
@@ -268,6 +283,12 @@ class PodWorker:
         """Start a main container; one that cannot start ends as StartError (and may be restarted)."""
         try:
             await self.start(name)
+        except PodConfigError as exc:  # a volume path through a link: CreateContainerConfigError, retried
+            if self.stopping:
+                return
+            self.records[name].set_waiting(exc.reason, exc.message)
+            self.event("Warning", "Failed", f"Error: {exc.message}", name)
+            self.restarts.schedule(name, 0.0, time.monotonic())
         except ModuleError as exc:
             if self.stopping:
                 return
@@ -278,9 +299,9 @@ class PodWorker:
     async def start(self, name: str) -> None:
         spec = self.specs[name]
         record = self.records[name]
-        if record.terminated is not None or "terminated" in record.last_state:
+        counted = record.terminated is not None or "terminated" in record.last_state
+        if counted:
             record.restart_count += 1  # a new run: the kubelet counts it when the container is created
-            self.env.metrics.restarts.inc()
         self._resume.discard(name)
         runtime = await self.env.runtime(self.plan.runtime)
         logs_dir = pod_log_dir(self.env.logs_dir, self.plan.namespace, self.plan.name, self.plan.uid)
@@ -294,10 +315,14 @@ class PodWorker:
                 instance = await self._unless_stopped(runtime.start(spec, container_log.write))
             else:
                 instance = await self._serve(handler, runtime, spec, container_log)
-        except BaseException:
+        except BaseException as exc:
             container_log.close()
+            if counted and isinstance(exc, PodConfigError):  # never created, so not a run to count
+                record.restart_count -= 1
             raise
         metrics = self.env.metrics
+        if counted:
+            metrics.restarts.inc()
         metrics.start_seconds.labels(runtime.name).observe(time.perf_counter() - began)
         metrics.starts.labels(runtime.name).inc()
         metrics.running.labels(runtime.name).inc()
@@ -473,7 +498,7 @@ class PodWorker:
                 "status.podIP": self.env.node_ip, "labels": self.plan.labels}
 
     def phase(self) -> str:
-        if self.state is State.FAILED or self._reason == "DeadlineExceeded":
+        if self.state is State.FAILED or self._reason in ("DeadlineExceeded", "Evicted"):
             return "Failed"
         for_good = self.stopping and not self.resumable
         if (self._resume or self.resumable) and not for_good and \

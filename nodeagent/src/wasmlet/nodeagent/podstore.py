@@ -11,12 +11,16 @@ even after a SIGKILL. Statuses with only waiting containers are written behind, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
 Obj = dict[str, Any]
+log = logging.getLogger(__name__)
 # Deleted Pods remembered against a cache's replays: far more than one node sees between reconnects.
 GONE_KEPT = 10_000
 
@@ -44,19 +48,50 @@ CREATE TABLE IF NOT EXISTS objects (
 
 
 class PodStore:
-    """A small synchronous SQLite store; each call is one short transaction (WAL, no fsync wait)."""
+    """A small synchronous SQLite store; each call is one short transaction (WAL, no fsync wait).
+
+    A store that cannot be read (a torn write after a power loss, a disk error, not SQLite at all)
+    is moved aside and replaced by an empty one, and a row that cannot be decoded is skipped and
+    dropped: the API server's list then brings back what the node should run. Each such loss is
+    logged and kept in `problems` until the agent has reported it (a Warning Event on the Node).
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # It holds Secrets the node's Pods use (as the kubelet's edge store does): owner only.
-        path.touch(mode=0o600, exist_ok=True)
-        path.chmod(0o600)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # WAL + synchronous=NORMAL: a crash of the agent never loses a committed write; only a
-        # power loss may lose the last few, which the API (or a rerun) then corrects.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self.problems: list[str] = []
+        try:
+            self._db = _open(path)
+        except sqlite3.DatabaseError as exc:
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.with_name(path.name + suffix).replace(aside.with_name(aside.name + suffix))
+            self._report(f"the agent's store {path} cannot be read ({exc}): moved it to {aside.name} and "
+                         "started with an empty one; Pods are listed again from the API server")
+            self._db = _open(path)
+
+    def take_problems(self) -> list[str]:
+        """What was lost since the last call (for the agent to report)."""
+        problems, self.problems = self.problems, []
+        return problems
+
+    def _report(self, message: str) -> None:
+        log.error("%s", message)
+        self.problems.append(message)
+
+    def _decoded(self, text: str, what: str, drop: tuple[str, tuple[str, ...]]) -> Obj | None:
+        """`text` as a JSON object, or None after reporting it and deleting its row (`drop`)."""
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            problem = f"not JSON ({exc})"
+        else:
+            if isinstance(value, dict):
+                return value
+            problem = "not a JSON object"
+        self._report(f"the agent's store has a bad row ({what}: {problem}): skipped and dropped")
+        self._db.execute(*drop)
+        return None
 
     def close(self) -> None:
         self._db.close()
@@ -80,8 +115,17 @@ class PodStore:
         return self._db.execute("SELECT 1 FROM gone WHERE uid = ?", (uid,)).fetchone() is not None
 
     def pods(self, source: str = "api") -> list[Obj]:
-        rows = self._db.execute("SELECT pod FROM pods WHERE source = ?", (source,)).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        rows = self._db.execute("SELECT uid, pod FROM pods WHERE source = ?", (source,)).fetchall()
+        pods = []
+        for uid, text in rows:
+            pod = self._decoded(text, f"pod {uid}", ("DELETE FROM pods WHERE uid = ?", (uid,)))
+            if pod is not None and (pod.get("metadata") or {}).get("uid") != uid:
+                self._report(f"the agent's store has a bad row (pod {uid}: not a Pod with that uid): "
+                             "skipped and dropped")
+                self._db.execute("DELETE FROM pods WHERE uid = ?", (uid,))
+            elif pod is not None:
+                pods.append(pod)
+        return pods
 
     def put_object(self, kind: str, namespace: str, name: str, obj: Obj | None) -> None:
         """Remember the last answer for a ConfigMap/Secret; None (it does not exist) forgets it."""
@@ -101,7 +145,10 @@ class PodStore:
     def object(self, kind: str, namespace: str, name: str) -> Obj | None:
         row = self._db.execute("SELECT object FROM objects WHERE kind = ? AND namespace = ? AND name = ?",
                                (kind, namespace, name)).fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        return self._decoded(row[0], f"{kind} {namespace}/{name}", (
+            "DELETE FROM objects WHERE kind = ? AND namespace = ? AND name = ?", (kind, namespace, name)))
 
     def put_statuses(self, statuses: dict[str, Obj]) -> None:
         if not statuses:
@@ -114,7 +161,33 @@ class PodStore:
 
     def status(self, uid: str) -> Obj | None:
         row = self._db.execute("SELECT status FROM statuses WHERE uid = ?", (uid,)).fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        return self._decoded(row[0], f"status of pod {uid}", ("DELETE FROM statuses WHERE uid = ?", (uid,)))
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Open (or create) the store and check that SQLite can read every page of it."""
+    # It holds Secrets the node's Pods use (as the kubelet's edge store does): owner only.
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        # WAL + synchronous=NORMAL: a crash of the agent never loses a committed write; only a
+        # power loss may lose the last few, which the API (or a rerun) then corrects.
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        for table, columns in (("pods", "uid, pod, source"), ("statuses", "uid, status"),
+                               ("objects", "kind, namespace, name, object")):
+            db.execute(f"SELECT {columns} FROM {table} LIMIT 0")  # another program's tables: unreadable
+        verdict = db.execute("PRAGMA quick_check").fetchone()
+        if not verdict or verdict[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {verdict[0] if verdict else 'no answer'}")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class StoringReporter:

@@ -321,6 +321,13 @@ def _starting(status: Obj) -> bool:
         ((c.get("state") or {}).get("waiting") or {}).get("reason") in STARTING_REASONS for c in containers)
 
 
+async def post_node_event(api: KubeClient, node: str, type_: str, reason: str, message: str) -> None:
+    """An Event about the Node itself, as the kubelet posts them (in `default`, the Node's name as uid)."""
+    event = _event(PodRef("default", node, node), node, type_, reason, message, None)
+    event["involvedObject"] = {"kind": "Node", "name": node, "uid": node}
+    await api.create(EVENTS, event)
+
+
 def _event(ref: PodRef, node: str, type_: str, reason: str, message: str, container: str | None) -> Obj:
     stamp = now()
     involved: Obj = {"apiVersion": "v1", "kind": "Pod", "namespace": ref.namespace, "name": ref.name, "uid": ref.uid}

@@ -30,6 +30,7 @@ from wasmlet.nodeagent.objects import StaticObjects
 from wasmlet.nodeagent.podfields import unknown_fields
 from wasmlet.nodeagent.pods import PodController, PodRef, Reporter
 from wasmlet.nodeagent.podstore import PodStore
+from wasmlet.nodeagent.validation import check_object
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +211,21 @@ def _pods_of(doc: Obj, node_name: str, objects: list[Obj]) -> list[Obj]:
     if not isinstance(doc.get("metadata"), dict) or not doc["metadata"].get("name"):
         raise ValueError(f"{kind or 'object'} without metadata.name")
     if kind in ("ConfigMap", "Secret"):
+        check_object(doc)
         objects.append(doc)
         return []
     if kind == "Pod":
-        return [_static_pod(doc, node_name)]
+        check_object(doc)
+        return [_checked(_static_pod(doc, node_name))]
     if kind == keys.WORKLOAD_KIND:
-        return [_static_pod(p, node_name) for p in _workload_pods(doc, node_name)]
+        return [_checked(_static_pod(p, node_name)) for p in _workload_pods(doc, node_name)]
     raise ValueError(f"kind {kind!r} is not supported in a manifest folder (Pod, WasmWorkload, ConfigMap, Secret)")
+
+
+def _checked(pod: Obj) -> Obj:
+    """The Pod as it will run (its name carries the node's), checked as the API server would."""
+    check_object(pod)
+    return pod
 
 
 def _workload_pods(doc: Obj, node_name: str) -> list[Obj]:

@@ -8,8 +8,10 @@ because the user may still create it — unless the reference is `optional`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import re
 import shutil
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -18,6 +20,7 @@ from wasmlet.nodeagent.errors import PodConfigError, UnsupportedPod
 from wasmlet.nodeagent.objects import ObjectStore
 from wasmlet.nodeagent.podspec import ContainerPlan, PodPlan, volume_type
 from wasmlet.nodeagent.runtime import Mount
+from wasmlet.nodeagent.validation import DNS_LABEL
 
 Obj = dict[str, Any]
 
@@ -25,6 +28,7 @@ Obj = dict[str, Any]
 # The kubelet mounts these read-only whatever the volumeMount says (Kubernetes 1.10,
 # CVE-2017-1002102): the files are the agent's copy of API objects, not the module's to change.
 ALWAYS_READ_ONLY = frozenset({"configMap", "secret", "downwardAPI", "projected"})
+SECRET_MODE = 0o600
 
 
 async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, fields: Obj) -> dict[str, Path]:
@@ -32,6 +36,8 @@ async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, field
     paths: dict[str, Path] = {}
     for volume in plan.volumes:
         name = volume["name"]
+        if not isinstance(name, str) or not DNS_LABEL.fullmatch(name) or len(name) > 63:  # it becomes a path
+            raise UnsupportedPod(f"volume name {name!r} is not a DNS label", reason="InvalidVolume")
         target = root / name
         if "hostPath" in volume:
             paths[name] = Path(volume["hostPath"].get("path") or "/")
@@ -47,17 +53,21 @@ async def prepare_volumes(plan: PodPlan, root: Path, objects: ObjectStore, field
 
 
 def mounts_for(container: ContainerPlan, volume_paths: dict[str, Path], volumes: list[Obj] | None = None) -> list[Mount]:
-    """The container's volumeMounts on the host; `volumes` (the Pod's) tell each mount's volume type."""
+    """The container's volumeMounts on the host; `volumes` (the Pod's) tell each mount's volume type.
+
+    A subPath is only checked for its form here: it is opened beneath its volume when the
+    container starts (`runtime.beneath`), because a container may make it a link until then.
+    """
     types = {v["name"]: volume_type(v) for v in volumes or []}
     mounts = []
     for mount in container.volume_mounts:
-        host = volume_paths[mount["name"]]
-        sub = mount.get("subPath")
+        name = mount["name"]
+        sub = mount.get("subPath") or ""
         if sub:
-            host = _inside(host, sub, f"volumeMounts {mount['name']} subPath")
-        kind = types.get(mount["name"], "")
+            _relative(sub, f"volumeMounts {name} subPath")
+        kind = types.get(name, "")
         read_only = bool(mount.get("readOnly")) or kind in ALWAYS_READ_ONLY
-        mounts.append(Mount(host, mount["mountPath"], read_only, kind))
+        mounts.append(Mount(volume_paths[name], mount["mountPath"], read_only, kind, sub_path=sub, volume=name))
     return mounts
 
 
@@ -76,7 +86,12 @@ async def resolve_env(container: ContainerPlan, pod: PodPlan, objects: ObjectSto
                 continue
             env[name] = value
         else:
-            env[name] = _expand(str(var.get("value") or ""), env)
+            value = str(var.get("value") or "")
+            try:
+                # Linear, yet a ~1 MB value of references takes a tenth of a second: not on the event loop.
+                env[name] = await asyncio.to_thread(_expand, value, env) if len(value) > 65536 else _expand(value, env)
+            except PodConfigError as exc:
+                raise PodConfigError(f"env {name}: {exc.message}") from None
     return env
 
 
@@ -89,13 +104,15 @@ async def _write_projected(volume: Obj, target: Path, namespace: str, objects: O
         kind = next(k for k in ("configMap", "secret", "downwardAPI") if k in volume)
         spec = volume[kind]
         sources = [(kind, spec)]
-    default_mode = int(spec.get("defaultMode", 0o644))
+    # The API server defaults defaultMode to 0644; a Pod that reached us without it (a static
+    # manifest) gets 0644 for what anyone may read and 0600 for a Secret's files.
+    default_mode = int(spec.get("defaultMode", SECRET_MODE if "secret" in volume else 0o644))
     files: dict[str, tuple[bytes, int]] = {}
     for kind, source in sources:
         files.update(await _source_files(kind, source, namespace, objects, fields, default_mode, volume["name"]))
     staging = target.with_name(f".{target.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging.mkdir(parents=True, mode=0o700 if "secret" in volume else 0o755)
     for rel, (data, mode) in files.items():
         path = _inside(staging, rel, f"volume {volume['name']} item")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,15 +183,21 @@ def _decoded(obj: Obj, is_secret: bool) -> dict[str, bytes]:
     return data
 
 
-def _inside(root: Path, rel: str, what: str) -> Path:
-    """`root/rel`, refusing absolute paths, `..` and symlinks that lead out of `root`."""
+def _relative(rel: str, what: str) -> PurePosixPath:
+    """`rel` as a relative path, refusing absolute paths and `..` as the API server does."""
     pure = PurePosixPath(rel)
     if pure.is_absolute() or ".." in pure.parts or not rel:
         raise UnsupportedPod(f"{what} path {rel!r} must be relative and must not contain '..'", reason="InvalidVolume")
-    path = root.joinpath(*pure.parts)
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise UnsupportedPod(f"{what} path {rel!r} leaves its volume", reason="InvalidVolume")
-    return path
+    return pure
+
+
+def _inside(root: Path, rel: str, what: str) -> Path:
+    """`root/rel` for a file the agent writes into a staging directory it has just made (nothing
+    else can have put a link there)."""
+    parts = _relative(rel, what).parts
+    if not parts:  # "." names the volume itself, which is a directory, not a file
+        raise UnsupportedPod(f"{what} path {rel!r} names no file", reason="InvalidVolume")
+    return root.joinpath(*parts)
 
 
 def _object_name(name: Any, what: str) -> str:
@@ -222,17 +245,33 @@ async def _value_from(source: Obj, name: str, pod: PodPlan, objects: ObjectStore
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
-    """Kubernetes `$(VAR)` expansion; `$$(VAR)` escapes it."""
-    out, i = [], 0
-    while i < len(value):
-        if value.startswith("$$(", i):
-            out.append("$(")
-            i += 3
-        elif value.startswith("$(", i) and (end := value.find(")", i)) != -1:
-            key = value[i + 2:end]
-            out.append(env.get(key, value[i:end + 1]))
-            i = end + 1
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
+    """Kubernetes `$(VAR)` expansion, as the kubelet's: a defined VAR is replaced, an undefined one
+    stays `$(VAR)`, `$$` is one `$`, and a `$` before anything else (or an unclosed `$(`) stays.
+
+    Linear, and in C: the kubelet's scan looks for the closing `)` again after every `$(`, which
+    a value of many unclosed `$(` makes quadratic. No reference can close after the value's last
+    `)`, so the text before it is matched left to right (each `$(` closes at the next `)`), and
+    after it only `$$` pairs change.
+    """
+    last = value.rfind(")")
+    head, tail = value[:last + 1], value[last + 1:]
+    grown = [0]
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        text = "$" if name is None else env.get(name, match.group(0))
+        grown[0] += len(text) - len(match.group(0))
+        if grown[0] > MAX_EXPANSION_GROWTH:
+            raise PodConfigError(f"a value expands by more than {MAX_EXPANSION_GROWTH} bytes")
+        return text
+
+    return _REFERENCE.sub(replace, head) + tail.replace("$$", "$")
+
+
+# What `$(VAR)` may add to one value: the same variable referenced over and over would otherwise
+# multiply a 1 MiB value a hundred thousand times in the agent's memory. A real container could
+# not start with such an environment either (Linux takes at most 2 MiB of argv and environment).
+MAX_EXPANSION_GROWTH = 2 * 1024 * 1024
+# `$$`, or `$(` up to the next `)`: what the kubelet's expansion rewrites (a `$` before anything
+# else is left as it is, and cannot change how the rest pairs up).
+_REFERENCE = re.compile(r"\$\$|\$\(([^)]*)\)")

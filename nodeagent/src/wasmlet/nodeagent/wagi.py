@@ -29,6 +29,11 @@ from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TRAP, ExitStatus, Instan
 
 log = logging.getLogger(__name__)
 
+# Headers that never become variables: the two CGI already passes as CONTENT_*, and `Proxy`,
+# whose HTTP_PROXY would be read as the module's outbound proxy by most HTTP libraries
+# (httpoxy, CVE-2016-5385): any client could send the module's requests through its own host.
+SKIPPED_HEADERS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PROXY"})
+
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # How long a stopping handler waits for the instances of abandoned requests to end.
 REAP_SECONDS = 2.0
@@ -119,7 +124,7 @@ def cgi_environment(request: web.BaseRequest, handler: HttpHandler, content_leng
     }
     for name in request.headers:
         variable = "HTTP_" + name.upper().replace("-", "_")
-        if variable in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH") or variable in env:
+        if variable in SKIPPED_HEADERS or variable in env:
             continue
         env[variable] = ", ".join(request.headers.getall(name))
     return env

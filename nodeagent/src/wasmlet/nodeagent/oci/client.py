@@ -11,6 +11,7 @@ Every failure becomes a `PullError` whose message says what failed.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -67,6 +68,14 @@ class RegistryClient:
         self._actions = actions
         self._key = (registry, repository, credentials.username if credentials else "")
         self._authorization = state.authorizations.get(self._key)
+
+    @property
+    def origin(self) -> str:
+        """Where a download through this client comes from and as whom: registry, repository and a
+        fingerprint of the credentials. Two pulls share a download only with the same origin, so
+        a Pod naming a hostile registry, or a repository it may not read, cannot fail another's."""
+        login = hashlib.sha256(self._credentials.basic().encode()).hexdigest()[:16] if self._credentials else "-"
+        return f"{self._registry}/{self._repository}#{login}"
 
     @asynccontextmanager
     async def request(self, method: str, path: str, headers: Mapping[str, str] | None = None,

@@ -5,7 +5,9 @@ Three artifact formats carry a wasm module (docs/contract.md):
 - the older wasm-to-oci artifact: one `application/vnd.wasm.content.layer.v1+wasm` layer;
 - a single-layer OCI/Docker image whose tar(.gz) layer holds one `.wasm` file (or the one its
   config's entrypoint names), as `docker buildx --platform wasi/wasm` builds them.
-An image index (or Docker manifest list) is resolved to its `wasip1/wasm` (or `wasi/wasm`) entry.
+An image index (or Docker manifest list) is resolved to its `wasip1/wasm` (or `wasi/wasm`, or
+`wasip2/wasm`) entry. The wasm artifact's config says which kind of binary its layer holds:
+`os: "wasip1"` a core module, `os: "wasip2"` a component; the pulled bytes must agree.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wasmlet.nodeagent.errors import PullError
+from wasmlet.nodeagent.wasmbinary import OCI_OS, Kind, describe, kind_of
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -35,7 +38,7 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # An image config is a small JSON document; bound what we read for one entrypoint.
 MAX_CONFIG_BYTES = 1024 * 1024
 # Platform entries we run, best first: the wasm OCI artifact's and `docker buildx`'s spellings.
-WASM_PLATFORMS = (("wasip1", "wasm"), ("wasi", "wasm"))
+WASM_PLATFORMS = (("wasip1", "wasm"), ("wasi", "wasm"), ("wasip2", "wasm"))
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 
@@ -81,7 +84,8 @@ class Document:
 
 @dataclass(frozen=True)
 class Artifact:
-    """Where the module is: the layer, whether it is a tar to unpack, and the config naming an entrypoint."""
+    """Where the module is: the layer, whether it is a tar to unpack, and the config (naming an
+    entrypoint for an image, the binary's kind for a wasm artifact)."""
 
     layer: Descriptor
     packed: bool = False
@@ -130,7 +134,8 @@ def find_module(manifest: Document) -> Artifact:
     """Which layer holds the module, or PullError("not a wasm artifact …") saying what the manifest is."""
     wasm = [layer for layer in manifest.layers if layer.media_type in (WASM_LAYER, LEGACY_WASM_LAYER)]
     if len(wasm) == 1:
-        return Artifact(wasm[0])
+        wasm_config = manifest.config if manifest.config and manifest.config.media_type == WASM_CONFIG else None
+        return Artifact(wasm[0], config=wasm_config)
     if len(wasm) > 1:
         raise PullError(f"not a wasm artifact: {len(wasm)} wasm layers (a container runs exactly one module)")
     tars = [layer for layer in manifest.layers if layer.media_type in TAR_LAYERS]
@@ -146,10 +151,7 @@ def find_module(manifest: Document) -> Artifact:
 
 def entrypoint(config: bytes) -> str | None:
     """The `.wasm` file an image config's Entrypoint (or else Cmd) names, without its leading `/`."""
-    try:
-        doc = json.loads(config)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PullError(f"invalid image config: not JSON ({exc})") from exc
+    doc = _config_json(config, "image")
     settings = doc.get("config") if isinstance(doc, dict) else None
     if not isinstance(settings, dict):
         return None
@@ -158,3 +160,24 @@ def entrypoint(config: bytes) -> str | None:
     if isinstance(first, str) and first.endswith(".wasm"):
         return first.lstrip("/").removeprefix("./")
     return None
+
+
+def declared_kind(config: bytes) -> Kind | None:
+    """The kind a wasm artifact's config declares (`os`: wasip1, wasip2), None when it names neither."""
+    doc = _config_json(config, "wasm")
+    system = doc.get("os") if isinstance(doc, dict) else None
+    return next((kind for kind, name in OCI_OS.items() if name == system), None)
+
+
+def check_kind(declared: Kind | None, header: bytes) -> None:
+    """PullError when the layer's binary is not the kind its config declares."""
+    if declared is not None and kind_of(header) != declared:
+        raise PullError(f"not a wasm artifact: its config says os {OCI_OS[declared]!r} (a wasm {declared}), "
+                        f"but the layer is {describe(header)}")
+
+
+def _config_json(config: bytes, what: str) -> Any:
+    try:
+        return json.loads(config)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PullError(f"invalid {what} config: not JSON ({exc})") from exc

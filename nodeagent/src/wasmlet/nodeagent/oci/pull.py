@@ -26,6 +26,8 @@ from wasmlet.nodeagent.oci.manifest import (
     MAX_CONFIG_BYTES,
     Artifact,
     Descriptor,
+    check_kind,
+    declared_kind,
     entrypoint,
     find_module,
     parse_document,
@@ -36,7 +38,8 @@ from wasmlet.nodeagent.store import BlobStore, Module, Writer
 
 
 class OciPuller:
-    """Pulls references into `store`; concurrent pulls of one layer share one download."""
+    """Pulls references into `store`; concurrent pulls of one layer from one origin (registry,
+    repository, credentials: `RegistryClient.origin`) share one download."""
 
     def __init__(self, store: BlobStore, state: RegistryState, max_bytes: int) -> None:
         self._store = store
@@ -98,12 +101,16 @@ class OciPuller:
         if layer.size > self._max_bytes:
             raise PullError(f"too large: the module layer has {layer.size} bytes, the limit is {self._max_bytes}")
         if not artifact.packed:
-            return await self._once(layer.digest, lambda: self._wasm_layer(client, layer))
+            module = await self._once(f"{client.origin}@{layer.digest}", lambda: self._wasm_layer(client, layer))
+            if artifact.config is not None and artifact.config.size <= MAX_CONFIG_BYTES:
+                declared = declared_kind(await distribution.small_blob(client, artifact.config))
+                check_kind(declared, await asyncio.to_thread(_header, module))
+            return module
         entry = None
         if artifact.config is not None and artifact.config.size <= MAX_CONFIG_BYTES:
             entry = entrypoint(await distribution.small_blob(client, artifact.config))
         key = f"layer:{layer.digest}#{entry or ''}"
-        return await self._once(key, lambda: self._packed_layer(client, layer, entry, key))
+        return await self._once(f"{client.origin}@{key}", lambda: self._packed_layer(client, layer, entry, key))
 
     async def _once(self, key: str, make: Callable[[], Awaitable[Module]]) -> Module:
         future = self._inflight.get(key)
@@ -142,3 +149,8 @@ class OciPuller:
         if out.file.read(4) != WASM_MAGIC:
             raise PullError(f"not a wasm artifact: /{name} is not a wasm module (no \\0asm header)")
         out.file.seek(0, 2)
+
+
+def _header(module: Module) -> bytes:
+    with module.path.open("rb") as handle:
+        return handle.read(8)

@@ -24,14 +24,21 @@ EXIT_KILLED = 137  # SIGKILL: killed after its grace period, or its memory limit
 class Mount:
     """A volume as the module sees it: `guest_path` is the container's mountPath.
 
+    `host_path` is the volume's root directory and `sub_path` the part of it mounted (the
+    volumeMount's subPath, "" for all of it). The two stay apart until the container starts: a
+    backend opens `sub_path` beneath `host_path` then (`runtime.beneath`), because a container
+    may have made any part of it a symbolic link in the meantime.
     `volume_type` is the Pod volume's type (`hostPath`, `emptyDir`, `configMap`, …), so that a
-    backend can refuse a type it cannot mount (Wasmer has no host directories).
+    backend can refuse a type it cannot mount (Wasmer has no host directories); `volume` is its
+    name, for messages.
     """
 
     host_path: Path
     guest_path: str
     read_only: bool
     volume_type: str = ""
+    sub_path: str = ""
+    volume: str = ""
 
 
 @dataclass(frozen=True)

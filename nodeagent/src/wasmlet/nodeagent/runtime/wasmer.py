@@ -8,31 +8,41 @@ What Wasmer can and cannot do decides the shape of this module:
   (`wasmer_memory`: the sum of its containers' `limits.memory`, or the node's cap). Together the
   workers may not pass the node's cap either: past it, the one using most is killed `OOMKilled`.
 - Workers are forked from a fork server that imported wasmer-sdk once (`wasmer_forkserver`), and
-  one idle worker is kept ready (it also compiles modules at pull time into the shared compiled
-  cache), so a Pod's start does not wait for a process to start.
+  a few idle workers are kept ready, warmed up, with the node's recent modules loaded
+  (`wasmer_pool`; they also compile modules at pull time into the shared compiled cache), so a
+  Pod's start does not wait for a process to start.
 - A sandbox's own files must live under `/workspace`; package files may sit at any absolute
   guest path as read-only overlays. So read-only volumes (configMap, secret, a read-only mount)
   become package files at their mountPath, and writable volumes must be mounted under
   `/workspace`, where the Pod's containers share one sandbox (an emptyDir shared in the Pod).
 - There are no host-directory mounts: a Pod asking for one fails with a reason that names the
   field and the runtime that supports it.
+- WASI 0.2 components do not run: wasmer-sdk 0.5 refuses them ("WebAssembly components are
+  not supported by the sandbox command runner"). A Pod whose module is a component fails
+  `UnsupportedComponent`, naming the wasmtime runtime, which runs them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib.metadata
 import logging
+import os
 import re
 from pathlib import Path
 
-from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
+from wasmlet.nodeagent.errors import ModuleError, PodConfigError, UnsupportedPod
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, Mount, OutputSink, RunSpec
+from wasmlet.nodeagent.runtime.beneath import TooLarge, UnsafePath, open_mount, regular_files
 from wasmlet.nodeagent.runtime.wasmer_forkserver import ForkServer
 from wasmlet.nodeagent.runtime.wasmer_memory import node_victim
+from wasmlet.nodeagent.runtime.wasmer_pool import SparePool
 from wasmlet.nodeagent.runtime.wasmer_process import WasmerInstance, WorkerProcess
 from wasmlet.nodeagent.runtime.wasmer_protocol import pack_files
+from wasmlet.nodeagent.validation import go_quoted
+from wasmlet.nodeagent.wasmbinary import kind_of
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +68,20 @@ class WasmerRuntime:
         self._cache_dir = cache_dir
         self.node_cap = allocatable_memory or _memory_total()
         self._workers: dict[str, WorkerProcess] = {}
-        self._spare: asyncio.Task[WorkerProcess] | None = None
+        self._claims: dict[str, asyncio.Task[WorkerProcess]] = {}  # a Pod's spare, on its way
+        self._pool = SparePool(self._fork)
         self._prepared: set[str] = set()
         self._spin_checks: dict[WorkerProcess, asyncio.Task[None]] = {}
         self._node_check: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
         self._server: ForkServer | None = None
         self._server_lock = asyncio.Lock()
 
     def check(self, spec: RunSpec) -> None:
+        if _is_component(spec.module_path):
+            raise UnsupportedPod(
+                f"container {spec.container!r}: the module is a WebAssembly component (WASI 0.2), and the wasmer "
+                "runtime runs only core modules (wasip1); use runtimeClassName: wasmtime, which runs components",
+                reason="UnsupportedComponent")
         if spec.working_dir:
             # Measured: the sandbox's cwd does not move a wasip1 module's relative paths (docs/wasmer-sdk.md).
             raise UnsupportedPod(
@@ -90,13 +105,9 @@ class WasmerRuntime:
         """Compile the module in the spare worker (a hostile module's compile cannot hurt the agent)."""
         if digest in self._prepared:
             return
-        for attempt in range(3):  # the spare may be taken by a Pod, and end with it, meanwhile
-            try:
-                error = await (await self._spare_worker()).prepare(module_path, digest)
-                break
-            except ModuleError:
-                if attempt == 2:
-                    raise
+        if await asyncio.to_thread(_is_component, module_path):
+            return  # not an image problem: check() fails the Pod, naming the runtime that runs it
+        error = await self._pool.prepare(module_path, digest)
         if error is not None:
             raise ModuleError(error, reason="InvalidModule")
         self._prepared.add(digest)
@@ -104,15 +115,18 @@ class WasmerRuntime:
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmerInstance:
         self.check(spec)
         worker = await self._worker(spec.pod_uid)
+        command = command_name(spec.argv[0] if spec.argv else "")
+        self._pool.remember(spec.module_path, spec.module_digest, command)
         # Volumes under /workspace are sandbox files (a package file there would be hidden by the
         # workspace), read when the Pod's sandbox is made; the others, read-only by check(), are
         # package files at their mountPath.
         workspace = [m for m in spec.mounts if _under_workspace(m.guest_path)]
-        files, files_bytes = pack_files(_collect_files([m for m in spec.mounts if not _under_workspace(m.guest_path)]))
-        sandbox_files, sandbox_bytes = pack_files({} if worker.sandboxed else _collect_files(workspace))
+        packaged = [m for m in spec.mounts if not _under_workspace(m.guest_path)]
+        files, files_bytes = pack_files(_collect_files(packaged, spec.container))
+        sandbox_files, sandbox_bytes = pack_files({} if worker.sandboxed else _collect_files(workspace, spec.container))
         message = {
             "module": str(spec.module_path), "digest": spec.module_digest,
-            "command": command_name(spec.argv[0] if spec.argv else ""), "argv": spec.argv[1:], "env": spec.env,
+            "command": command, "argv": spec.argv[1:], "env": spec.env,
             "network": spec.network, "files": files, "workspace": sandbox_files,
             "dirs": [m.guest_path for m in workspace], "memory": spec.memory_limit_bytes,
             "capture": spec.capture_limit, "stdin": spec.stdin is not None,
@@ -127,6 +141,10 @@ class WasmerRuntime:
     async def release(self, pod_uid: str) -> None:
         """End the Pod's worker (a module the SDK could not stop ends with it)."""
         worker = self._workers.pop(pod_uid, None)
+        claim = self._claims.pop(pod_uid, None)
+        if claim is not None:  # its worker is still on its way: it will not be the Pod's
+            claimed = await asyncio.gather(claim, return_exceptions=True)
+            worker = claimed[0] if isinstance(claimed[0], WorkerProcess) else worker
         if worker is not None:
             check = self._spin_checks.pop(worker, None)
             if check is not None:
@@ -135,41 +153,39 @@ class WasmerRuntime:
             await worker.close()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._node_check, self._spare, *self._spin_checks.values()) if t is not None]
+        tasks = [t for t in (self._node_check, *self._spin_checks.values()) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._spare is not None and self._spare.done() and not self._spare.cancelled() \
-                and self._spare.exception() is None:
-            await self._spare.result().close()
-        self._spare = self._node_check = None
-        await asyncio.gather(*(w.close() for w in self._workers.values()))
+        self._node_check = None
+        await self._pool.close()
+        claimed = await asyncio.gather(*self._claims.values(), return_exceptions=True)
+        self._claims.clear()
+        workers = [*self._workers.values(), *(w for w in claimed if isinstance(w, WorkerProcess))]
+        await asyncio.gather(*(w.close() for w in workers))
         self._workers.clear()
         if self._server is not None:
             await self._server.close()
             self._server = None
 
     async def _worker(self, pod_uid: str) -> WorkerProcess:
-        """The Pod's worker: the one it has, or the spare (a new spare starts in the background)."""
-        async with self._lock:  # a Pod's containers may start at once: they must get one worker
-            worker = self._workers.get(pod_uid)
-            if worker is None or not worker.alive:
-                spare = self._spare_task()
-                self._spare = None  # taken: no other Pod gets it
-                worker = self._workers[pod_uid] = await spare
-                self._spare_task()
+        """The Pod's worker: the one it has, or a spare it claims. A Pod's containers may start at
+        once: they share one claim, so one worker; other Pods' claims do not wait for it."""
+        worker = self._workers.get(pod_uid)
+        if worker is not None and worker.alive:
             return worker
+        claim = self._claims.get(pod_uid)
+        if claim is None:
+            claim = self._claims[pod_uid] = self._pool.take()
+            claim.add_done_callback(functools.partial(self._claimed, pod_uid))
+        return await asyncio.shield(claim)
 
-    async def _spare_worker(self) -> WorkerProcess:
-        return await asyncio.shield(self._spare_task())
-
-    def _spare_task(self) -> asyncio.Task[WorkerProcess]:
-        """The spare worker (starting, or ready); a new one if there is none or it failed."""
-        spare = self._spare
-        if spare is None or (spare.done() and (spare.cancelled() or spare.exception() is not None
-                                               or not spare.result().alive)):
-            spare = self._spare = asyncio.create_task(self._fork())
-        return spare
+    def _claimed(self, pod_uid: str, claim: asyncio.Task[WorkerProcess]) -> None:
+        """The Pod's spare is ready (or failed): it is the Pod's worker now, unless it was released."""
+        if self._claims.get(pod_uid) is claim:
+            del self._claims[pod_uid]
+            if not claim.cancelled() and claim.exception() is None:
+                self._workers[pod_uid] = claim.result()
 
     async def _fork(self) -> WorkerProcess:
         async with self._server_lock:
@@ -214,22 +230,28 @@ class WasmerRuntime:
             task.add_done_callback(lambda _: self._spin_checks.pop(worker, None))
 
 
-def _collect_files(mounts: list[Mount]) -> dict[str, bytes]:
-    """Read the host files of `mounts` as {guest path: bytes}; refuse links that leave the volume."""
+def _collect_files(mounts: list[Mount], container: str) -> dict[str, bytes]:
+    """Read the host files of `mounts` as {guest path: bytes}, as the container starts.
+
+    Each mount is opened beneath its volume and walked by descriptor (`runtime.beneath`): a
+    symbolic link anywhere in it is refused, never followed, even one swapped in during the walk.
+    """
     files: dict[str, bytes] = {}
-    total = 0
+    budget = MAX_VOLUME_BYTES
     for mount in mounts:
-        root = mount.host_path.resolve()
-        for path in sorted(root.rglob("*")):
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                raise UnsupportedPod(f"volume file {path.name!r} links outside its volume", reason="InvalidVolume")
-            if not path.is_file():
-                continue
-            data = path.read_bytes()
-            total += len(data)
-            if total > MAX_VOLUME_BYTES:
-                raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes", reason="InvalidVolume")
-            files[mount.guest_path.rstrip("/") + "/" + path.relative_to(root).as_posix()] = data
+        fd = open_mount(mount, container)
+        try:
+            for rel, data in regular_files(fd, budget):
+                budget -= len(data)
+                files[mount.guest_path.rstrip("/") + "/" + rel] = data
+        except TooLarge:
+            raise UnsupportedPod(f"volumes of this Pod exceed {MAX_VOLUME_BYTES} bytes",
+                                 reason="InvalidVolume") from None
+        except UnsafePath as exc:
+            raise PodConfigError(f"failed to prepare volumeMount {go_quoted(mount.volume)} of container "
+                                 f"{go_quoted(container)}: {exc}") from None
+        finally:
+            os.close(fd)
     return files
 
 
@@ -251,3 +273,12 @@ def _memory_total() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return 1 << 62
+
+
+def _is_component(module_path: Path) -> bool:
+    """The binary's header says component (an unreadable file is left to the package loader)."""
+    try:
+        with module_path.open("rb") as handle:
+            return kind_of(handle.read(8)) == "component"
+    except OSError:
+        return False

@@ -106,6 +106,11 @@ class WorkerProcess:
             self._send({"op": "prepare", "module": str(module_path), "digest": digest})
             return await self._prepared
 
+    def preload(self, module_path: Path, digest: str, command: str) -> None:
+        """Load a module as `command` into the spare's sandbox ahead of a Pod that may run it (that
+        Pod's start then only spawns it); no answer."""
+        self._send({"op": "prepare", "module": str(module_path), "digest": digest, "command": command, "quiet": True})
+
     async def start(self, message: Message, payload: bytes, output: OutputSink,
                     memory_limit: int | None) -> WasmerInstance:
         """Start one container (`message` is the start message without its id)."""

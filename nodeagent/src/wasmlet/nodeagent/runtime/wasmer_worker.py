@@ -35,6 +35,9 @@ from wasmlet.nodeagent.runtime.wasmer_memory import MemoryGuard
 from wasmlet.nodeagent.runtime.wasmer_protocol import Message, encode, read_message, unpack_files
 
 _PR_SET_PDEATHSIG = 1
+# `(module (memory (export "memory") 1) (func (export "_start")))`: a WASI command that does nothing.
+_EMPTY_MODULE = bytes.fromhex("0061736d01000000010401600000030201000503010001071302065f7374617274000006"
+                              "6d656d6f72790200" "0a040102000b")
 
 
 class Worker:
@@ -46,7 +49,9 @@ class Worker:
         self._send = send
         self._packages: dict[tuple[str, str], Any] = {}
         self._sandbox: Any = None
-        self._installed: set[str] = set()
+        self._blank: Any = None  # a sandbox made ahead (no files, no network), for the Pod to take
+        self._installed: set[str] = set()  # packages installed in `_sandbox`
+        self._blank_installed: set[str] = set()  # and in `_blank`, by preloads
         self._processes: dict[int, Any] = {}
         self._limits: dict[int, int | None] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -59,12 +64,32 @@ class Worker:
             process = self._processes.get(int(message["id"]))
             if process is not None:
                 self._spawn_task(_terminate(process, float(message["grace"])))
-        elif op == "prepare":
+        elif op == "prepare":  # `quiet`: a preload for a Pod that may come; nobody waits for it
             try:
-                await self._package(message["module"], message["digest"], "main", {})
-                self._send({"ev": "prepared", "error": None})
-            except sdk.WasmerError as exc:
-                self._send({"ev": "prepared", "error": f"not a loadable wasm module ({message['digest'][:19]}): {exc}"})
+                package = await self._package(message["module"], message["digest"], message.get("command", "main"), {})
+                if message.get("quiet") and self._blank is not None and package.id not in self._blank_installed:
+                    await self._blank.install_package(package)
+                    self._blank_installed.add(package.id)
+                error = None
+            except (sdk.WasmerError, OSError) as exc:
+                error = f"not a loadable wasm module ({message['digest'][:19]}): {exc}"
+            if not message.get("quiet"):
+                self._send({"ev": "prepared", "error": error})
+
+    async def warm_up(self) -> None:
+        """Run an empty module once, so that the SDK's one-time set-up in this process (its
+        runtime's threads, the engine) is done while the worker is a spare, not on a Pod's start;
+        its sandbox is kept for a Pod whose sandbox needs no files and no network (most)."""
+        try:
+            package = await self._client.packages.create(sdk.PackageDefinition(
+                modules={"module": _EMPTY_MODULE}, commands={"warm-up": sdk.PackageCommandDefinition(module="module")}))
+            sandbox = await self._client.sandboxes.create(files={}, network="disabled")
+            process = await sandbox.command(await sandbox.install_package(package), [], env={}).spawn(
+                stdin="closed", stdout="pipe", stderr="pipe")
+            await process.wait()
+            self._blank = sandbox
+        except sdk.WasmerError as exc:  # only slower without it
+            os.write(2, f"wasmer worker: warm-up failed: {exc}\n".encode())
 
     async def _start(self, message: Message, payload: bytes) -> None:
         ident = int(message["id"])
@@ -146,9 +171,12 @@ class Worker:
         return package
 
     async def _ensure_sandbox(self, files: dict[str, bytes], dirs: list[str], network: bool) -> Any:
+        if self._sandbox is None and self._blank is not None and not files and not network:
+            self._sandbox, self._installed = self._blank, self._blank_installed
         if self._sandbox is None:
             self._sandbox = await self._client.sandboxes.create(files=files,
                                                                 network="host" if network else "disabled")
+        self._blank = None
         for path in dirs:  # an empty volume has no files to create it with
             await self._sandbox.fs.mkdir(path, recursive=True)
         return self._sandbox
@@ -199,6 +227,7 @@ async def serve(cache_dir: Path, node_cap: int, inbound: int, outbound: int) -> 
     client = sdk.Wasmer(cache_root=cache_dir)
     guard = MemoryGuard(node_cap)  # after the client: its overhead is the worker's, not the Pod's
     worker = Worker(client, guard, lambda message, payload=b"": transport.write(encode(message, payload)))
+    await worker.warm_up()  # ready means warm: the agent forks only a few at once, until ready
     transport.write(encode({"ev": "ready", "baseline": guard.baseline}))
     while (received := await read_message(reader)) is not None:
         await worker.handle(*received)

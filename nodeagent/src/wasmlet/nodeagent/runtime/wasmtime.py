@@ -2,12 +2,18 @@
 CPU limits, and stops that work against busy code.
 
 Shape of the backend:
-- One `Engine` for every instance (epoch interruption on, fuel off), one compiled `Module` and
-  one linked `InstancePre` per module digest, and per instance only a `Store` with its WASI
-  context and a thread (`wasmtime_instance`).
-- Compiled modules are cached on disk (`<cache_dir>/wasmtime-<version>/<digest>.cwasm`,
-  written atomically) so a restarted agent does not compile again. wasmtime refuses an
-  artifact from another version or configuration; it is then compiled afresh.
+- Two engines (`wasmtime_engine`): containers with a memory limit run on one whose linear
+  memories the agent allocates (so a refused grow is seen), all others on one whose memories
+  wasmtime maps copy-on-write. Each has one compiled `Module` and one linked `InstancePre` per
+  module digest; per instance there is only a `Store` with its WASI context and a thread
+  (`wasmtime_instance`). Epoch interruption is on, fuel off.
+- WASI 0.2 components (`wasi:cli/run`) run beside core modules, told apart by the binary's
+  header (`wasmbinary`); they link by name per instance (`wasmtime_component`: wasmtime-py
+  has no pre-instantiation for components), with the same WASI context, limits and stops.
+- Compiled modules and components are cached on disk per engine
+  (`<cache_dir>/wasmtime-<version>[-capped]/<digest>.cwasm`, written atomically) so a restarted
+  agent does not compile again. wasmtime refuses an artifact from another version or
+  configuration; it is then compiled afresh.
 - Limits: `resources.limits.memory` caps each linear memory, and a refused grow ends the
   instance `OOMKilled` (`wasmtime_memory`); `resources.limits.cpu` is a CFS-style duty cycle;
   a stop ends a busy loop within a 10 ms epoch tick of its grace period (`wasmtime_control`)
@@ -20,53 +26,40 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import logging
-import os
 import resource
-import tempfile
 from pathlib import Path
-
-import wasmtime
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import OutputSink, RunSpec
-from wasmlet.nodeagent.runtime import wasmtime_native as native
-from wasmlet.nodeagent.runtime.wasmtime_control import Control, EpochClock
-from wasmlet.nodeagent.runtime.wasmtime_exits import summary, working_dir_mount
+from wasmlet.nodeagent.runtime.wasmtime_component import missing_imports, unsupported_message
+from wasmlet.nodeagent.runtime.wasmtime_control import Control
+from wasmlet.nodeagent.runtime.wasmtime_engine import Engine
+from wasmlet.nodeagent.runtime.wasmtime_exits import working_dir_mount
 from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeInstance
-from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
-from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
+from wasmlet.nodeagent.runtime.wasmtime_preopens import open_preopens
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
+from wasmlet.nodeagent.wasmbinary import World
 
 log = logging.getLogger(__name__)
 
-WASM_MAGIC = b"\0asm"
 # A stopped instance's thread ends right after its status is known; an abandoned one (stuck in
 # a host call) is not waited for longer than this when the agent closes.
 CLOSE_JOIN_SECONDS = 1.0
 
 
 class WasmtimeRuntime:
-    """Runs WASI (wasip1) command modules in wasmtime, one thread per running instance."""
+    """Runs WASI command modules (wasip1) and components (wasip2) in wasmtime, one thread per running instance."""
 
     name = "wasmtime"
 
     def __init__(self, cache_dir: Path) -> None:
         _raise_open_files_limit()
-        self.version = f"wasmtime-py/{importlib.metadata.version('wasmtime')}"
-        self._cache_dir = cache_dir / f"wasmtime-{importlib.metadata.version('wasmtime')}"
-        config = wasmtime.Config()
-        config.epoch_interruption = True
-        config.consume_fuel = False
-        install_memory_creator(config)
-        self._engine = wasmtime.Engine(config)
-        self._linker = wasmtime.Linker(self._engine)
-        self._linker.define_wasi()
-        native.define_proc_exit(self._linker)
-        define_poll_oneoff(self._linker, self._engine)
-        self._clock = EpochClock(self._engine)
-        self._modules: dict[str, wasmtime.Module] = {}
-        self._linked: dict[str, wasmtime.InstancePre] = {}
-        self._compiling: dict[str, asyncio.Task[wasmtime.Module]] = {}
+        version = importlib.metadata.version("wasmtime")
+        self.version = f"wasmtime-py/{version}"
+        self._worlds: dict[str, World] = {}  # per component digest: what it imports and exports
+        self._shared = Engine(cache_dir / f"wasmtime-{version}", capped=False, worlds=self._worlds)
+        self._capped: Engine | None = None  # made when a container first has a memory limit
+        self._capped_dir = cache_dir / f"wasmtime-{version}-capped"
         self._running: set[WasmtimeInstance] = set()
         self._threads = InstanceThreads()
 
@@ -76,24 +69,29 @@ class WasmtimeRuntime:
                 f"container {spec.container!r}: workingDir {spec.working_dir!r} is not inside any volumeMount; a "
                 "wasm module sees only its mounted directories, so mount a volume at or above it",
                 reason="UnsupportedField")
+        known = self._worlds.get(spec.module_digest)
+        missing = missing_imports(known, spec.network) if known is not None else []
+        if missing:
+            raise UnsupportedPod(unsupported_message(spec.container, missing, spec.network),
+                                 reason="UnsupportedComponent")
 
     async def prepare(self, module_path: Path, digest: str) -> None:
-        await self._module(module_path, digest)
+        """Compile for the engine of containers without a memory limit (the common case)."""
+        await self._shared.compiled(module_path, digest)
 
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmtimeInstance:
-        self.check(spec)
-        module = await self._module(spec.module_path, spec.module_digest)
-        pre = self._linked.get(spec.module_digest)
-        if pre is None:
-            try:
-                pre = self._linker.instantiate_pre(module)
-            except wasmtime.WasmtimeError as exc:
-                raise ModuleError(f"cannot link module {spec.module_digest[:19]}: {summary(str(exc))}",
-                                  reason="StartError") from exc
-            self._linked[spec.module_digest] = pre
-        control = Control(self._clock, spec.memory_limit_bytes, spec.cpu_limit)
+        engine = self._engine_for(spec)
+        compiled = await engine.compiled(spec.module_path, spec.module_digest)
+        self.check(spec)  # after compiling: a component's imports are known then
+        instantiate = engine.instantiation(spec, compiled)
+        preopens = open_preopens(spec)  # now, as the container starts: PodConfigError for a link on the way
+        control = Control(engine.clock, spec.memory_limit_bytes, spec.cpu_limit)
         try:
-            instance = WasmtimeInstance(spec, self._engine, pre, control, output, self._threads)
+            try:
+                instance = WasmtimeInstance(spec, engine.engine, instantiate, control, output, self._threads, preopens)
+            except BaseException:
+                preopens.close()
+                raise
             await instance.launch()
         except StartFailed as exc:
             raise ModuleError(str(exc), reason="StartError") from exc
@@ -102,6 +100,10 @@ class WasmtimeRuntime:
         self._running.add(instance)
         instance.on_end(lambda: self._running.discard(instance))
         return instance
+
+    def cache_path(self, digest: str) -> Path:
+        """Where the compiled artifact for containers without a memory limit is cached."""
+        return self._shared.cache_path(digest)
 
     async def release(self, pod_uid: str) -> None:
         """Nothing is shared per Pod: volumes are host directories, preopened per instance."""
@@ -112,67 +114,24 @@ class WasmtimeRuntime:
         await asyncio.gather(*(instance.stop(0) for instance in instances))
         await asyncio.to_thread(self._join, instances)
         self._threads.close()
-        for task in self._compiling.values():
-            task.cancel()
-        await asyncio.gather(*self._compiling.values(), return_exceptions=True)
+        for engine in self._engines():
+            await engine.close()
+
+    def _engine_for(self, spec: RunSpec) -> Engine:
+        if spec.memory_limit_bytes is None:
+            return self._shared
+        if self._capped is None:
+            self._capped = Engine(self._capped_dir, capped=True, worlds=self._worlds)
+        return self._capped
+
+    def _engines(self) -> list[Engine]:
+        return [self._shared] + ([self._capped] if self._capped is not None else [])
 
     def _join(self, instances: list[WasmtimeInstance]) -> None:
         for instance in instances:
             instance.join(CLOSE_JOIN_SECONDS)
-        self._clock.join(CLOSE_JOIN_SECONDS)
-
-    async def _module(self, path: Path, digest: str) -> wasmtime.Module:
-        """The compiled module for `digest`: from memory, the disk cache, or compiled (once at a time)."""
-        module = self._modules.get(digest)
-        if module is not None:
-            return module
-        task = self._compiling.get(digest)
-        if task is None:
-            task = asyncio.create_task(asyncio.to_thread(self._load_or_compile, path, digest))
-            self._compiling[digest] = task
-            task.add_done_callback(lambda _: self._compiling.pop(digest, None))
-        module = await asyncio.shield(task)
-        self._modules[digest] = module
-        return module
-
-    def _load_or_compile(self, path: Path, digest: str) -> wasmtime.Module:
-        """Blocking: runs in a worker thread."""
-        cached = self.cache_path(digest)
-        if cached.exists():
-            try:
-                return wasmtime.Module.deserialize_file(self._engine, str(cached))
-            except wasmtime.WasmtimeError as exc:  # another engine version or configuration
-                log.info("compiled cache %s not usable (%s); compiling again", cached.name, summary(str(exc)))
-        data = path.read_bytes()
-        if not data.startswith(WASM_MAGIC):
-            raise ModuleError(f"not a wasm module ({digest[:19]}): it does not start with the wasm magic bytes",
-                              reason="InvalidModule")
-        try:
-            module = wasmtime.Module(self._engine, data)
-        except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"not a valid wasm module ({digest[:19]}): {summary(str(exc))}",
-                              reason="InvalidModule") from exc
-        if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in module.exports):
-            raise ModuleError(f"module {digest[:19]} exports no _start function: not a WASI command",
-                              reason="InvalidModule")
-        self._store_compiled(cached, module)
-        return module
-
-    def cache_path(self, digest: str) -> Path:
-        return self._cache_dir / f"{digest.removeprefix('sha256:')}.cwasm"
-
-    def _store_compiled(self, path: Path, module: wasmtime.Module) -> None:
-        tmp: Path | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as handle:
-                tmp = Path(handle.name)
-                handle.write(module.serialize())
-            os.replace(tmp, path)  # readers see the whole artifact or none
-        except OSError as exc:
-            log.warning("cannot cache compiled module %s: %s", path.name, exc)
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+        for engine in self._engines():
+            engine.clock.join(CLOSE_JOIN_SECONDS)
 
 
 def _raise_open_files_limit() -> None:

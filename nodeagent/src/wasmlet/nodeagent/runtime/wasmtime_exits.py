@@ -5,7 +5,7 @@ Pure functions over what the engine reported: no engine calls, no I/O.
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 import wasmtime
 
@@ -55,15 +55,6 @@ def working_dir_mount(spec: RunSpec) -> Mount | None:
         return None
     candidates = [m for m in spec.mounts if _inside(spec.working_dir, m.guest_path)]
     return max(candidates, key=lambda m: len(m.guest_path.rstrip("/")), default=None)
-
-
-def working_dir_preopen(spec: RunSpec) -> tuple[Path, bool] | None:
-    """(host directory, writable) to preopen as `.`: wasi-libc resolves relative paths through it."""
-    mount = working_dir_mount(spec)
-    if mount is None or spec.working_dir is None:
-        return None
-    relative = PurePosixPath(spec.working_dir).relative_to(mount.guest_path)
-    return mount.host_path.joinpath(*relative.parts), not mount.read_only
 
 
 def _inside(path: str, root: str) -> bool:

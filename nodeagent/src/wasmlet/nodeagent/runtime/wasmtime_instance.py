@@ -23,9 +23,11 @@ import wasmtime
 
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, OutputSink, RunSpec
 from wasmlet.nodeagent.runtime import wasmtime_native as native
+from wasmlet.nodeagent.runtime.wasmtime_component import Entry
 from wasmlet.nodeagent.runtime.wasmtime_control import Control
-from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary, working_dir_preopen
+from wasmlet.nodeagent.runtime.wasmtime_exits import exit_status, summary
 from wasmlet.nodeagent.runtime.wasmtime_output import CapturedOutput, OutputPipes
+from wasmlet.nodeagent.runtime.wasmtime_preopens import Preopens
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
 
 log = logging.getLogger(__name__)
@@ -46,12 +48,13 @@ class StartFailed(Exception):
 class WasmtimeInstance:
     """A module running on its own thread; `wait()`/`stop()` are safe to call more than once."""
 
-    def __init__(self, spec: RunSpec, engine: wasmtime.Engine, pre: wasmtime.InstancePre, control: Control,
-                 output: OutputSink, threads: InstanceThreads) -> None:
+    def __init__(self, spec: RunSpec, engine: wasmtime.Engine, instantiate: Callable[[wasmtime.Store], Entry],
+                 control: Control, output: OutputSink, threads: InstanceThreads, preopens: Preopens) -> None:
         self._loop = asyncio.get_running_loop()
         self._spec = spec
+        self._preopens = preopens  # ours until the module's thread has handed them to wasmtime
         self._engine = engine
-        self._pre = pre
+        self._instantiate = instantiate  # a core module's or a component's (`wasmtime_component`)
         self._control = control
         self._pipes: OutputPipes | CapturedOutput = (
             OutputPipes(self._loop, output) if spec.capture_limit is None
@@ -68,6 +71,7 @@ class WasmtimeInstance:
         try:
             self._threads.run(self._main, f"wasmtime {self._spec.container}")
         except RuntimeError as exc:  # the process is out of threads
+            self._preopens.close()
             self._done.set()
             self._pipes.ended()
             self._control.end()
@@ -135,6 +139,7 @@ class WasmtimeInstance:
             self._post(self._started, f"wasmtime: {exc}")
             status = ExitStatus(EXIT_KILLED, "Error", f"wasmtime: {exc}")
         finally:
+            self._preopens.close()
             self._control.end()
             self._pipes.ended()
         self._post(self._ended, status)
@@ -153,10 +158,7 @@ class WasmtimeInstance:
                         os.close(stdin)  # wasmtime opened its own descriptor of it
                 self._pipes.close_write_ends()  # wasmtime holds its own: EOF comes when the store closes
                 with native.bound(self._control):
-                    instance = self._pre.instantiate(store)
-                entry = instance.exports(store)["_start"]
-                if not isinstance(entry, wasmtime.Func):
-                    raise wasmtime.WasmtimeError("the module's _start export is not a function")
+                    entry = self._instantiate(store)
             except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
                 if self._control.memory_wanted is None:
                     self._post(self._started, f"cannot instantiate the module: {summary(str(exc))}")
@@ -167,9 +169,11 @@ class WasmtimeInstance:
             self._control.begin()
             try:
                 with native.bound(self._control):
-                    entry(store)
+                    code = entry(store)
             except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
                 return exit_status(self._control, exc)
+            if code is not None and self._control.exit_code is None:
+                self._control.exit_code = code
             return exit_status(self._control, None)
         finally:
             native.unwatch(key)
@@ -183,20 +187,18 @@ class WasmtimeInstance:
         self._pipes.configure(wasi)
         if stdin is not None:
             wasi.stdin_file = f"/proc/self/fd/{stdin}"
-        for mount in spec.mounts:
-            self._preopen(wasi, str(mount.host_path), mount.guest_path, not mount.read_only)
-        cwd = working_dir_preopen(spec)
-        if cwd is not None:
-            self._preopen(wasi, str(cwd[0]), ".", cwd[1])
+        for fd, guest, writable in self._preopens.entries:
+            self._preopen(wasi, self._preopens.host_path(fd), guest, writable)
+        self._preopens.close()  # wasmtime opened its own descriptors of them
         return wasi
 
     @staticmethod
     def _preopen(wasi: wasmtime.WasiConfig, host: str, guest: str, writable: bool) -> None:
         try:
-            # wasmtime-py 50.x (pinned) takes one writable flag; later releases take permission flags.
+            # wasmtime-py 51 takes one writable flag (later releases take permission flags).
             wasi.preopen_dir(host, guest, writable)
         except wasmtime.WasmtimeError as exc:
-            raise wasmtime.WasmtimeError(f"volume at {guest}: cannot open directory {host}") from exc
+            raise wasmtime.WasmtimeError(f"volume at {guest}: cannot open its directory") from exc
 
     def _post(self, future: asyncio.Future[Any], value: Any) -> None:
         def deliver() -> None:

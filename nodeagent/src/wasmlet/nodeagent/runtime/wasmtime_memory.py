@@ -51,8 +51,15 @@ class _LinearMemoryC(ctypes.Structure):
                 ("finalizer", _Finalizer)]
 
 
-_NewMemory = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t,
-                              ctypes.c_size_t, ctypes.c_size_t, ctypes.POINTER(_LinearMemoryC))
+class _MemoryRequestC(ctypes.Structure):
+    """`wasmtime_memory_request_t` (wasmtime 51: the arguments of a memory request in one struct)."""
+
+    _fields_ = [("ty", ctypes.c_void_p), ("minimum", ctypes.c_size_t), ("maximum", ctypes.c_size_t),
+                ("reserved", ctypes.c_size_t), ("guard", ctypes.c_size_t), ("kind", ctypes.c_uint8)]
+
+
+_NewMemory = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(_MemoryRequestC),
+                              ctypes.POINTER(_LinearMemoryC))
 
 
 class _MemoryCreatorC(ctypes.Structure):
@@ -89,8 +96,10 @@ def live_memories() -> int:
 
 
 @_NewMemory
-def _new_memory(env: Any, ty: Any, minimum: int, maximum: int, reserved: int, guard: int, ret: Any) -> int | None:
+def _new_memory(env: Any, request: Any, ret: Any) -> int | None:
     try:
+        wanted = request[0]
+        minimum, maximum, reserved, guard = wanted.minimum, wanted.maximum, wanted.reserved, wanted.guard
         control = current_control()
         if control is not None and not control.allow_memory(minimum):
             return error(f"the module needs {minimum} bytes of memory initially, over its limit")
