@@ -17,9 +17,11 @@ from wasmlet.kube import KubeClient, load_config
 from wasmlet.kube.resources import PODS
 
 from tests.fixtures.metaserver import MetaServer, metaserver
+from tests.fixtures.pki import TestPki
 from tests.integration.faults import AgentProcess, agent_process
 from tests.integration.test_faults import NODE, seed, until
 from tests.integration.test_faults import ticker as bare_ticker
+from tests.integration.test_kubelet_api import SAR, _status_with_certificate
 
 
 def ticker(name: str) -> dict[str, Any]:
@@ -161,3 +163,26 @@ async def test_a_configmap_module_is_read_only_through_a_volume_reference(kube_a
             return waiting.get("reason") == "CreateContainerConfigError" and \
                 'is not referenced by a volume of this Pod' in waiting.get("message", "")
         await until(refused, 20, "the bare configmap:// module refused with the reason")
+
+
+async def test_the_kubelet_apis_reviews_go_through_the_cache_and_fail_closed_while_the_cloud_is_away(
+        kube_api: Any, cluster_pki: TestPki, tmp_path: Path) -> None:
+    """The default authorization (webhook) behind MetaServer: the SubjectAccessReview is a write, so
+    edgecore passes it to the cloud. Offline it cannot be asked: the caller gets a 500 (an answer
+    not cached is never guessed), and once the cloud is back the same request is served."""
+    async with KubeClient(load_config(str(kube_api.kubeconfig))) as api, metaserver(kube_api) as cache:
+        await seed(api)
+        async with agent_process(cache.url, tmp_path / "state", WASMLET_METASERVER="true",
+                                 WASMLET_KUBELET_API_AUTH="webhook",
+                                 WASMLET_CLIENT_CA_FILE=str(cluster_pki.ca_file)) as agent:
+            await until(lambda: _is(node_ready(kube_api), "True"), 20, "the Node registered through the cache")
+            pods = f"https://127.0.0.1:{agent.port}/pods"
+            cert = (cluster_pki.client_cert, cluster_pki.client_key)
+            cache.go_offline()
+            assert await _status_with_certificate(pods, *cert) == 500
+            assert len(kube_api.server[SAR]) == 0  # the review never reached the cloud
+            cache.go_online()
+            assert await _status_with_certificate(pods, *cert) == 200
+            assert len(kube_api.server[SAR]) == 1
+            cache.go_offline()
+            assert await _status_with_certificate(pods, *cert) == 200  # the allowed answer is cached
