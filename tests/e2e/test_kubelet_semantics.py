@@ -32,7 +32,7 @@ from wasmlet.kube.resources import (
     RUNTIME_CLASSES,
 )
 
-from tests.integration.agent_helpers import module_bytes, put_module_configmap, wasm_pod
+from tests.integration.agent_helpers import module_bytes, put_module_configmap, wait_for, wasm_pod
 from tests.integration.component_helpers import component_path
 from tests.integration.faults import AgentProcess
 
@@ -110,17 +110,7 @@ async def cluster(e2e_kubeconfig: Path, run_id: str, tmp_path: Path) -> AsyncIte
 
 
 async def eventually(api: KubeClient, ns: str, name: str, predicate: Any, timeout: float = 90.0) -> Obj:
-    last: Obj = {}
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                with contextlib.suppress(NotFound):
-                    last = await api.get(PODS, name, ns)
-                    if predicate(last):
-                        return last
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        raise AssertionError(f"pod {name} never matched; last seen: {last.get('status')}") from None
+    return await wait_for(api, PODS, name, ns, predicate, timeout=timeout)
 
 
 async def _gone(api: KubeClient, resource: Any, name: str) -> bool:
