@@ -8,6 +8,7 @@ processes get a private HOME so `~/.kube/config` is never read.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 from pathlib import Path
@@ -45,3 +46,19 @@ def e2e_kubeconfig() -> Path:
 def run_id() -> str:
     """Names of everything a run creates carry this, so runs never collide and cleanup is exact."""
     return f"e2e-{secrets.token_hex(3)}"
+
+
+def cluster_ca(kubeconfig: Path, work: Path) -> Path | None:
+    """The CA of the kubeconfig's current cluster, as a file (written into `work` when the
+    kubeconfig carries it as data). It signs the API server's kubelet-client certificate on
+    kubeadm-style clusters (kind included): the agent's client CA."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
+    if cluster.get("certificate-authority-data"):
+        path = work / "cluster-ca.crt"
+        path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+        return path
+    if cluster.get("certificate-authority"):
+        return (kubeconfig.parent / cluster["certificate-authority"]).resolve()
+    return None

@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from tests.deploy.chart import CHART, env_of, one, render
+from tests.e2e.conftest import cluster_ca
 from tests.fixtures.kubeclient import ApiError, KubeClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,18 +101,8 @@ class Journey:
         return str(answer["status"]["token"])
 
     def cluster_ca(self) -> Path | None:
-        """The cluster CA of the e2e kubeconfig, which signs the API server's kubelet-client
-        certificate on kubeadm-style clusters (kind included): the agent's client CA."""
-        config = yaml.safe_load(self.kubeconfig.read_text())
-        context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
-        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
-        if cluster.get("certificate-authority-data"):
-            path = self.work / "cluster-ca.crt"
-            path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-            return path
-        if cluster.get("certificate-authority"):
-            return (self.kubeconfig.parent / cluster["certificate-authority"]).resolve()
-        return None
+        """The agent's client CA: the e2e kubeconfig's cluster CA."""
+        return cluster_ca(self.kubeconfig, self.work)
 
     def kubeconfig_for(self, name: str, token: str) -> Path:
         """The e2e kubeconfig's cluster, with a ServiceAccount token as the only credential."""

@@ -27,6 +27,7 @@ import aiohttp
 import pytest
 import yaml
 
+from tests.e2e.conftest import cluster_ca
 from tests.e2e.test_journey import ROOT, eventually, free_port
 from tests.fixtures.kubeclient import ApiError, KubeClient
 
@@ -72,16 +73,6 @@ class Run:
             "users": [{"name": "b", "user": {"token": token}}],
             "contexts": [{"name": "b", "context": {"cluster": cluster["name"], "user": "b"}}]}))
         return path
-
-    def cluster_ca(self) -> Path:
-        config = yaml.safe_load(self.kubeconfig.read_text())
-        context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
-        cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
-        if cluster.get("certificate-authority-data"):
-            path = self.work / "ca.crt"
-            path.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-            return path
-        return (self.kubeconfig.parent / cluster["certificate-authority"]).resolve()
 
     async def cleanup(self) -> None:
         for namespace in (self.ns, self.other_ns):
@@ -147,7 +138,7 @@ async def test_a_bootstrapped_agent_is_confined_to_its_node_and_authorizes_its_a
            "WASMLET_BOOTSTRAP_KUBECONFIG": str(run.token_kubeconfig(await run.token(run.ns, "bootstrapper"))),
            "WASMLET_NODE_NAME": run.node, "WASMLET_NODE_IP": os.environ.get("WASMLET_E2E_NODE_IP", "127.0.0.1"),
            "WASMLET_KUBELET_PORT": str(port), "WASMLET_STATE_DIR": str(run.work / "state"),
-           "WASMLET_CLIENT_CA_FILE": str(run.cluster_ca()), "WASMLET_RUNTIMES": "wasmer",
+           "WASMLET_CLIENT_CA_FILE": str(cluster_ca(run.kubeconfig, run.work)), "WASMLET_RUNTIMES": "wasmer",
            "WASMLET_NODE_LABELS": "node-role.kubernetes.io/edge=,zone=e2e"}
     log = (run.work / "agent.log").open("wb")
     agent = await asyncio.create_subprocess_exec(str(BIN / "wasmlet-agent"), env=env, stdout=log,
