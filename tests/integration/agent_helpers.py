@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmlet.kube import KubeClient, NotFound, load_config
-from wasmlet.kube.resources import CONFIGMAPS, PODS, Resource
+from wasmlet.kube.resources import CONFIGMAPS, EVENTS, PODS, Resource
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.config import AgentSettings
 from wasmlet.nodeagent.logs import pod_log_dir, read_lines
@@ -100,6 +100,25 @@ async def wait_for(api: KubeClient, resource: Resource, name: str, namespace: st
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise AssertionError(f"{resource.plural}/{name} never matched; last seen: {last}") from None
+
+
+async def wait_for_events(api: KubeClient, pod: str, *expected: tuple[str, str], namespace: str = "default",
+                          timeout: float = 20.0) -> list[tuple[str, str]]:
+    """Poll until every expected (reason, message) Event about `pod` is there and return all of them.
+
+    The agent posts Events in the background, after the status that a test usually waits for, so
+    they are waited for too, never read once."""
+    seen: list[tuple[str, str]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                listing = await api.list(EVENTS, namespace, field_selector=f"involvedObject.name={pod}")
+                seen = [(e["reason"], e["message"]) for e in listing["items"]]
+                if all(event in seen for event in expected):
+                    return seen
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"events {expected} about {pod} never posted; seen: {seen}") from None
 
 
 async def wait_gone(api: KubeClient, name: str, namespace: str = "default", timeout: float = 20.0) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from wasmlet.kube import KubeClient
-from wasmlet.kube.resources import EVENTS, PODS
+from wasmlet.kube.resources import PODS
 
 from tests.integration.agent_helpers import (
     api_client,
@@ -20,6 +20,7 @@ from tests.integration.agent_helpers import (
     put_module_configmap,
     running_agent,
     wait_for,
+    wait_for_events,
     wasm_pod,
 )
 from tests.integration.faults import free_port
@@ -56,11 +57,6 @@ async def seed(api: KubeClient) -> None:
     await put_module_configmap(api, "default", "modules", {"http-json.wasm": module_bytes("http-json")})
 
 
-async def events_of(api: KubeClient, pod: str) -> list[tuple[str, str]]:
-    listing = await api.list(EVENTS, "default", field_selector=f"involvedObject.name={pod}")
-    return [(e["reason"], e["message"]) for e in listing["items"]]
-
-
 async def test_readiness_gates_the_ready_condition_both_ways(kube_api: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -77,8 +73,7 @@ async def test_readiness_gates_the_ready_condition_both_ways(kube_api: Any, tmp_
         (data / "ready").unlink()
         pod = await wait_for(api, PODS, "gated", "default", lambda p: ready(p) is False)
         assert container(pod)["restartCount"] == 0  # readiness never restarts anything
-        assert ("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 404") in \
-            await events_of(api, "gated")
+        await wait_for_events(api, "gated", ("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 404"))
 
 
 async def test_liveness_failures_restart_the_container(kube_api: Any, tmp_path: Path) -> None:
@@ -99,9 +94,9 @@ async def test_liveness_failures_restart_the_container(kube_api: Any, tmp_path: 
                              lambda p: ready(p) is True and "running" in container(p)["state"])
         terminated = container(pod)["lastState"]["terminated"]
         assert terminated["exitCode"] == 143 and terminated["reason"] == "Error"
-        events = await events_of(api, "living")
-        assert ("Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 404") in events
-        assert ("Killing", "Container main failed liveness probe, will be restarted") in events
+        await wait_for_events(api, "living",
+                              ("Unhealthy", "Liveness probe failed: HTTP probe failed with statuscode: 404"),
+                              ("Killing", "Container main failed liveness probe, will be restarted"))
 
 
 async def test_a_startup_probe_holds_back_started_and_the_other_probes(kube_api: Any, tmp_path: Path) -> None:
@@ -132,8 +127,8 @@ async def test_tcp_socket_liveness_restarts_a_plain_container_nobody_listens_for
             container={"ports": [{"containerPort": port}], "args": ["--interval-ms", "1000"],
                        "livenessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1, "failureThreshold": 1}}))
         await wait_for(api, PODS, "ticking", "default", lambda p: container(p).get("restartCount", 0) >= 1)
-        events = await events_of(api, "ticking")
-        assert ("Unhealthy", f"Liveness probe failed: dial tcp 127.0.0.1:{port}: connect: connection refused") in events
+        await wait_for_events(api, "ticking",
+                              ("Unhealthy", f"Liveness probe failed: dial tcp 127.0.0.1:{port}: connect: connection refused"))
 
 
 async def test_an_exec_probe_fails_the_pod_saying_wasm_cannot_run_it(kube_api: Any, tmp_path: Path) -> None:

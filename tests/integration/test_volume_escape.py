@@ -10,7 +10,6 @@ plans are drawn from fixed seeds, so a failure replays.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import wasmtime
 
 from wasmlet.kube import KubeClient
-from wasmlet.kube.resources import EVENTS, PODS
+from wasmlet.kube.resources import PODS
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.logs import pod_log_dir, read_lines
 
@@ -29,6 +28,7 @@ from tests.integration.agent_helpers import (
     put_module_configmap,
     running_agent,
     wait_for,
+    wait_for_events,
     wasm_pod,
 )
 
@@ -70,16 +70,6 @@ def waiting_reason(pod: dict[str, Any], name: str) -> tuple[str, str]:
             waiting = (status.get("state") or {}).get("waiting") or {}
             return waiting.get("reason", ""), waiting.get("message", "")
     return "", ""
-
-
-async def event_seen(api: KubeClient, pod: str, message: str) -> None:
-    """Wait for a Warning `Failed` Event about `pod` with `message` (Events are posted in the background)."""
-    async with asyncio.timeout(20):
-        while True:
-            events = await api.list(EVENTS, "default", field_selector=f"involvedObject.name={pod}")
-            if any(e["reason"] == "Failed" and e["message"] == message for e in events["items"]):
-                return
-            await asyncio.sleep(0.1)
 
 
 def assert_untouched(directory: Path) -> None:
@@ -137,7 +127,7 @@ async def test_a_link_planted_by_an_init_container_is_never_followed_on_wasmtime
             assert f'of container "main": {rel!r} is a symbolic link' in message, message
             assert seen["status"]["phase"] == "Pending"
             assert SECRET not in all_log_text(agent, seen)
-            await event_seen(api, name, f"Error: {message}")
+            await wait_for_events(api, name, ("Failed", f"Error: {message}"))
     assert_untouched(secret_dir)
 
 
