@@ -102,9 +102,10 @@ async def wait_for(api: KubeClient, resource: Resource, name: str, namespace: st
         raise AssertionError(f"{resource.plural}/{name} never matched; last seen: {last}") from None
 
 
-async def wait_for_events(api: KubeClient, pod: str, *expected: tuple[str, str], namespace: str = "default",
+async def wait_for_events(api: KubeClient, pod: str, *expected: tuple[str, str | None], namespace: str = "default",
                           timeout: float = 20.0) -> list[tuple[str, str]]:
-    """Poll until every expected (reason, message) Event about `pod` is there and return all of them.
+    """Poll until every expected (reason, message) Event about `pod` is there and return all of them;
+    a message of None matches any message.
 
     The agent posts Events in the background, after the status that a test usually waits for, so
     they are waited for too, never read once."""
@@ -114,7 +115,7 @@ async def wait_for_events(api: KubeClient, pod: str, *expected: tuple[str, str],
             while True:
                 listing = await api.list(EVENTS, namespace, field_selector=f"involvedObject.name={pod}")
                 seen = [(e["reason"], e["message"]) for e in listing["items"]]
-                if all(event in seen for event in expected):
+                if all(any(reason == r and message in (None, m) for r, m in seen) for reason, message in expected):
                     return seen
                 await asyncio.sleep(0.05)
     except TimeoutError:

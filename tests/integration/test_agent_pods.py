@@ -19,6 +19,7 @@ from tests.integration.agent_helpers import (
     put_module_configmap,
     running_agent,
     wait_for,
+    wait_for_events,
     wasm_pod,
 )
 from tests.integration.test_kubelet_api import pod_log
@@ -143,8 +144,7 @@ async def test_a_crashing_container_restarts_with_backoff_and_reports_crash_loop
         pod = await wait_for(api, PODS, "crash", "default",
                              lambda p: p["status"]["containerStatuses"][0]["restartCount"] >= 2)
         assert phase(pod) == "Running"  # restartPolicy Always: the kubelet keeps the Pod Running
-        events = await api.list(EVENTS, "default", field_selector="involvedObject.name=crash")
-        assert "BackOff" in {e["reason"] for e in events["items"]}
+        await wait_for_events(api, "crash", ("BackOff", None))
 
 
 async def test_a_missing_configmap_key_is_create_container_config_error_until_it_appears(

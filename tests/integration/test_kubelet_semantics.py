@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from wasmlet.kube.resources import EVENTS, PERSISTENT_VOLUME_CLAIMS, PERSISTENT_VOLUMES, PODS
+from wasmlet.kube.resources import PERSISTENT_VOLUME_CLAIMS, PERSISTENT_VOLUMES, PODS
 
 from tests.integration.agent_helpers import (
     MODULES,
@@ -21,6 +21,7 @@ from tests.integration.agent_helpers import (
     put_module_configmap,
     running_agent,
     wait_for,
+    wait_for_events,
     wasm_pod,
 )
 from tests.integration.test_kubelet_api import pod_log
@@ -141,10 +142,8 @@ async def test_a_failed_pull_shows_err_image_pull_then_image_pull_back_off_on_ev
                     if len(reasons) >= 4:
                         break
         assert reasons[:4] == ["ErrImagePull", "ImagePullBackOff", "ErrImagePull", "ImagePullBackOff"], reasons
-        events = await api.list(EVENTS, "default", field_selector="involvedObject.name=pull")
-        messages = {(e["reason"], e["message"]) for e in events["items"]}
-        assert ("Failed", "Error: ErrImagePull") in messages and ("Failed", "Error: ImagePullBackOff") in messages
-        assert ("BackOff", f'Back-off pulling image "{IMAGE}"') in messages
+        await wait_for_events(api, "pull", ("Failed", "Error: ErrImagePull"), ("Failed", "Error: ImagePullBackOff"),
+                              ("BackOff", f'Back-off pulling image "{IMAGE}"'))
 
 
 async def bind_claim(api: Any, claim: str, pv: str, volume: dict[str, Any]) -> None:
@@ -203,12 +202,7 @@ async def test_an_unbound_claim_or_a_volume_for_another_node_waits_with_the_kube
                     "away": 'MountVolume.NodeAffinity check failed for volume "pv-elsewhere" : '
                             "no matching NodeSelectorTerms"}
         for name, message in expected.items():
-            async with asyncio.timeout(30):
-                while True:
-                    found = await api.list(EVENTS, "default", field_selector=f"involvedObject.name={name}")
-                    if any(e["reason"] == "FailedMount" and e["message"] == message for e in found["items"]):
-                        break
-                    await asyncio.sleep(0.1)
+            await wait_for_events(api, name, ("FailedMount", message), timeout=30)
             pod = await api.get(PODS, name, "default")
             assert pod["status"]["phase"] == "Pending"
             assert waiting(statuses(pod)["main"]) == "ContainerCreating"
