@@ -54,7 +54,8 @@ async def churn(cluster: Cluster, watch: PodWatch, node: str, prefix: str, pods:
     for i, name in enumerate(names):
         await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
         creating.append(asyncio.create_task(cluster.api.create(
-            PODS, pod(name, cluster.namespace, node, "hello", "Never", referenced=cluster.node_identity))))
+            PODS, pod(name, cluster.namespace, node, "hello", "Never", referenced=cluster.node_identity,
+                     runtime=cluster.runtime))))
     await asyncio.gather(*creating)
     last = max([await watch.wait(name, timeout=300) for name in names])
     return pods / (last - began)
@@ -69,7 +70,7 @@ async def gone(cluster: Cluster, prefix: str) -> None:
 
 async def one_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
-    async with Cluster(args.kubeconfig, workdir).up(("hello",)) as cluster:
+    async with Cluster(args.kubeconfig, workdir, runtime=args.runtime).up(("hello",)) as cluster:
         deleter = Deleter(cluster)
         async with PodWatch(cluster, "Succeeded", on_phase=deleter) as watch:
             floor_node, node = f"apieff-floor-{tag}", f"apieff-node-{tag}"

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -31,26 +32,29 @@ from typing import Any
 from common import agent_process  # first: it sets up sys.path
 
 import aiohttp
+import yaml
 
-from wasmlet.kube import ApiError, KubeClient, NotFound, load_config
-from wasmlet.kube.resources import CONFIGMAPS, NAMESPACES, NODES, PODS
+from wasmlet.kube import AlreadyExists, ApiError, KubeClient, NotFound, load_config
+from wasmlet.kube.resources import CONFIGMAPS, NAMESPACES, NODES, PODS, RUNTIME_CLASSES
 
 from tests.fixtures.kubeapi import running_kube_api
 from tests.integration.agent_helpers import module_bytes
 from tests.integration.faults import free_port
 
 Obj = dict[str, Any]
+MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 TOLERATIONS = [{"key": "kubernetes.io/arch", "operator": "Equal", "value": "wasm32-wasi", "effect": effect}
                for effect in ("NoExecute", "NoSchedule")]
 COUNTED = ("pods", "pods/status", "events", "configmaps", "secrets")  # what a Pod costs; not Node/Lease upkeep
 
 
 def pod(name: str, namespace: str, node: str, module: str, restart: str, args: list[str] | None = None,
-        *, referenced: bool = False) -> Obj:
-    """A Pod running `module` from the `modules` ConfigMap. `referenced`: the Pod also mounts that
-    ConfigMap, which is what lets a node identity read it under the Node authorizer (a
-    `configmap://` image is no reference the authorizer knows)."""
+        *, referenced: bool = False, runtime: str = "wasmer") -> Obj:
+    """A Pod running `module` from the `modules` ConfigMap on RuntimeClass `runtime`. `referenced`:
+    the Pod also mounts that ConfigMap, which is what lets a node identity read it under the Node
+    authorizer (a `configmap://` image is no reference the authorizer knows)."""
     spec: Obj = {"nodeName": node, "restartPolicy": restart, "automountServiceAccountToken": False,
+                 "runtimeClassName": runtime,
                  "terminationGracePeriodSeconds": 0, "tolerations": TOLERATIONS,
                  "containers": [{"name": "main", "image": f"configmap://modules/{module}.wasm", "args": args or []}]}
     if referenced:
@@ -62,8 +66,10 @@ def pod(name: str, namespace: str, node: str, module: str, restart: str, args: l
 class Cluster:
     """An API to run Pods on: `kubeconfig` (a real server) or the test API; `api` is the bench's client."""
 
-    def __init__(self, kubeconfig: str | None, workdir: Path, node_identity: bool | None = None) -> None:
+    def __init__(self, kubeconfig: str | None, workdir: Path, node_identity: bool | None = None,
+                 runtime: str = "wasmer") -> None:
         self.kubeconfig = kubeconfig
+        self.runtime = runtime  # the RuntimeClass of the bench's Pods
         self.workdir = workdir
         self.real = kubeconfig is not None
         # The agent as the node it is (Node authorizer) on a real server, unless told otherwise.
@@ -83,6 +89,10 @@ class Cluster:
                                                    "metadata": {"name": self.namespace}})
                 stack.push_async_callback(self._remove_namespace)
                 await self._wait_service_account()
+            for path in sorted(MANIFESTS.glob("*runtimeclasses.yaml")):  # as `kubectl apply -f manifests/` does
+                for runtime_class in yaml.safe_load_all(path.read_text()):
+                    with contextlib.suppress(AlreadyExists):
+                        await self.api.create(RUNTIME_CLASSES, runtime_class)
             await self.api.create(CONFIGMAPS, {
                 "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "modules", "namespace": self.namespace},
                 "binaryData": {f"{m}.wasm": base64.b64encode(module_bytes(m)).decode() for m in modules}})
@@ -166,7 +176,15 @@ class PodWatch:
                             self.on_phase(name)
 
     async def wait(self, name: str, timeout: float = 120) -> float:
-        await asyncio.wait_for(self._waiters.setdefault(name, asyncio.Event()).wait(), timeout)
+        try:
+            await asyncio.wait_for(self._waiters.setdefault(name, asyncio.Event()).wait(), timeout)
+        except TimeoutError:
+            try:
+                status = (await self.cluster.api.get(PODS, name, self.cluster.namespace)).get("status") or {}
+            except ApiError as exc:
+                status = {"error": str(exc)}
+            raise TimeoutError(f"Pod {name} not seen {self.phase} within {timeout:g}s; its status now: "
+                               f"{json.dumps(status)[:2000]}") from None
         return self.seen[name]
 
     async def __aenter__(self) -> PodWatch:

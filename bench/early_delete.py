@@ -54,12 +54,12 @@ class Stalled:
 async def one_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     node = f"apieff-node-{uuid.uuid4().hex[:6]}"
     sha = hashlib.sha256(module_bytes("hello")).hexdigest()  # a pin the download will never reach
-    async with Cluster(args.kubeconfig, workdir).up(("hello",)) as cluster, Stalled() as url, \
+    async with Cluster(args.kubeconfig, workdir, runtime=args.runtime).up(("hello",)) as cluster, Stalled() as url, \
             AgentRun(cluster, node, args.runtime) as agent:
         before = await agent.requests()
 
         async def early(name: str) -> None:
-            body = pod(name, cluster.namespace, node, "hello", "Never")
+            body = pod(name, cluster.namespace, node, "hello", "Never", runtime=cluster.runtime)
             body["spec"]["containers"][0]["image"] = url
             body["metadata"]["annotations"] = {sha256_annotation("main"): sha}
             await cluster.api.create(PODS, body)
