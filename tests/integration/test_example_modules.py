@@ -83,7 +83,7 @@ def run(engine: wasmtime.Engine, tmp_path: Path) -> Runner:
 
 
 EVERY_MODULE = ["cpu", "echo", "exit", "files", "grow", "hello", "hold", "hostile", "http-echo", "http-hello", "http-json",
-                "loop", "ticker", "trap"]
+                "leftover", "loop", "ticker", "trap"]
 
 
 def test_the_committed_binaries_are_a_fresh_reproducible_build(tmp_path: Path) -> None:
@@ -122,6 +122,24 @@ def test_ticker_prints_count_lines_then_exits(run: Runner) -> None:
     assert run("ticker", "--count", "3", "--interval-ms", "10") == Result(0, None, "tick 1\ntick 2\ntick 3\n", "")
     assert run("ticker", "--count", "2", "--interval-ms", "0").stdout == "tick 1\ntick 2\n"
     assert run("ticker", "--bogus").exit_code == 2
+
+
+def test_leftover_answers_clean_in_a_fresh_memory_and_dirty_in_one_it_ran_in(engine: wasmtime.Engine, run: Runner,
+                                                                            tmp_path: Path) -> None:
+    assert run("leftover") == Result(0, None, "Content-Type: text/plain\n\nclean\n", "")
+    wasi = wasmtime.WasiConfig()
+    wasi.stdout_file = str(tmp_path / "twice")
+    store = wasmtime.Store(engine)
+    store.set_wasi(wasi)
+    store.set_epoch_deadline(1 << 62)
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    instance = linker.instantiate(store, wasmtime.Module.from_file(engine, str(MODULES / "leftover.wasm")))
+    start = instance.exports(store)["_start"]
+    assert isinstance(start, wasmtime.Func)
+    start(store)
+    start(store)  # the same memory again: the marker is there
+    assert (tmp_path / "twice").read_text().split("\n\n")[1:] == ["clean\nContent-Type: text/plain", "dirty\n"]
 
 
 def test_trap_prints_then_traps_on_unreachable(run: Runner) -> None:

@@ -421,3 +421,32 @@ async def test_a_request_instance_reads_its_body_and_its_output_arrives_whole_up
                                    big)
     await instance.wait()
     assert len(b"".join(d for _, s, d in big.chunks if s == "stdout")) == 1001  # the limit, and one byte to show it
+
+
+async def test_request_instances_reuse_pooled_slots_without_seeing_an_earlier_requests_memory(
+        runtime: WasmtimeRuntime) -> None:
+    """`leftover` answers `dirty` if its memory still holds the marker an earlier instance wrote."""
+    for _ in range(3):  # one after the other: each takes the slot the one before gave back
+        status, output = await run(runtime, spec("leftover", capture_limit=4096))
+        assert status.exit_code == 0 and output.text().endswith("\n\nclean\n")
+    together = await asyncio.gather(*(run(runtime, spec("leftover", capture_limit=4096)) for _ in range(8)))
+    assert [output.text().rpartition("\n\n")[2] for _, output in together] == ["clean\n"] * 8
+    assert runtime.pooled_instances == 0  # every slot was given back as its store closed
+
+
+async def test_request_instances_beyond_the_pool_run_on_the_on_demand_engine(cache_dir: Path) -> None:
+    backend = WasmtimeRuntime(cache_dir=cache_dir, pool_slots=2)
+    try:
+        requests = [await backend.start(spec("ticker", "--interval-ms", "20", container=f"r{i}", capture_limit=4096),
+                                        Output()) for i in range(4)]
+        assert backend.pooled_instances == 2  # two in the pool, two beside it: none refused
+        container = await backend.start(spec("ticker", "--interval-ms", "20"), Output())
+        assert backend.pooled_instances == 2  # a container's instance never takes a slot
+        for instance in [*requests, container]:
+            assert (await instance.stop(0)).exit_code == EXIT_TERMINATED
+        assert backend.pooled_instances == 0
+        status, output = await run(backend, spec("leftover", capture_limit=4096))
+        assert status.exit_code == 0 and output.text().endswith("clean\n")
+    finally:
+        await backend.close()
+    assert await no_module_threads() == []

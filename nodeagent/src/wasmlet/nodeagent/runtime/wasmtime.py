@@ -2,10 +2,12 @@
 CPU limits, and stops that work against busy code.
 
 Shape of the backend:
-- Two engines (`wasmtime_engine`): containers with a memory limit run on one whose linear
+- Engines (`wasmtime_engine`): containers with a memory limit run on one whose linear
   memories the agent allocates (so a refused grow is seen), all others on one whose memories
-  wasmtime maps copy-on-write. Each has one compiled `Module` and one linked `InstancePre` per
-  module digest; per instance there is only a `Store` with its WASI context and a thread
+  wasmtime maps copy-on-write; an HTTP request's instance of a core module runs on a third
+  that takes it from a pool of reusable slots (`wasmtime_pooling`), or on the second when all
+  slots are taken. Each has one compiled `Module` and one linked `InstancePre` per module
+  digest; per instance there is only a `Store` with its WASI context and a thread
   (`wasmtime_instance`). Epoch interruption is on, fuel off.
 - WASI 0.2 components (`wasi:cli/run`) run beside core modules, told apart by the binary's
   header (`wasmbinary`); they link by name per instance (`wasmtime_component`: wasmtime-py
@@ -29,13 +31,16 @@ import logging
 import resource
 from pathlib import Path
 
+import wasmtime
+
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import OutputSink, RunSpec
 from wasmlet.nodeagent.runtime.wasmtime_component import missing_imports, unsupported_message
 from wasmlet.nodeagent.runtime.wasmtime_control import Control
-from wasmlet.nodeagent.runtime.wasmtime_engine import Engine
+from wasmlet.nodeagent.runtime.wasmtime_engine import Compiled, Engine
 from wasmlet.nodeagent.runtime.wasmtime_exits import working_dir_mount
 from wasmlet.nodeagent.runtime.wasmtime_instance import StartFailed, WasmtimeInstance
+from wasmlet.nodeagent.runtime.wasmtime_pooling import SLOTS, PooledSlots
 from wasmlet.nodeagent.runtime.wasmtime_preopens import open_preopens
 from wasmlet.nodeagent.runtime.wasmtime_threads import InstanceThreads
 from wasmlet.nodeagent.wasmbinary import World
@@ -52,7 +57,7 @@ class WasmtimeRuntime:
 
     name = "wasmtime"
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, pool_slots: int = SLOTS) -> None:
         _raise_open_files_limit()
         version = importlib.metadata.version("wasmtime")
         self.version = f"wasmtime-py/{version}"
@@ -60,6 +65,8 @@ class WasmtimeRuntime:
         self._shared = Engine(cache_dir / f"wasmtime-{version}", capped=False, worlds=self._worlds)
         self._capped: Engine | None = None  # made when a container first has a memory limit
         self._capped_dir = cache_dir / f"wasmtime-{version}-capped"
+        self._pooled: Engine | None = None  # made at the first HTTP request
+        self._slots = PooledSlots(pool_slots)
         self._running: set[WasmtimeInstance] = set()
         self._threads = InstanceThreads()
 
@@ -83,12 +90,29 @@ class WasmtimeRuntime:
         engine = self._engine_for(spec)
         compiled = await engine.compiled(spec.module_path, spec.module_digest)
         self.check(spec)  # after compiling: a component's imports are known then
+        slot = self._pooled_slot(spec, engine, compiled)
+        try:
+            if slot is not None:
+                engine = slot
+                compiled = await engine.compiled(spec.module_path, spec.module_digest)
+            instance = await self._launch(spec, engine, compiled, output, pooled=slot is not None)
+        except BaseException:
+            if slot is not None:
+                self._slots.give_back()
+            raise
+        self._running.add(instance)
+        instance.on_end(lambda: self._running.discard(instance))
+        return instance
+
+    async def _launch(self, spec: RunSpec, engine: Engine, compiled: Compiled, output: OutputSink, *,
+                      pooled: bool) -> WasmtimeInstance:
         instantiate = engine.instantiation(spec, compiled)
         preopens = open_preopens(spec)  # now, as the container starts: PodConfigError for a link on the way
         control = Control(engine.clock, spec.memory_limit_bytes, spec.cpu_limit)
         try:
             try:
-                instance = WasmtimeInstance(spec, engine.engine, instantiate, control, output, self._threads, preopens)
+                instance = WasmtimeInstance(spec, engine.engine, instantiate, control, output, self._threads, preopens,
+                                            store_closed=self._slots.give_back if pooled else None)
             except BaseException:
                 preopens.close()
                 raise
@@ -97,9 +121,23 @@ class WasmtimeRuntime:
             raise ModuleError(str(exc), reason="StartError") from exc
         except OSError as exc:  # out of file descriptors for the output pipes
             raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
-        self._running.add(instance)
-        instance.on_end(lambda: self._running.discard(instance))
         return instance
+
+    def _pooled_slot(self, spec: RunSpec, engine: Engine, compiled: Compiled) -> Engine | None:
+        """The pooled engine, with a slot taken, for an HTTP request's instance of a core module
+        without a memory limit while a slot is free; None for every other instance."""
+        if (spec.capture_limit is None or engine is not self._shared or not isinstance(compiled, wasmtime.Module)
+                or not self._slots.slots):
+            return None
+        if self._pooled is None:
+            self._pooled = Engine(self._shared.cache_dir, capped=False, worlds=self._worlds,
+                                  pool_slots=self._slots.slots)
+        return self._pooled if self._slots.take() else None
+
+    @property
+    def pooled_instances(self) -> int:
+        """Instances holding a slot of the pooled engine now."""
+        return self._slots.taken
 
     def cache_path(self, digest: str) -> Path:
         """Where the compiled artifact for containers without a memory limit is cached."""
@@ -125,7 +163,7 @@ class WasmtimeRuntime:
         return self._capped
 
     def _engines(self) -> list[Engine]:
-        return [self._shared] + ([self._capped] if self._capped is not None else [])
+        return [self._shared] + [engine for engine in (self._capped, self._pooled) if engine is not None]
 
     def _join(self, instances: list[WasmtimeInstance]) -> None:
         for instance in instances:

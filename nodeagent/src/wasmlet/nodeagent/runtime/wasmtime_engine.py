@@ -1,7 +1,7 @@
 """One wasmtime engine of the backend: its configuration, linkers, epoch clock, and the
 modules and components compiled for it (in memory and in its on-disk cache).
 
-The backend keeps two (`WasmtimeRuntime`), because one configuration cannot serve both:
+The backend keeps two for containers (`WasmtimeRuntime`), because one configuration cannot serve both:
 - `capped` allocates linear memories itself (`wasmtime_memory`), so a memory limit can end an
   instance `OOMKilled`. Its memories are private copies: data segments are copied at every
   instantiation (`memory_init_cow` off).
@@ -12,6 +12,11 @@ The backend keeps two (`WasmtimeRuntime`), because one configuration cannot serv
 A container with `resources.limits.memory` runs on `capped`, every other one on `shared`.
 wasmtime refuses an artifact compiled for the other configuration, so each engine has its own
 cache directory: the compiled cache is keyed by binary digest and engine.
+
+A third, `pooled`, runs HTTP requests' instances of core modules: `shared`'s configuration with
+wasmtime's pooling allocator (`wasmtime_pooling`), which reuses linear memories instead of
+mapping one per instance. Its artifacts are `shared`'s (the allocator does not change compiled
+code), so it reads and writes `shared`'s cache directory.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from wasmlet.nodeagent.runtime.wasmtime_control import EpochClock
 from wasmlet.nodeagent.runtime.wasmtime_exits import summary
 from wasmlet.nodeagent.runtime.wasmtime_memory import install_memory_creator
 from wasmlet.nodeagent.runtime.wasmtime_poll import define_poll_oneoff
+from wasmlet.nodeagent.runtime.wasmtime_pooling import install_pooling
 from wasmlet.nodeagent.wasmbinary import MAGIC, World, describe, kind_of
 
 log = logging.getLogger(__name__)
@@ -42,17 +48,21 @@ Compiled = wasmtime.Module | component.Component
 
 
 class Engine:
-    """A configured engine and what was compiled for it; `worlds` is shared by the backend's engines."""
+    """A configured engine and what was compiled for it; `worlds` is shared by the backend's engines.
+    `pool_slots` > 0 makes it allocate instances from a pool of that many slots."""
 
-    def __init__(self, cache_dir: Path, capped: bool, worlds: dict[str, World]) -> None:
+    def __init__(self, cache_dir: Path, capped: bool, worlds: dict[str, World],
+                 pool_slots: int = 0) -> None:
         config = wasmtime.Config()
         config.epoch_interruption = True
         config.consume_fuel = False
         if capped:
             install_memory_creator(config)
+        if pool_slots:
+            install_pooling(config, pool_slots)
         self.engine = wasmtime.Engine(config)
         self.clock = EpochClock(self.engine)
-        self._cache_dir = cache_dir
+        self.cache_dir = cache_dir
         self._linker = wasmtime.Linker(self.engine)
         self._linker.define_wasi()
         native.define_proc_exit(self._linker)
@@ -124,7 +134,7 @@ class Engine:
         return compiled
 
     def cache_path(self, digest: str) -> Path:
-        return self._cache_dir / f"{digest.removeprefix('sha256:')}.cwasm"
+        return self.cache_dir / f"{digest.removeprefix('sha256:')}.cwasm"
 
     def _store_compiled(self, path: Path, module: Compiled) -> None:
         tmp: Path | None = None

@@ -49,7 +49,10 @@ class WasmtimeInstance:
     """A module running on its own thread; `wait()`/`stop()` are safe to call more than once."""
 
     def __init__(self, spec: RunSpec, engine: wasmtime.Engine, instantiate: Callable[[wasmtime.Store], Entry],
-                 control: Control, output: OutputSink, threads: InstanceThreads, preopens: Preopens) -> None:
+                 control: Control, output: OutputSink, threads: InstanceThreads, preopens: Preopens,
+                 store_closed: Callable[[], None] | None = None) -> None:
+        """`store_closed` is called once the instance's store is closed (or was never made), on
+        whichever thread closed it."""
         self._loop = asyncio.get_running_loop()
         self._spec = spec
         self._preopens = preopens  # ours until the module's thread has handed them to wasmtime
@@ -65,6 +68,7 @@ class WasmtimeInstance:
         self._collector = asyncio.create_task(self._collect())
         self._threads = threads
         self._done = threading.Event()  # the module's thread is finished with it
+        self._store_closed = store_closed
 
     async def launch(self) -> None:
         """Start the thread; return once the module is instantiated, or raise `StartFailed`."""
@@ -72,6 +76,7 @@ class WasmtimeInstance:
             self._threads.run(self._main, f"wasmtime {self._spec.container}")
         except RuntimeError as exc:  # the process is out of threads
             self._preopens.close()
+            self._closed_store()
             self._done.set()
             self._pipes.ended()
             self._control.end()
@@ -140,6 +145,7 @@ class WasmtimeInstance:
             status = ExitStatus(EXIT_KILLED, "Error", f"wasmtime: {exc}")
         finally:
             self._preopens.close()
+            self._closed_store()
             self._control.end()
             self._pipes.ended()
         self._post(self._ended, status)
@@ -178,6 +184,10 @@ class WasmtimeInstance:
         finally:
             native.unwatch(key)
             store.close()
+
+    def _closed_store(self) -> None:
+        if self._store_closed is not None:
+            self._store_closed()
 
     def _wasi(self, stdin: int | None) -> wasmtime.WasiConfig:
         spec = self._spec
