@@ -219,15 +219,21 @@ class FloorAgent:
             version = (await api.list(PODS, self.cluster.namespace, field_selector=f"spec.nodeName={self.node}")
                        )["metadata"].get("resourceVersion")
             self.ready.set()
-            async for event in api.watch(PODS, self.cluster.namespace, resource_version=version, timeout_seconds=600,
-                                         field_selector=f"spec.nodeName={self.node}", bookmarks=False):
-                obj = event["object"]
-                meta = obj["metadata"]
-                if event["type"] == "ADDED" and meta["uid"] not in self._done:
-                    self._done.add(meta["uid"])
-                    task = asyncio.create_task(self._finish(api, obj))
-                    self._writes.add(task)
-                    task.add_done_callback(self._writes.discard)
+            try:
+                async for event in api.watch(PODS, self.cluster.namespace, resource_version=version,
+                                             timeout_seconds=600, field_selector=f"spec.nodeName={self.node}",
+                                             bookmarks=False):
+                    obj = event["object"]
+                    meta = obj["metadata"]
+                    if event["type"] == "ADDED" and meta["uid"] not in self._done:
+                        self._done.add(meta["uid"])
+                        task = asyncio.create_task(self._finish(api, obj))
+                        self._writes.add(task)
+                        task.add_done_callback(self._writes.discard)
+            finally:  # writes still retrying when the floor stops would outlive their client
+                for task in list(self._writes):
+                    task.cancel()
+                await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _finish(self, api: KubeClient, obj: Obj) -> None:
         meta = obj["metadata"]

@@ -65,6 +65,20 @@ async def test_a_grace_zero_delete_removes_a_marked_pod(api: ContractClient) -> 
     assert seen[-1]["object"]["metadata"]["name"] == "p"
 
 
+async def test_a_grace_zero_delete_of_a_bound_pod_marks_it_and_removes_it_in_one_request(api: ContractClient) -> None:
+    """What a node agent sees of `delete --grace-period=0 --force`: the mark, then the removal,
+    both done when the DELETE answers (a status written after the mark only finds a 404)."""
+    created = await api.create("v1", "pods", api.namespace, pod("p"))
+    async with api.watch("v1", "pods", api.namespace,
+                         params={"resourceVersion": created["metadata"]["resourceVersion"]}) as events:
+        await api.delete("v1", "pods", api.namespace, "p", body={"gracePeriodSeconds": 0})
+        assert await absent(api, "v1", "pods", api.namespace, "p")
+        marked, deleted = await events.next(), await events.next()
+    assert marked["type"] == "MODIFIED" and marked["object"]["metadata"]["deletionTimestamp"]
+    assert marked["object"]["metadata"]["deletionGracePeriodSeconds"] == 0
+    assert deleted["type"] == "DELETED"
+
+
 @pytest.mark.parametrize("phase", ["unbound", "Succeeded", "Failed"])
 async def test_unbound_and_terminated_pods_are_deleted_at_once(api: ContractClient, phase: str) -> None:
     await api.create("v1", "pods", api.namespace, pod("p", node=None if phase == "unbound" else "contract-nowhere"))

@@ -30,6 +30,8 @@ from wasmlet.nodeagent.volumes import mounts_for, prepare_volumes, resolve_env
 
 if TYPE_CHECKING:
     from wasmlet.nodeagent.pods import PodWorker
+    from wasmlet.nodeagent.podspec import ContainerPlan
+    from wasmlet.nodeagent.store import Module
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +110,10 @@ async def pulling(w: PodWorker) -> State:
             if w.env.modules_by_reference and container.module.kind == "configmap":
                 check_module_reference(container.module, w.plan.volumes)
             # `Pulling` only when a download begins: a module in the store gets one `Pulled` event.
-            module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir, holder=w.plan.uid,
-                                               pull_secrets=w.plan.image_pull_secrets,
-                                               pull_policy=container.image_pull_policy,
-                                               on_pull=_announce_pull(w, container.module.ref, container.name))
-            runtime = await w.env.runtime(w.plan.runtime)
-            await runtime.prepare(module.path, module.digest)
+            fetched = await w.until_stopped(_fetch_and_prepare(w, container))
+            if fetched is None:  # deleted or stopped while it was pulled: nothing more to report
+                return S.TERMINATING
+            module = fetched
         except (PullError, ModuleError) as exc:
             w.env.metrics.pulls.labels("error").inc()
             reason = exc.reason if isinstance(exc, PullError) else "ErrImagePull"
@@ -140,6 +140,16 @@ async def pulling(w: PodWorker) -> State:
                     f"{time.monotonic() - started:.3f}s ({module.size} bytes, {module.digest[:19]})", container.name)
     w.pull_backoff.delay = 0.0
     return S.VOLUMES
+
+
+async def _fetch_and_prepare(w: PodWorker, container: ContainerPlan) -> Module:
+    module = await w.env.modules.fetch(container.module, w.plan.namespace, w.source_dir, holder=w.plan.uid,
+                                       pull_secrets=w.plan.image_pull_secrets,
+                                       pull_policy=container.image_pull_policy,
+                                       on_pull=_announce_pull(w, container.module.ref, container.name))
+    runtime = await w.env.runtime(w.plan.runtime)
+    await runtime.prepare(module.path, module.digest)
+    return module
 
 
 async def pull_backoff(w: PodWorker) -> State:

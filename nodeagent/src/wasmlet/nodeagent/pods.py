@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -43,6 +43,7 @@ from wasmlet.nodeagent.status import ContainerRecord, conditions, now, pod_phase
 from wasmlet.nodeagent.storage import EVICTION_MONITORING_SECONDS, size_limits, watch_size_limits
 from wasmlet.nodeagent.wagi import HandlerInstance
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
@@ -388,22 +389,32 @@ class PodWorker:
             status = ExitStatus(EXIT_TERMINATED, "Error", message)
         self._record_exit(name, status)
 
-    async def _unless_stopped(self, starting: Awaitable[Instance]) -> Instance:
-        """Start, but give up when the Pod is stopped meanwhile (a start may queue for a runtime slot)."""
-        start = asyncio.ensure_future(starting)
+    async def until_stopped(self, work: Awaitable[T]) -> T | None:
+        """`work`'s result, or None when the Pod is stopped first (`work` is then cancelled): a
+        deleted Pod does not wait for a download or a runtime slot it no longer needs."""
+        task = asyncio.ensure_future(work)
         stopper = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not start.done():
-            start.cancel()
-        await asyncio.gather(stopper, return_exceptions=True)
         try:
-            return await start
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(stopper, return_exceptions=True)
+        try:
+            return await task
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self.stopping and (current is None or not current.cancelling()):
-                raise ModuleError("the Pod was stopped before its container started", reason="Stopped") from None
+                return None
             raise
+
+    async def _unless_stopped(self, starting: Awaitable[Instance]) -> Instance:
+        """Start, but give up when the Pod is stopped meanwhile (a start may queue for a runtime slot)."""
+        instance = await self.until_stopped(starting)
+        if instance is None:
+            raise ModuleError("the Pod was stopped before its container started", reason="Stopped")
+        return instance
 
     async def next_exit(self, timeout: float | None = None) -> tuple[str | None, ExitStatus | None]:
         """Wait for a container to end (recording it), for `timeout`, or for a stop request."""
@@ -622,6 +633,10 @@ class PodController:
                     self._finish(slot.worker.ref, deleting=True)
                 return
             grace = meta.get("deletionGracePeriodSeconds")
+            if grace == 0 and not meta.get("finalizers"):
+                # The API server removes such a Pod in the same request that marked it (its
+                # DELETED event is right behind): a status written now would only find a 404.
+                slot.worker.env.reporter.gone(slot.worker.ref)
             slot.worker.request_stop(float(grace) if grace is not None else None, deleting=True)
             slot.deleted = True
 
