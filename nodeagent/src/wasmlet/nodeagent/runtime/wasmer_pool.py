@@ -4,8 +4,10 @@ A new Pod takes a spare worker: one already forked by the fork server, with its 
 made, the SDK's one-time set-up done (`Worker.warm_up`) and the modules the node ran lately
 loaded (`preload`). Forking and warming a worker costs ~10 ms of CPU and loading a module into
 a new process ~10 ms more; done here, before the Pod arrives, instead of on its start path
-(bench/RESULTS.md, "wasmer worker pool"). Each spare taken is replaced at once, in the
-background, so a burst of Pods finds the next ones forking while it starts the first; at most
+(bench/RESULTS.md, "wasmer worker pool"). Each spare taken is replaced in the background: at
+once when none is left, so a burst of Pods finds the next ones forking while it starts the
+first, and `REFILL_DELAY` later while another is left, so that a lone Pod's start does not share
+the CPU with its successor's warm-up; at most
 `FORKS_AT_ONCE` workers start at a time (the rest queue, in order), so that in a burst the first
 Pods get their workers first instead of all of them getting theirs late together, their Wasmer
 runtimes' threads fighting over the cores.
@@ -31,6 +33,10 @@ SPARE_WORKERS = 2
 # keeps them (file-backed, mostly shared between workers), so not more than a few.
 PRELOAD_MODULES = 2
 FORKS_AT_ONCE = 2
+# A spare taken while another is still there is replaced this much later, not at once: forking
+# and warming its successor (~20 ms of CPU over two processes) would otherwise compete with the
+# Pod's own start and first status write. With no spare left (a burst) it is replaced at once.
+REFILL_DELAY = 0.1
 
 
 class SparePool:
@@ -43,6 +49,7 @@ class SparePool:
         # digest → (module file, command name): what the node ran lately, as it last ran it
         self._recent: collections.OrderedDict[str, tuple[Path, str]] = collections.OrderedDict()
         self._forking = asyncio.Semaphore(FORKS_AT_ONCE)
+        self._refill_later: asyncio.TimerHandle | None = None
 
     def take(self) -> asyncio.Task[WorkerProcess]:
         """A spare for a new Pod: a ready one if there is one, else the one forking longest; its
@@ -52,7 +59,10 @@ class SparePool:
         task = ready or (self._spares[0] if self._spares else self._new())
         with contextlib.suppress(ValueError):
             self._spares.remove(task)
-        self._refill()
+        if not self._spares:
+            self._refill()
+        elif self._refill_later is None:
+            self._refill_later = asyncio.get_running_loop().call_later(REFILL_DELAY, self._refill)
         return task
 
     async def prepare(self, module_path: Path, digest: str) -> str | None:
@@ -87,6 +97,9 @@ class SparePool:
 
     async def close(self) -> None:
         """End every spare (forking ones included)."""
+        if self._refill_later is not None:
+            self._refill_later.cancel()
+            self._refill_later = None
         spares, self._spares = list(self._spares), collections.deque()
         for task in spares:
             task.cancel()
@@ -105,6 +118,9 @@ class SparePool:
         return worker
 
     def _refill(self) -> None:
+        if self._refill_later is not None:
+            self._refill_later.cancel()
+            self._refill_later = None
         while len(self._spares) < self._size:
             self._spares.append(self._new())
 
