@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wasmtime
 
 from wasmlet.nodeagent.errors import ModuleError, UnsupportedPod
 from wasmlet.nodeagent.runtime import (
@@ -450,3 +452,34 @@ async def test_request_instances_beyond_the_pool_run_on_the_on_demand_engine(cac
     finally:
         await backend.close()
     assert await no_module_threads() == []
+
+
+TWO_TABLES = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (table 1 funcref)
+  (table 1 funcref)
+  (data (i32.const 16) "Content-Type: text/plain\\0a\\0atwo tables\\0a")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 37))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
+
+
+async def test_a_module_beyond_the_pools_bounds_serves_its_requests_from_the_on_demand_engine(
+        runtime: WasmtimeRuntime, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The pool allows one table per instance (wasmtime's default): a module with two is run on
+    the on-demand engine instead, its first request included, and its slot is not lost."""
+    caplog.set_level(logging.INFO, logger="wasmlet.nodeagent.runtime.wasmtime")
+    path = tmp_path / "two-tables.wasm"
+    path.write_bytes(wasmtime.wat2wasm(TWO_TABLES))
+    request = RunSpec(pod_uid="uid-1", container="handler", module_path=path, module_digest=digest_of(path),
+                      argv=["handler"], env={}, capture_limit=4096)
+    await runtime.prepare(path, request.module_digest)
+    for _ in range(2):
+        status, output = await run(runtime, request)
+        assert status.exit_code == 0 and output.text().endswith("\n\ntwo tables\n")
+        assert runtime.pooled_instances == 0
+    assert caplog.text.count("does not run in wasmtime's instance pool") == 1  # tried in the pool once

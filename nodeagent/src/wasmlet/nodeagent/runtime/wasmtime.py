@@ -29,6 +29,7 @@ import asyncio
 import importlib.metadata
 import logging
 import resource
+from collections.abc import Callable
 from pathlib import Path
 
 import wasmtime
@@ -67,6 +68,7 @@ class WasmtimeRuntime:
         self._capped_dir = cache_dir / f"wasmtime-{version}-capped"
         self._pooled: Engine | None = None  # made at the first HTTP request
         self._slots = PooledSlots(pool_slots)
+        self._unpoolable: set[str] = set()  # digests of modules beyond the pool's per-instance bounds
         self._running: set[WasmtimeInstance] = set()
         self._threads = InstanceThreads()
 
@@ -90,29 +92,51 @@ class WasmtimeRuntime:
         engine = self._engine_for(spec)
         compiled = await engine.compiled(spec.module_path, spec.module_digest)
         self.check(spec)  # after compiling: a component's imports are known then
-        slot = self._pooled_slot(spec, engine, compiled)
-        try:
-            if slot is not None:
-                engine = slot
-                compiled = await engine.compiled(spec.module_path, spec.module_digest)
-            instance = await self._launch(spec, engine, compiled, output, pooled=slot is not None)
-        except BaseException:
-            if slot is not None:
-                self._slots.give_back()
-            raise
+        instance = await self._launch_pooled(spec, engine, compiled, output)
+        if instance is None:
+            instance = await self._launch(spec, engine, compiled, output)
         self._running.add(instance)
         instance.on_end(lambda: self._running.discard(instance))
         return instance
 
-    async def _launch(self, spec: RunSpec, engine: Engine, compiled: Compiled, output: OutputSink, *,
-                      pooled: bool) -> WasmtimeInstance:
+    async def _launch_pooled(self, spec: RunSpec, engine: Engine, compiled: Compiled,
+                             output: OutputSink) -> WasmtimeInstance | None:
+        """An HTTP request's instance of a core module without a memory limit, on the pooled
+        engine; None for every other instance, when no slot is free, or when the module does not
+        fit the pool (then never again: its requests run on the on-demand engine)."""
+        if (spec.capture_limit is None or engine is not self._shared or not isinstance(compiled, wasmtime.Module)
+                or not self._slots.slots or spec.module_digest in self._unpoolable):
+            return None
+        if self._pooled is None:
+            self._pooled = Engine(self._shared.cache_dir, capped=False, worlds=self._worlds,
+                                  pool_slots=self._slots.slots)
+        give_back = self._slots.take()
+        if give_back is None:
+            return None
+        # Once the instance exists it gives the slot back itself (when its store closes); a second
+        # give_back() here, after it failed to start, is a no-op.
+        try:
+            pooled = await self._pooled.compiled(spec.module_path, spec.module_digest)
+            return await self._launch(spec, self._pooled, pooled, output, store_closed=give_back)
+        except ModuleError as exc:
+            give_back()
+            log.info("module %s does not run in wasmtime's instance pool (%s): its requests use the "
+                     "on-demand engine", spec.module_digest[:19], exc.message)
+            self._unpoolable.add(spec.module_digest)
+            return None
+        except BaseException:
+            give_back()
+            raise
+
+    async def _launch(self, spec: RunSpec, engine: Engine, compiled: Compiled, output: OutputSink,
+                      store_closed: Callable[[], None] | None = None) -> WasmtimeInstance:
         instantiate = engine.instantiation(spec, compiled)
         preopens = open_preopens(spec)  # now, as the container starts: PodConfigError for a link on the way
         control = Control(engine.clock, spec.memory_limit_bytes, spec.cpu_limit)
         try:
             try:
                 instance = WasmtimeInstance(spec, engine.engine, instantiate, control, output, self._threads, preopens,
-                                            store_closed=self._slots.give_back if pooled else None)
+                                            store_closed=store_closed)
             except BaseException:
                 preopens.close()
                 raise
@@ -122,17 +146,6 @@ class WasmtimeRuntime:
         except OSError as exc:  # out of file descriptors for the output pipes
             raise ModuleError(f"cannot start module {spec.module_digest[:19]}: {exc}", reason="StartError") from exc
         return instance
-
-    def _pooled_slot(self, spec: RunSpec, engine: Engine, compiled: Compiled) -> Engine | None:
-        """The pooled engine, with a slot taken, for an HTTP request's instance of a core module
-        without a memory limit while a slot is free; None for every other instance."""
-        if (spec.capture_limit is None or engine is not self._shared or not isinstance(compiled, wasmtime.Module)
-                or not self._slots.slots):
-            return None
-        if self._pooled is None:
-            self._pooled = Engine(self._shared.cache_dir, capped=False, worlds=self._worlds,
-                                  pool_slots=self._slots.slots)
-        return self._pooled if self._slots.take() else None
 
     @property
     def pooled_instances(self) -> int:

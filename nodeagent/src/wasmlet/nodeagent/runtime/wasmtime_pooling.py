@@ -12,13 +12,16 @@ module's instance neither maps nor unmaps anything.
 wasmtime-py 51 does not wrap the pooling configuration; its C API does, bound here with ctypes
 as `wasmtime_memory` binds the memory creator. A pool has a fixed size: `PooledSlots` hands out
 its slots so that an instance never fails for want of one (the caller uses the on-demand engine
-instead when all are taken).
+instead when all are taken). A pool also bounds each instance (one memory, one table of at most
+20,000 elements, 1 MiB of instance state: wasmtime's defaults); a module beyond them fails to
+instantiate there, and the caller runs it on the on-demand engine from then on.
 """
 
 from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
@@ -81,14 +84,19 @@ class PooledSlots:
     def taken(self) -> int:
         return self._taken
 
-    def take(self) -> bool:
-        """Take a slot if one is free, without waiting."""
+    def take(self) -> Callable[[], None] | None:
+        """Take a slot if one is free, without waiting: the function that gives it back (once,
+        however often it is called, from any thread), or None."""
         with self._lock:
             if self._taken >= self.slots:
-                return False
+                return None
             self._taken += 1
-            return True
+        given_back = False
 
-    def give_back(self) -> None:
-        with self._lock:
-            self._taken -= 1
+        def give_back() -> None:
+            nonlocal given_back
+            with self._lock:
+                if not given_back:
+                    given_back = True
+                    self._taken -= 1
+        return give_back
