@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 # A stopped instance's thread ends right after its status is known; an abandoned one (stuck in
 # a host call) is not waited for longer than this when the agent closes.
 CLOSE_JOIN_SECONDS = 1.0
+# How wasmtime says a module does not fit a slot of the pool (checked when the module is loaded).
+POOL_MISFIT = "does not fit in pooling allocator requirements"
 
 
 class WasmtimeRuntime:
@@ -120,6 +122,8 @@ class WasmtimeRuntime:
             return await self._launch(spec, self._pooled, pooled, output, store_closed=give_back)
         except ModuleError as exc:
             give_back()
+            if POOL_MISFIT not in exc.message:
+                raise  # the module's own failure, which the on-demand engine would meet as well
             log.info("module %s does not run in wasmtime's instance pool (%s): its requests use the "
                      "on-demand engine", spec.module_digest[:19], exc.message)
             self._unpoolable.add(spec.module_digest)

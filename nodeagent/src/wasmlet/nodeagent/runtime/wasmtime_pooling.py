@@ -13,8 +13,8 @@ wasmtime-py 51 does not wrap the pooling configuration; its C API does, bound he
 as `wasmtime_memory` binds the memory creator. A pool has a fixed size: `PooledSlots` hands out
 its slots so that an instance never fails for want of one (the caller uses the on-demand engine
 instead when all are taken). A pool also bounds each instance (one memory, one table of at most
-20,000 elements, 1 MiB of instance state: wasmtime's defaults); a module beyond them fails to
-instantiate there, and the caller runs it on the on-demand engine from then on.
+20,000 elements, 1 MiB of instance state: wasmtime's defaults); wasmtime refuses to load a
+module beyond them into the pooled engine, and the caller runs it on the on-demand engine.
 """
 
 from __future__ import annotations
