@@ -7,7 +7,7 @@ CPUs to flush their TLBs, and on a small VM those interrupts cost more than the 
 unpinned, the agent served ~800 requests/s where one CPU of its own gave ~2,300
 (bench/RESULTS.md, "HTTP handlers"). The pooling allocator reserves a fixed number of slots
 once and reuses them: a slot's first `KEEP_RESIDENT_BYTES` are zeroed in place, so a small
-module's instance neither maps nor unmaps anything.
+handler's instance neither maps nor unmaps anything.
 
 wasmtime-py 51 does not wrap the pooling configuration; its C API does, bound here with ctypes
 as `wasmtime_memory` binds the memory creator. A pool has a fixed size: `PooledSlots` hands out
@@ -32,9 +32,10 @@ from wasmtime import _ffi as ffi
 # ~1 TiB of the 128 TiB a process has, and no memory until an instance touches it.
 SLOTS = 256
 # Of each slot's linear memory, this much is zeroed in place when an instance ends instead of
-# being handed back to the kernel: a Rust or C handler's whole memory (17 pages = 1.1 MiB is
-# typical). Above it, wasmtime decommits with madvise.
-KEEP_RESIDENT_BYTES = 2 << 20
+# being handed back to the kernel (above it, wasmtime decommits with madvise): what a small
+# handler touches (`http-hello`: its stack and data, ~128 KiB). It stays resident once a slot
+# was used, so it bounds what a burst leaves behind: 256 slots × 128 KiB = 32 MiB at most.
+KEEP_RESIDENT_BYTES = 128 << 10
 
 _U32, _SIZE, _PTR = ctypes.c_uint32, ctypes.c_size_t, ctypes.c_void_p
 
