@@ -18,10 +18,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import machine, median  # first: it sets up sys.path
+from common import median  # first: it sets up sys.path
 
-from cluster import AgentRun, Cluster, FloorAgent, PodWatch, add_arguments, delta, each_run, per_pod, pod
-from podstart import format_requests
+from cluster import (
+    AgentRun,
+    Cluster,
+    FloorAgent,
+    PodWatch,
+    add_arguments,
+    delta,
+    each_run,
+    format_requests,
+    median_requests,
+    per_pod,
+    pod,
+)
 
 from wasmlet.kube import ApiError
 from wasmlet.kube.resources import PODS
@@ -108,12 +119,11 @@ async def main() -> None:
     add_arguments(parser)
     args = parser.parse_args()
     results = await each_run(args, "churn", one_run, report)
-    print(f"\nmachine: {machine()}; API server: {'real, ' + args.kubeconfig if args.kubeconfig else 'the test API'}")
     print(f"median over {args.runs} runs of {args.pods} Pods at {args.rate:g}/s: "
           f"wasmlet {median([r['wasmlet'] for r in results]):.0f} Pods/s, "
           f"floor {median([r['floor'] for r in results]):.0f} Pods/s, "
           f"{median([100 * r['wasmlet'] / r['floor'] for r in results]):.0f}% of the floor; "
-          f"agent requests per Pod {median([sum(r['requests'].values()) for r in results]):.2f}")
+          f"agent requests per Pod {median_requests(results):.2f}")
 
 
 if __name__ == "__main__":

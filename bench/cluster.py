@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from common import agent_process  # first: it sets up sys.path
+from common import agent_process, machine, median  # first: it sets up sys.path
 
 import aiohttp
 import yaml
@@ -353,14 +353,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def each_run(args: argparse.Namespace, name: str, one_run: Callable[[argparse.Namespace, Path], Awaitable[Obj]],
                    report: Callable[[int, Obj], None]) -> list[Obj]:
-    """`args.runs` runs, each in a fresh working directory, each reported as it ends."""
+    """`args.runs` runs, each in a fresh working directory, each reported as it ends; then the
+    machine and the API server they ran on."""
     results = []
     for run in range(args.runs):
         with tempfile.TemporaryDirectory(prefix=f"wasmlet-{name}-") as workdir:
             result = await one_run(args, Path(workdir))
         report(run + 1, result)
         results.append(result)
+    print(f"\nmachine: {machine()}; API server: {'real, ' + args.kubeconfig if args.kubeconfig else 'the test API'}")
     return results
+
+
+def format_requests(counts: dict[str, float]) -> str:
+    """Requests per Pod: the sum, then each `VERB resource`."""
+    return f"{sum(counts.values()):.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in counts.items()) + ")"
+
+
+def median_requests(results: list[Obj]) -> float:
+    """The median over runs of the agent's requests per Pod."""
+    return median([sum(r["requests"].values()) for r in results])
 
 
 def per_pod(counts: Counter[tuple[str, str]], pods: int) -> dict[str, float]:

@@ -17,11 +17,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import machine, median  # first: it sets up sys.path
+import common  # noqa: F401  - first: it sets up sys.path
 
 from aiohttp import web
-from cluster import AgentRun, Cluster, add_arguments, delta, each_run, per_pod, pod
-from podstart import format_requests
+from cluster import AgentRun, Cluster, add_arguments, delta, each_run, format_requests, median_requests, per_pod, pod
 
 from wasmlet.api.keys import sha256_annotation
 from wasmlet.kube.resources import PODS
@@ -84,9 +83,8 @@ async def main() -> None:
     add_arguments(parser)
     args = parser.parse_args()
     results = await each_run(args, "early-delete", one_run, report)
-    print(f"\nmachine: {machine()}; API server: {'real, ' + args.kubeconfig if args.kubeconfig else 'the test API'}")
     print(f"median over {args.runs} runs of {args.pods} Pods: "
-          f"{median([sum(r['requests'].values()) for r in results]):.2f} agent requests per Pod")
+          f"{median_requests(results):.2f} agent requests per Pod")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import machine, median, percentile  # first: it sets up sys.path
+from common import median, percentile  # first: it sets up sys.path
 
-from cluster import AgentRun, Cluster, FloorAgent, PodWatch, add_arguments, delta, each_run, per_pod, pod
+from cluster import (
+    AgentRun,
+    Cluster,
+    FloorAgent,
+    PodWatch,
+    add_arguments,
+    delta,
+    each_run,
+    format_requests,
+    median_requests,
+    per_pod,
+    pod,
+)
 
 from wasmlet.kube.resources import PODS
 
@@ -116,10 +128,6 @@ def report(run: int, result: dict[str, Any]) -> None:
               f"{format_requests(result['server_requests'])}", flush=True)
 
 
-def format_requests(counts: dict[str, float]) -> str:
-    return f"{sum(counts.values()):.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in counts.items()) + ")"
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pods", type=int, default=50, help="Pods started one at a time")
@@ -129,7 +137,6 @@ async def main() -> None:
     add_arguments(parser)
     args = parser.parse_args()
     results = await each_run(args, "podstart", one_run, report)
-    print(f"\nmachine: {machine()}; API server: {'real, ' + args.kubeconfig if args.kubeconfig else 'the test API'}")
     for key, what in (("seq", "one at a time"), ("burst", f"{args.burst} at {args.rate:g}/s")):
         ours = median([r["wasmlet"][key + "_p50"] for r in results])
         floor = median([r["floor"][key + "_p50"] for r in results])
@@ -137,7 +144,7 @@ async def main() -> None:
         print(f"median over {args.runs} runs, {what}: wasmlet p50 {ours:.1f} ms "
               f"(p99 {median([r['wasmlet'][key + '_p99'] for r in results]):.1f}), floor p50 {floor:.1f} ms, "
               f"ratio {ratio:.2f}x")
-    print(f"agent requests per Pod (median): {median([sum(r['requests'].values()) for r in results]):.2f}")
+    print(f"agent requests per Pod (median): {median_requests(results):.2f}")
 
 
 if __name__ == "__main__":
