@@ -110,10 +110,9 @@ async def pulling(w: PodWorker) -> State:
             if w.env.modules_by_reference and container.module.kind == "configmap":
                 check_module_reference(container.module, w.plan.volumes)
             # `Pulling` only when a download begins: a module in the store gets one `Pulled` event.
-            fetched = await w.until_stopped(_fetch_and_prepare(w, container))
-            if fetched is None:  # deleted or stopped while it was pulled: nothing more to report
+            module = await w.until_stopped(_fetch_and_prepare(w, container))
+            if module is None:  # deleted or stopped while it was pulled: nothing more to report
                 return S.TERMINATING
-            module = fetched
         except (PullError, ModuleError) as exc:
             w.env.metrics.pulls.labels("error").inc()
             reason = exc.reason if isinstance(exc, PullError) else "ErrImagePull"
