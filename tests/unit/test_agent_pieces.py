@@ -29,7 +29,8 @@ def test_settings_layer_defaults_file_environment_and_flags(tmp_path: Path) -> N
 
 @pytest.mark.parametrize(("flags", "name"), [({"kubelet_port": 70000}, "kubelet_port"),
                                              ({"runtimes": "wasmer,docker"}, "runtimes"),
-                                             ({"max_pods": "many"}, "max_pods")])
+                                             ({"max_pods": "many"}, "max_pods"),
+                                             ({"event_loop_cpu": "0"}, "event_loop_cpu")])
 def test_an_invalid_setting_is_named(flags: dict, name: str) -> None:
     with pytest.raises(SettingsError, match=name):
         load_settings(None, {}, flags)

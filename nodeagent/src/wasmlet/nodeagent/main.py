@@ -15,6 +15,7 @@ from wasmlet.kube.config import ConfigError, load_config
 from wasmlet.nodeagent import VERSION
 from wasmlet.nodeagent.agent import Agent
 from wasmlet.nodeagent.config import AgentSettings, load_settings
+from wasmlet.nodeagent.cpus import LOOP
 from wasmlet.nodeagent.errors import SettingsError
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
                    help="the API endpoint is KubeEdge's MetaServer: trust its lists and copies only as a cache's")
     p.add_argument("--client-ca-file", type=Path, help="CA of the API server's kubelet-client certificate (default: the cluster CA "
                                                                "of the agent's kubeconfig or service account)")
+    p.add_argument("--event-loop-cpu", choices=("pinned", "any"),
+                   help="pinned (default): keep the event loop on one CPU, moving when it is busy, with HTTP request "
+                        "instances beside it; any: let the scheduler place every thread")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.add_argument("--check-config", action="store_true",
                    help="validate the settings and credentials, print them, and exit (connects to nothing)")
@@ -75,7 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         "kubelet_api_auth": args.kubelet_api_auth, "client_ca_file": args.client_ca_file,
         "bootstrap_kubeconfig": args.bootstrap_kubeconfig, "min_host_port": args.min_host_port,
         "kubelet_api_authorization": args.kubelet_api_authorization,
-        "metaserver": args.metaserver,
+        "metaserver": args.metaserver, "event_loop_cpu": args.event_loop_cpu,
     }
     return load_settings(args.config, dict(os.environ), flags)
 
@@ -148,7 +152,14 @@ async def _run(settings: AgentSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Agent(settings).run(stop)
+    if settings.event_loop_cpu == "pinned":  # here, not in Agent: a process's placement, not a library's
+        LOOP.pin(loop)
+    balance = asyncio.create_task(LOOP.balance())
+    try:
+        await Agent(settings).run(stop)
+    finally:
+        balance.cancel()
+        await asyncio.gather(balance, return_exceptions=True)
 
 
 def exit_now(code: int) -> int:

@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from wasmlet.nodeagent.cpus import LOOP
 from wasmlet.nodeagent.errors import ModuleError
 
 PACKET = struct.Struct(">cii")  # tag, pid, status
@@ -62,6 +63,7 @@ class ForkServer:
                 pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL)
         finally:
             theirs.close()
+        LOOP.spread_thread(process.pid)  # its workers run Pods: every CPU, not the loop's (before it forks any)
         ours.setblocking(False)
         server = cls(process, ours)
         asyncio.get_running_loop().add_reader(ours.fileno(), server._receive)

@@ -21,6 +21,7 @@ from typing import Any
 
 import wasmtime
 
+from wasmlet.nodeagent.cpus import LOOP, SHORT_SECONDS
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, OutputSink, RunSpec
 from wasmlet.nodeagent.runtime import wasmtime_native as native
 from wasmlet.nodeagent.runtime.wasmtime_component import Entry
@@ -69,9 +70,17 @@ class WasmtimeInstance:
         self._threads = threads
         self._done = threading.Event()  # the module's thread is finished with it
         self._store_closed = store_closed
+        # An HTTP request's instance is short work for the loop: it runs beside the loop's thread
+        # until it has run `SHORT_SECONDS`, then on every CPU (`cpus`); others run on every CPU.
+        self._short = spec.capture_limit is not None and LOOP.cpu is not None
+        self._long = False  # it has run `SHORT_SECONDS` (set on the loop)
+        self._tid = 0  # its thread, once it runs (set on that thread)
 
     async def launch(self) -> None:
         """Start the thread; return once the module is instantiated, or raise `StartFailed`."""
+        if self._short:
+            spread = self._loop.call_later(SHORT_SECONDS, self._spread)
+            self._ended.add_done_callback(lambda _: spread.cancel())
         try:
             self._threads.run(self._main, f"wasmtime {self._spec.container}")
         except RuntimeError as exc:  # the process is out of threads
@@ -115,6 +124,11 @@ class WasmtimeInstance:
         """Blocking: wait (up to `timeout`) for the module's thread to end."""
         self._done.wait(timeout)
 
+    def _spread(self) -> None:
+        self._long = True  # a thread that has not begun yet sees this and spreads itself
+        if self._tid and not self._done.is_set():
+            LOOP.spread_thread(self._tid)
+
     async def _collect(self) -> None:
         status = await asyncio.shield(self._ended)
         try:
@@ -137,6 +151,12 @@ class WasmtimeInstance:
     # -- on the module's thread -------------------------------------------------------------
 
     def _main(self) -> None:
+        if self._short:
+            self._tid = threading.get_native_id()
+        if self._short and not self._long:
+            LOOP.beside_loop()
+        else:
+            LOOP.spread()
         try:
             status = self._execute()
         except BaseException as exc:  # a bug here must still end the instance, never the agent
