@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -97,9 +98,11 @@ async def test_after_pods_with_their_own_configmaps_and_secrets_come_and_go_no_p
                 await api.delete(CONFIGMAPS, f"cfg-{name}", "default")
                 await api.delete(SECRETS, f"secret-{name}", "default")
 
-        async with asyncio.timeout(10):
-            while (sizes := await per_pod_state(agent, runtime))["controller workers"]:
-                await asyncio.sleep(0.05)
+        sizes = await per_pod_state(agent, runtime)
+        with contextlib.suppress(TimeoutError):  # a forgotten Pod's folders are removed off the loop, just after
+            async with asyncio.timeout(10):
+                while any((sizes := await per_pod_state(agent, runtime)).values()):
+                    await asyncio.sleep(0.05)
         assert sizes == dict.fromkeys(sizes, 0)
 
 

@@ -727,8 +727,11 @@ class PodController:
         if self._store is not None:
             self._store.delete_pod(uid)
         self.env.objects.prune([s.pod for s in self._slots.values()])
-        shutil.rmtree(self.env.pods_dir / uid, ignore_errors=True)
-        shutil.rmtree(pod_log_dir(self.env.logs_dir, plan.namespace, plan.name, uid), ignore_errors=True)
+        # Off the loop: walking a Pod's folders was a tenth of the loop's work under churn.
+        folders = (self.env.pods_dir / uid, pod_log_dir(self.env.logs_dir, plan.namespace, plan.name, uid))
+        task = asyncio.create_task(asyncio.to_thread(_remove_folders, folders))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def _finish(self, ref: PodRef, deleting: bool) -> None:
         task = asyncio.create_task(self.env.reporter.finished(ref, deleting))
@@ -741,3 +744,8 @@ class PodController:
         self.env.reporter.event(ref, "Warning", exc.reason, exc.message, None)
         self.env.reporter.update(ref, {"phase": "Failed", "reason": exc.reason, "message": exc.message,
                                        "hostIP": self.env.node_ip, "startTime": now()})
+
+
+def _remove_folders(folders: tuple[Path, ...]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
