@@ -24,6 +24,7 @@ from cluster import (
     AgentRun,
     Cluster,
     FloorAgent,
+    PodEnded,
     PodWatch,
     add_arguments,
     delta,
@@ -39,7 +40,7 @@ from wasmlet.kube.resources import PODS
 
 
 class Deleter:
-    """Deletes each Pod as it is seen Succeeded (as a Job controller or a user would)."""
+    """Deletes each Pod as it is seen Succeeded, or Failed (as a Job controller or a user would)."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -57,8 +58,10 @@ class Deleter:
             pass
 
 
-async def churn(cluster: Cluster, watch: PodWatch, node: str, prefix: str, pods: int, rate: float) -> float:
-    """Pods a second: `pods` created at `rate`, until the last is seen Succeeded."""
+async def churn(cluster: Cluster, watch: PodWatch, node: str, prefix: str, pods: int,
+                rate: float) -> tuple[float, list[str]]:
+    """Pods a second that Succeeded: `pods` created at `rate`, until the last has ended; and why
+    the others did not (a node refuses Pods past its `maxPods` as the kubelet does: `OutOfpods`)."""
     names = [f"{prefix}-{i}" for i in range(pods)]
     began = time.perf_counter()
     creating = []
@@ -68,8 +71,12 @@ async def churn(cluster: Cluster, watch: PodWatch, node: str, prefix: str, pods:
             PODS, pod(name, cluster.namespace, node, "hello", "Never", referenced=cluster.node_identity,
                      runtime=cluster.runtime))))
     await asyncio.gather(*creating)
-    last = max([await watch.wait(name, timeout=300) for name in names])
-    return pods / (last - began)
+    ended = await asyncio.gather(*(watch.wait(name, timeout=300) for name in names), return_exceptions=True)
+    for outcome in ended:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, PodEnded):
+            raise outcome
+    times = [t for t in ended if isinstance(t, float)]
+    return len(times) / (max(times) - began) if times else 0.0, [str(e) for e in ended if isinstance(e, PodEnded)]
 
 
 async def gone(cluster: Cluster, prefix: str) -> None:
@@ -86,25 +93,28 @@ async def one_run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         async with PodWatch(cluster, "Succeeded", on_phase=deleter) as watch:
             floor_node, node = f"apieff-floor-{tag}", f"apieff-node-{tag}"
             async with FloorAgent(cluster, floor_node) as floor_agent:
-                floor = await churn(cluster, watch, floor_node, "floor", args.pods, args.rate)
+                floor, _ = await churn(cluster, watch, floor_node, "floor", args.pods, args.rate)
                 await gone(cluster, "floor")
             async with AgentRun(cluster, node, args.runtime) as agent:
                 await churn(cluster, watch, node, "warm-up", 1, 1.0)  # the module is stored, its ConfigMap watched
                 await gone(cluster, "warm-up")
                 await asyncio.sleep(1)
                 before, server_before = await agent.requests(), await cluster.server_requests()
-                ours = await churn(cluster, watch, node, "wasmlet", args.pods, args.rate)
+                ours, refused = await churn(cluster, watch, node, "wasmlet", args.pods, args.rate)
                 await gone(cluster, "wasmlet")
                 await asyncio.sleep(2)  # the agent's last events
                 counts = delta(await agent.requests(), before)
                 server = delta(await cluster.server_requests(), server_before)
-    return {"floor": floor, "wasmlet": ours, "floor_requests": per_pod(floor_agent.requests, args.pods),
+    return {"floor": floor, "wasmlet": ours, "refused": refused, "floor_requests": per_pod(floor_agent.requests, args.pods),
             "requests": per_pod(counts, args.pods), "server_requests": per_pod(server, args.pods)}
 
 
 def report(run: int, result: dict[str, Any]) -> None:
     print(f"run {run}: wasmlet {result['wasmlet']:.0f} Pods/s, floor {result['floor']:.0f} Pods/s, "
           f"{100 * result['wasmlet'] / result['floor']:.0f}% of the floor", flush=True)
+    if result["refused"]:
+        print(f"run {run}: {len(result['refused'])} of the Pods did not succeed, so this run misses; "
+              f"the first: {result['refused'][0][:300]}", flush=True)
     print(f"run {run}: agent requests per Pod: {format_requests(result['requests'])}; "
           f"floor: {format_requests(result['floor_requests'])}", flush=True)
     if result["server_requests"]:
@@ -123,7 +133,8 @@ async def main() -> None:
           f"wasmlet {median([r['wasmlet'] for r in results]):.0f} Pods/s, "
           f"floor {median([r['floor'] for r in results]):.0f} Pods/s, "
           f"{median([100 * r['wasmlet'] / r['floor'] for r in results]):.0f}% of the floor; "
-          f"agent requests per Pod {median_requests(results):.2f}")
+          f"agent requests per Pod {median_requests(results):.2f}; "
+          f"runs in which Pods did not succeed: {sum(1 for r in results if r['refused'])}")
 
 
 if __name__ == "__main__":

@@ -145,15 +145,21 @@ class Cluster:
             await self.api.delete(NODES, node)
 
 
+class PodEnded(Exception):
+    """The Pod ended (Failed, or Succeeded) without reaching the phase waited for."""
+
+
 class PodWatch:
     """Records, through one watch on the namespace, when each Pod first reached `phase`; runs
-    `on_phase` for it then (the bench deletes run-to-completion Pods as they end)."""
+    `on_phase` for it then (the bench deletes run-to-completion Pods as they end), and for a Pod
+    that ended without reaching it, whose waiter then fails at once with `PodEnded`."""
 
     def __init__(self, cluster: Cluster, phase: str, on_phase: Callable[[str], Any] | None = None) -> None:
         self.cluster = cluster
         self.phase = phase
         self.on_phase = on_phase
         self.seen: dict[str, float] = {}
+        self.ended: dict[str, str] = {}  # Pods that ended without reaching `phase`: why
         self._waiters: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -169,11 +175,17 @@ class PodWatch:
                     obj = event["object"]
                     version = obj["metadata"].get("resourceVersion") or version
                     name = obj["metadata"]["name"]
-                    if (obj.get("status") or {}).get("phase") == self.phase and name not in self.seen:
+                    status = obj.get("status") or {}
+                    phase = status.get("phase")
+                    if phase == self.phase and name not in self.seen:
                         self.seen[name] = time.perf_counter()
-                        self._waiters.setdefault(name, asyncio.Event()).set()
-                        if self.on_phase is not None:
-                            self.on_phase(name)
+                    elif phase in ("Failed", "Succeeded") and name not in self.seen and name not in self.ended:
+                        self.ended[name] = f"{phase} {status.get('reason', '')}: {status.get('message', '')}"
+                    else:
+                        continue
+                    self._waiters.setdefault(name, asyncio.Event()).set()
+                    if self.on_phase is not None:
+                        self.on_phase(name)
 
     async def wait(self, name: str, timeout: float = 120) -> float:
         try:
@@ -185,6 +197,8 @@ class PodWatch:
                 status = {"error": str(exc)}
             raise TimeoutError(f"Pod {name} not seen {self.phase} within {timeout:g}s; its status now: "
                                f"{json.dumps(status)[:2000]}") from None
+        if name not in self.seen:
+            raise PodEnded(f"Pod {name}: {self.ended[name]}")
         return self.seen[name]
 
     async def __aenter__(self) -> PodWatch:

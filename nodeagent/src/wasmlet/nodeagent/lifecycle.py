@@ -183,6 +183,7 @@ async def volumes(w: PodWorker) -> State:
             mounts = mounts_for(container, w.volume_paths, w.plan.volumes)
             w.specs[container.name] = RunSpec(
                 pod_uid=w.plan.uid,
+                pod_namespace=w.plan.namespace,
                 container=container.name,
                 module_path=w.modules[container.name].path,
                 module_digest=w.modules[container.name].digest,

@@ -60,6 +60,8 @@ class RunSpec:
     # A request's instance: its output may reach the sink in one piece when it ends (no live
     # log), and each stream may be cut after this many bytes (a backend may stream it anyway).
     capture_limit: int | None = None
+    # The Pod's namespace: a backend may let Pods of one namespace use what another of them used.
+    pod_namespace: str = ""
 
 
 @dataclass(frozen=True)

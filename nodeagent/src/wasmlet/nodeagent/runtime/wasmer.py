@@ -3,14 +3,16 @@
 What Wasmer can and cannot do decides the shape of this module:
 - wasmer-sdk stops a module only at a host call (a busy loop spins on after every stop, until
   its process exits) and has no memory limit (docs/wasmer-sdk.md §4, §6). So no module runs in
-  the agent: each Pod gets a worker process (`wasmer_worker`) that the agent kills when the Pod
-  ends (deadline, grace period, deletion) and that is capped at the Pod's memory
+  the agent: each Pod gets a worker process (`wasmer_worker`) of its own, that the agent kills
+  when the Pod ends (deadline, grace period, deletion) and that is capped at the Pod's memory
   (`wasmer_memory`: the sum of its containers' `limits.memory`, or the node's cap). Together the
   workers may not pass the node's cap either: past it, the one using most is killed `OOMKilled`.
 - Workers are forked from a fork server that imported wasmer-sdk once (`wasmer_forkserver`), and
   a few idle workers are kept ready, warmed up, with the node's recent modules loaded
   (`wasmer_pool`; they also compile modules at pull time into the shared compiled cache), so a
-  Pod's start does not wait for a process to start.
+  Pod's start does not wait for a process to start. A worker whose Pod's modules all ended by
+  themselves (nothing the agent stopped, which might spin on) is reset and kept for the next Pod
+  of the same namespace instead of being killed: run-to-completion Pods start without a fork.
 - A sandbox's own files must live under `/workspace`; package files may sit at any absolute
   guest path as read-only overlays. So read-only volumes (configMap, secret, a read-only mount)
   become package files at their mountPath, and writable volumes must be mounted under
@@ -56,6 +58,10 @@ NODE_CHECK_SECONDS = 0.5
 # A worker that used this share of a core after its last module was stopped runs a module the
 # SDK could not stop (a busy loop): it is killed, so the core comes back while the Pod lives on.
 SPIN_SAMPLE_SECONDS, SPIN_CPU_SHARE = 0.5, 0.5
+# A worker whose Pod ended runs another Pod of its namespace only under these bounds: a worker
+# that grew (the SDK keeps freed memory) or ran many Pods ends, and a fresh one takes its place.
+REUSE_MAX_BYTES = 32 * 1024 * 1024
+REUSE_PODS = 1000
 
 
 class WasmerRuntime:
@@ -68,7 +74,8 @@ class WasmerRuntime:
         self._cache_dir = cache_dir
         self.node_cap = allocatable_memory or _memory_total()
         self._workers: dict[str, WorkerProcess] = {}
-        self._claims: dict[str, asyncio.Task[WorkerProcess]] = {}  # a Pod's spare, on its way
+        self._claims: dict[str, asyncio.Future[WorkerProcess]] = {}  # a Pod's spare, on its way
+        self._namespaces: dict[str, str] = {}  # a Pod's namespace, by UID, while it has a worker
         self._pool = SparePool(self._fork)
         self._prepared: set[str] = set()
         self._spin_checks: dict[WorkerProcess, asyncio.Task[None]] = {}
@@ -114,7 +121,8 @@ class WasmerRuntime:
 
     async def start(self, spec: RunSpec, output: OutputSink) -> WasmerInstance:
         self.check(spec)
-        worker = await self._worker(spec.pod_uid)
+        self._namespaces[spec.pod_uid] = spec.pod_namespace
+        worker = await self._worker(spec.pod_uid, spec.pod_namespace)
         command = command_name(spec.argv[0] if spec.argv else "")
         self._pool.remember(spec.module_path, spec.module_digest, command)
         # Volumes under /workspace are sandbox files (a package file there would be hidden by the
@@ -139,7 +147,9 @@ class WasmerRuntime:
         return instance
 
     async def release(self, pod_uid: str) -> None:
-        """End the Pod's worker (a module the SDK could not stop ends with it)."""
+        """End the Pod's worker (a module the SDK could not stop ends with it), or, when every
+        module of the Pod ended by itself, give it back for the next Pod of its namespace."""
+        namespace = self._namespaces.pop(pod_uid, "")
         worker = self._workers.pop(pod_uid, None)
         claim = self._claims.pop(pod_uid, None)
         if claim is not None:  # its worker is still on its way: it will not be the Pod's
@@ -150,7 +160,18 @@ class WasmerRuntime:
             if check is not None:
                 check.cancel()
                 await asyncio.gather(check, return_exceptions=True)
+            if (self._reusable(worker) and await worker.recycle(self._pool.recent())
+                    and self._pool.give_back(namespace, worker)):
+                return
             await worker.close()
+
+    @staticmethod
+    def _reusable(worker: WorkerProcess) -> bool:
+        """A worker may run another Pod when nothing of its Pod runs or may still run in it (the
+        agent never stopped a running module: the SDK may leave one spinning), it keeps little
+        memory, and it has not run `REUSE_PODS` Pods already."""
+        return (worker.alive and not worker.instances and not worker.stopped_running
+                and worker.pods < REUSE_PODS and worker.charged_bytes() <= REUSE_MAX_BYTES)
 
     async def close(self) -> None:
         tasks = [t for t in (self._node_check, *self._spin_checks.values()) if t is not None]
@@ -168,7 +189,7 @@ class WasmerRuntime:
             await self._server.close()
             self._server = None
 
-    async def _worker(self, pod_uid: str) -> WorkerProcess:
+    async def _worker(self, pod_uid: str, namespace: str) -> WorkerProcess:
         """The Pod's worker: the one it has, or a spare it claims. A Pod's containers may start at
         once: they share one claim, so one worker; other Pods' claims do not wait for it."""
         worker = self._workers.get(pod_uid)
@@ -176,16 +197,17 @@ class WasmerRuntime:
             return worker
         claim = self._claims.get(pod_uid)
         if claim is None:
-            claim = self._claims[pod_uid] = self._pool.take()
+            claim = self._claims[pod_uid] = self._pool.take(namespace)
             claim.add_done_callback(functools.partial(self._claimed, pod_uid))
         return await asyncio.shield(claim)
 
-    def _claimed(self, pod_uid: str, claim: asyncio.Task[WorkerProcess]) -> None:
+    def _claimed(self, pod_uid: str, claim: asyncio.Future[WorkerProcess]) -> None:
         """The Pod's spare is ready (or failed): it is the Pod's worker now, unless it was released."""
         if self._claims.get(pod_uid) is claim:
             del self._claims[pod_uid]
             if not claim.cancelled() and claim.exception() is None:
-                self._workers[pod_uid] = claim.result()
+                self._workers[pod_uid] = worker = claim.result()
+                worker.pods += 1
 
     async def _fork(self) -> WorkerProcess:
         async with self._server_lock:

@@ -15,13 +15,18 @@ runtimes' threads fighting over the cores.
 The pool is small (`SPARE_WORKERS`): an idle worker costs ~6 MiB. Spares also compile modules
 at pull time (`prepare`) into the shared compiled cache, so a hostile module's compile cannot
 hurt the agent.
+
+A worker whose Pod ended, with every module of it ended by itself, comes back (`give_back`)
+with its sandbox reset: the next Pod of the same namespace takes it before any spare, and
+starts with no fork, no warm-up and its module likely loaded already. Under run-to-completion
+churn that is most Pods (bench/RESULTS.md, "wasmer workers used again"). At most
+`RETURNED_WORKERS` wait, each for `RETURNED_IDLE_SECONDS`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -37,6 +42,9 @@ FORKS_AT_ONCE = 2
 # and warming its successor (~20 ms of CPU over two processes) would otherwise compete with the
 # Pod's own start and first status write. With no spare left (a burst) it is replaced at once.
 REFILL_DELAY = 0.1
+# Workers given back, waiting for a Pod of their namespace: how many, and for how long.
+RETURNED_WORKERS = 8
+RETURNED_IDLE_SECONDS = 10.0
 
 
 class SparePool:
@@ -50,20 +58,91 @@ class SparePool:
         self._recent: collections.OrderedDict[str, tuple[Path, str]] = collections.OrderedDict()
         self._forking = asyncio.Semaphore(FORKS_AT_ONCE)
         self._refill_later: asyncio.TimerHandle | None = None
+        # given back, oldest first: (namespace, worker, when)
+        self._returned: collections.deque[tuple[str, WorkerProcess, float]] = collections.deque()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._waiting: list[tuple[str, asyncio.Future[WorkerProcess]]] = []  # Pods waiting for a worker, oldest first
+        self._closed = False
 
-    def take(self) -> asyncio.Task[WorkerProcess]:
-        """A spare for a new Pod: a ready one if there is one, else the one forking longest; its
-        place is refilled at once."""
+    def take(self, namespace: str = "") -> asyncio.Future[WorkerProcess]:
+        """A worker for a new Pod: one a Pod of `namespace` gave back, else a ready spare (its
+        place is refilled), else whichever comes first: the next spare ready or a worker a Pod of
+        `namespace` gives back. Waiting Pods do not start more forks than the pool's size."""
+        claim: asyncio.Future[WorkerProcess] = asyncio.get_running_loop().create_future()
+        returned = self._take_returned(namespace)
+        if returned is not None:
+            claim.set_result(returned)
+            return claim
         self._drop_failed()
         ready = next((task for task in self._spares if task.done()), None)
-        task = ready or (self._spares[0] if self._spares else self._new())
-        with contextlib.suppress(ValueError):
-            self._spares.remove(task)
+        if ready is None:
+            self._waiting.append((namespace, claim))
+            self._refill()
+            return claim
+        self._spares.remove(ready)
         if not self._spares:
             self._refill()
         elif self._refill_later is None:
             self._refill_later = asyncio.get_running_loop().call_later(REFILL_DELAY, self._refill)
-        return task
+        return ready
+
+    def _forked(self, task: asyncio.Task[WorkerProcess]) -> None:
+        """A spare is ready (or failed to start): the Pod waiting longest gets it, and another
+        spare starts forking."""
+        if self._closed or task not in self._spares or not self._waiting:
+            return
+        self._spares.remove(task)
+        _, claim = self._waiting.pop(0)
+        if task.cancelled():
+            claim.cancel()
+        elif (error := task.exception()) is not None:
+            claim.set_exception(error)
+        else:
+            claim.set_result(task.result())
+        self._refill()
+
+    def give_back(self, namespace: str, worker: WorkerProcess) -> bool:
+        """Keep a worker whose Pod ended, reset (`WorkerProcess.recycle`, with `recent()` loaded),
+        for the next Pod of `namespace`; False when the pool has no room for it (then the caller
+        ends it)."""
+        if not worker.alive or self._closed:
+            return False
+        for entry in self._waiting:
+            if entry[0] == namespace:
+                self._waiting.remove(entry)
+                entry[1].set_result(worker)
+                return True
+        if len(self._returned) >= RETURNED_WORKERS:
+            return False
+        loop = asyncio.get_running_loop()
+        self._returned.append((namespace, worker, loop.time()))
+        if self._expiry is None:
+            self._expiry = loop.call_later(RETURNED_IDLE_SECONDS, self._expire)
+        return True
+
+    def recent(self) -> list[tuple[Path, str, str]]:
+        """The modules spares load ahead (file, digest, command), for a worker given back to load too."""
+        return [(module_path, digest, command) for digest, (module_path, command) in self._recent.items()]
+
+    def _take_returned(self, namespace: str) -> WorkerProcess | None:
+        for entry in self._returned:
+            if entry[0] == namespace and entry[1].alive:
+                self._returned.remove(entry)
+                return entry[1]
+        return None
+
+    def _expire(self) -> None:
+        """End the workers given back longer than `RETURNED_IDLE_SECONDS` ago (and dead ones)."""
+        loop = asyncio.get_running_loop()
+        self._expiry = None
+        while self._returned and (not self._returned[0][1].alive
+                                  or loop.time() - self._returned[0][2] >= RETURNED_IDLE_SECONDS):
+            _, worker, _ = self._returned.popleft()
+            self._closing.add(loop.create_task(worker.close()))
+        self._closing = {task for task in self._closing if not task.done()}
+        if self._returned:
+            self._expiry = loop.call_later(RETURNED_IDLE_SECONDS - (loop.time() - self._returned[0][2]), self._expire)
 
     async def prepare(self, module_path: Path, digest: str) -> str | None:
         """Compile a module in a spare; the error text if it is not loadable. A spare may be taken
@@ -94,12 +173,21 @@ class SparePool:
         for task in self._spares:
             if task.done() and not task.cancelled() and task.exception() is None:
                 task.result().preload(module_path, digest, command)
+        for _, worker, _ in self._returned:
+            worker.preload(module_path, digest, command)
 
     async def close(self) -> None:
-        """End every spare (forking ones included)."""
-        if self._refill_later is not None:
-            self._refill_later.cancel()
-            self._refill_later = None
+        """End every spare (forking ones included) and every worker given back."""
+        self._closed = True
+        for _, claim in self._waiting:
+            claim.cancel()
+        self._waiting.clear()
+        for timer in (self._refill_later, self._expiry):
+            if timer is not None:
+                timer.cancel()
+        self._refill_later = self._expiry = None
+        returned, self._returned = [worker for _, worker, _ in self._returned], collections.deque()
+        await asyncio.gather(*(worker.close() for worker in returned), *self._closing)
         spares, self._spares = list(self._spares), collections.deque()
         for task in spares:
             task.cancel()
@@ -108,7 +196,9 @@ class SparePool:
                 await result.close()
 
     def _new(self) -> asyncio.Task[WorkerProcess]:
-        return asyncio.create_task(self._ready())
+        task = asyncio.create_task(self._ready())
+        task.add_done_callback(self._forked)
+        return task
 
     async def _ready(self) -> WorkerProcess:
         async with self._forking:

@@ -46,6 +46,10 @@ class WorkerProcess:
         self.baseline = 0
         self.instances: dict[int, WasmerInstance] = {}
         self.sandboxed = False  # a start reached it, so its sandbox (and /workspace) exists
+        self.pods = 0  # Pods it has run (it may run one Pod after another: `recycle`)
+        # The agent stopped a module of it while it ran: wasmer-sdk may have left it spinning.
+        self.stopped_running = False
+        self._recycled: asyncio.Future[str | None] | None = None
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._prepared: asyncio.Future[str | None] | None = None
@@ -105,6 +109,27 @@ class WorkerProcess:
             self._prepared = asyncio.get_running_loop().create_future()
             self._send({"op": "prepare", "module": str(module_path), "digest": digest})
             return await self._prepared
+
+    async def recycle(self, preload: list[tuple[Path, str, str]], timeout: float = READY_TIMEOUT) -> bool:
+        """Make it ready for another Pod: its Pod's sandbox closed, a blank one made with the
+        `preload` modules (file, digest, command) in it. False (and the worker killed) when it
+        cannot be."""
+        if not self.alive or self.instances or self._recycled is not None:
+            return False
+        self._recycled = asyncio.get_running_loop().create_future()
+        self._send({"op": "recycle", "preload": [[str(path), digest, command] for path, digest, command in preload]})
+        try:
+            error = await asyncio.wait_for(asyncio.shield(self._recycled), timeout)
+        except (TimeoutError, ModuleError) as exc:
+            error = str(exc) or "no answer"
+        finally:
+            self._recycled = None
+        if error is not None:
+            log.info("wasmer worker %d is not reused: %s", self.pid, error)
+            await self.close()
+            return False
+        self.sandboxed = False
+        return True
 
     def preload(self, module_path: Path, digest: str, command: str) -> None:
         """Load a module as `command` into the spare's sandbox ahead of a Pod that may run it (that
@@ -191,6 +216,9 @@ class WorkerProcess:
             instance.finish(ExitStatus(int(message["code"]), str(message["reason"]), str(message.get("message", ""))))
         elif event == "prepared" and self._prepared is not None and not self._prepared.done():
             self._prepared.set_result(message.get("error"))
+        elif event == "recycled" and self._recycled is not None and not self._recycled.done():
+            self.baseline = int(message.get("baseline", self.baseline))
+            self._recycled.set_result(message.get("error"))
 
     def _finish_all(self) -> None:
         """The worker is gone: every container still in it ends, with the cause."""
@@ -210,8 +238,9 @@ class WorkerProcess:
                 pending.set_result(None)
             else:
                 pending.set_exception(ModuleError(status.message, reason="StartError"))
-        if self._prepared is not None and not self._prepared.done():
-            self._prepared.set_exception(ModuleError(status.message, reason="StartError"))
+        for waiting in (self._prepared, self._recycled):
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(ModuleError(status.message, reason="StartError"))
         self.ended.set()
 
     def _exit_cause(self) -> ExitStatus:
@@ -251,6 +280,7 @@ class WasmerInstance:
         """wasmer-sdk kills the module after the grace period; if its report does not come back,
         the worker is killed (with every container in it)."""
         if self.status is None:
+            self.worker.stopped_running = True
             self.worker.stop(self.ident, grace_seconds)
             try:
                 await asyncio.wait_for(self._done.wait(), max(grace_seconds, 0) + STOP_SLACK)

@@ -64,6 +64,9 @@ class Worker:
             process = self._processes.get(int(message["id"]))
             if process is not None:
                 self._spawn_task(_terminate(process, float(message["grace"])))
+        elif op == "recycle":
+            error = await self._recycle(message.get("preload", []))
+            self._send({"ev": "recycled", "baseline": self._guard.baseline, "error": error})
         elif op == "prepare":  # `quiet`: a preload for a Pod that may come; nobody waits for it
             try:
                 package = await self._package(message["module"], message["digest"], message.get("command", "main"), {})
@@ -90,6 +93,31 @@ class Worker:
             self._blank = sandbox
         except sdk.WasmerError as exc:  # only slower without it
             os.write(2, f"wasmer worker: warm-up failed: {exc}\n".encode())
+
+    async def _recycle(self, preload: list[list[str]]) -> str | None:
+        """The Pod is gone and every module of it ended by itself: close its sandbox (its
+        /workspace with it) and make a blank one for the next Pod of the namespace, with the
+        `preload` modules (file, digest, command) installed. Compiled packages without files
+        stay: they hold code, not a Pod's data. The error text if not done."""
+        if self._processes:
+            return f"{len(self._processes)} module(s) still run"
+        sandbox, self._sandbox, self._installed = self._sandbox, None, set()
+        self._limits.clear()
+        self._guard.set_limits([])
+        try:
+            if sandbox is not None:
+                await sandbox.close()
+            if self._blank is None:
+                self._blank = await self._client.sandboxes.create(files={}, network="disabled")
+                self._blank_installed = set()
+            for module, digest, command in preload:
+                package = await self._package(module, digest, command, {})
+                if package.id not in self._blank_installed:
+                    await self._blank.install_package(package)
+                    self._blank_installed.add(package.id)
+        except (sdk.WasmerError, OSError) as exc:
+            return f"cannot reset the sandbox: {exc}"
+        return None
 
     async def _start(self, message: Message, payload: bytes) -> None:
         ident = int(message["id"])
