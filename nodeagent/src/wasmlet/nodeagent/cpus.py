@@ -5,7 +5,7 @@ An HTTP request runs a module instance on a thread of its own, and that thread a
 hand the request, and Python's GIL, back and forth dozens of times per request. When the two
 threads sit on different CPUs, each hand-over is a cross-CPU wake-up, which costs far more than
 the work it hands over: unpinned, an agent served ~1,000 requests/s with the loop's thread half
-idle; with the loop and the request threads on one CPU, ~2,300/s (docs/http.md). So:
+idle; with the loop and the request threads on one CPU, ~2,500/s (docs/http.md). So:
 
 - `pin()` keeps the loop's thread on the CPU it runs on (the loop never uses more than one);
 - `beside_loop()` puts a thread about to run an HTTP request's instance on the loop's CPU;
