@@ -60,7 +60,8 @@ class LoopCpu:
         self.cpus = frozenset(os.sched_getaffinity(0))
         if len(self.cpus) < 2 or self.cpu is not None:
             return
-        self._move(current_cpu(self.cpus))
+        if not self._move(current_cpu(self.cpus)):
+            return
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio",
                                                                         initializer=self.spread))
         log.info("event loop on CPU %d of %s; HTTP request instances run beside it",
@@ -70,12 +71,14 @@ class LoopCpu:
         """On a thread about to do short work for the loop: run on the loop's CPU."""
         cpu = self.cpu
         if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
+            with contextlib.suppress(OSError):  # the CPU went away (a cpuset changed): stay where it is
+                os.sched_setaffinity(0, {cpu})
 
     def spread(self) -> None:
         """On a thread about to do long work: run on every CPU."""
         if self.cpu is not None:
-            os.sched_setaffinity(0, self.cpus)
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, self.cpus)
 
     def spread_thread(self, tid: int) -> None:
         """Move another thread (or a process that has no thread yet) to every CPU."""
@@ -100,14 +103,19 @@ class LoopCpu:
             self._follow_io_threads()
             waited, idle, began = now_waited, now_idle, now
 
-    def _move(self, cpu: int) -> None:
-        os.sched_setaffinity(0, {cpu})
+    def _move(self, cpu: int) -> bool:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:
+            log.warning("cannot keep the event loop on CPU %d: %s", cpu, exc)
+            return False
         self.cpu = cpu
         for tid in list(self._io_threads):
             try:
                 os.sched_setaffinity(tid, {cpu})
             except OSError:
                 self._io_threads.discard(tid)
+        return True
 
     def _follow_io_threads(self) -> None:
         """New WASI I/O threads go beside the loop (they were started by whichever instance first
