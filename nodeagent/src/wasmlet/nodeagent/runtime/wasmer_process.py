@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # A worker that does not say `ready` in this time is broken (it starts in ~0.1-0.3 s).
 READY_TIMEOUT = 60.0
+# A worker that does not say it is reset for the next Pod in this time (~1 ms) is killed instead.
+RECYCLE_TIMEOUT = 5.0
 # How much longer than its grace period a stop may take before the worker is killed: wasmer-sdk
 # kills a module at the end of its grace period, so this is only the report's way back (a busy
 # loop's report may never come: measured > 15 s late under load).
@@ -110,7 +112,7 @@ class WorkerProcess:
             self._send({"op": "prepare", "module": str(module_path), "digest": digest})
             return await self._prepared
 
-    async def recycle(self, preload: list[tuple[Path, str, str]], timeout: float = READY_TIMEOUT) -> bool:
+    async def recycle(self, preload: list[tuple[Path, str, str]], timeout: float = RECYCLE_TIMEOUT) -> bool:
         """Make it ready for another Pod: its Pod's sandbox closed, a blank one made with the
         `preload` modules (file, digest, command) in it. False (and the worker killed) when it
         cannot be."""
