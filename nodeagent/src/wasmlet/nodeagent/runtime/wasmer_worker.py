@@ -69,10 +69,8 @@ class Worker:
             self._send({"ev": "recycled", "baseline": self._guard.baseline, "error": error})
         elif op == "prepare":  # `quiet`: a preload for a Pod that may come; nobody waits for it
             try:
-                package = await self._package(message["module"], message["digest"], message.get("command", "main"), {})
-                if message.get("quiet") and self._blank is not None and package.id not in self._blank_installed:
-                    await self._blank.install_package(package)
-                    self._blank_installed.add(package.id)
+                await self._load(message["module"], message["digest"], message.get("command", "main"),
+                                 into_blank=bool(message.get("quiet")))
                 error = None
             except (sdk.WasmerError, OSError) as exc:
                 error = f"not a loadable wasm module ({message['digest'][:19]}): {exc}"
@@ -94,6 +92,14 @@ class Worker:
         except sdk.WasmerError as exc:  # only slower without it
             os.write(2, f"wasmer worker: warm-up failed: {exc}\n".encode())
 
+    async def _load(self, module: str, digest: str, command: str, into_blank: bool) -> None:
+        """Compile (or load from the cache) a module as `command`; with `into_blank`, install it
+        in the blank sandbox a next Pod takes too."""
+        package = await self._package(module, digest, command, {})
+        if into_blank and self._blank is not None and package.id not in self._blank_installed:
+            await self._blank.install_package(package)
+            self._blank_installed.add(package.id)
+
     async def _recycle(self, preload: list[list[str]]) -> str | None:
         """The Pod is gone and every module of it ended by itself: close its sandbox (its
         /workspace with it) and make a blank one for the next Pod of the namespace, with the
@@ -111,10 +117,7 @@ class Worker:
                 self._blank = await self._client.sandboxes.create(files={}, network="disabled")
                 self._blank_installed = set()
             for module, digest, command in preload:
-                package = await self._package(module, digest, command, {})
-                if package.id not in self._blank_installed:
-                    await self._blank.install_package(package)
-                    self._blank_installed.add(package.id)
+                await self._load(module, digest, command, into_blank=True)
         except (sdk.WasmerError, OSError) as exc:
             return f"cannot reset the sandbox: {exc}"
         return None
