@@ -15,6 +15,7 @@ from wasmlet.nodeagent.runtime.wasmer_protocol import (
     pack_files,
     read_message,
     unpack_files,
+    unpack_output,
 )
 
 MIB = 1024 * 1024
@@ -71,3 +72,11 @@ async def test_a_truncated_oversized_or_non_json_message_is_a_protocol_error() -
 def test_a_file_index_longer_than_its_payload_is_refused() -> None:
     with pytest.raises(ProtocolError, match="past the payload"):
         unpack_files([["/a", 10]], b"short")
+
+
+def test_a_captured_runs_output_comes_back_by_stream_and_a_bad_index_is_refused() -> None:
+    assert unpack_output([["stdout", 3], ["stderr", 2]], b"abcde") == [("stdout", b"abc"), ("stderr", b"de")]
+    assert unpack_output([], b"") == []
+    for index in ([["stdout", 6]], [["stdin", 1]], [["stdout", -1]], [["stdout", "3"]], ["stdout"], [["stdout", 1, 2]]):
+        with pytest.raises(ProtocolError):
+            unpack_output(index, b"abcde")

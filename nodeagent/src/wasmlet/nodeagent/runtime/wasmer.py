@@ -62,6 +62,7 @@ SPIN_SAMPLE_SECONDS, SPIN_CPU_SHARE = 0.5, 0.5
 # that grew (the SDK keeps freed memory) or ran many Pods ends, and a fresh one takes its place.
 REUSE_MAX_BYTES = 32 * 1024 * 1024
 REUSE_PODS = 1000
+COMPONENT_CHECKS_KEPT = 1024
 
 
 class WasmerRuntime:
@@ -78,13 +79,14 @@ class WasmerRuntime:
         self._namespaces: dict[str, str] = {}  # a Pod's namespace, by UID, while it has a worker
         self._pool = SparePool(self._fork)
         self._prepared: set[str] = set()
+        self._components: dict[str, bool] = {}  # what each module digest is, read once (HTTP starts many)
         self._spin_checks: dict[WorkerProcess, asyncio.Task[None]] = {}
         self._node_check: asyncio.Task[None] | None = None
         self._server: ForkServer | None = None
         self._server_lock = asyncio.Lock()
 
     def check(self, spec: RunSpec) -> None:
-        if _is_component(spec.module_path):
+        if self._is_component(spec.module_path, spec.module_digest):
             raise UnsupportedPod(
                 f"container {spec.container!r}: the module is a WebAssembly component (WASI 0.2), and the wasmer "
                 "runtime runs only core modules (wasip1); use runtimeClassName: wasmtime, which runs components",
@@ -107,6 +109,14 @@ class WasmerRuntime:
                     f"container {spec.container!r}: volumeMounts mountPath {mount.guest_path!r} is writable, and the "
                     f"wasmer runtime can only give writable volumes under {WORKSPACE}; mount it there, make it "
                     "readOnly, or use runtimeClassName: wasmtime", reason="UnsupportedField")
+
+    def _is_component(self, module_path: Path, digest: str) -> bool:
+        known = self._components.get(digest)
+        if known is None:
+            if len(self._components) >= COMPONENT_CHECKS_KEPT:
+                self._components.clear()
+            known = self._components[digest] = _is_component(module_path)
+        return known
 
     async def prepare(self, module_path: Path, digest: str) -> None:
         """Compile the module in the spare worker (a hostile module's compile cannot hurt the agent)."""
@@ -137,7 +147,7 @@ class WasmerRuntime:
             "command": command, "argv": spec.argv[1:], "env": spec.env,
             "network": spec.network, "files": files, "workspace": sandbox_files,
             "dirs": [m.guest_path for m in workspace], "memory": spec.memory_limit_bytes,
-            "capture": spec.capture_limit, "stdin": spec.stdin is not None,
+            "capture": spec.capture_limit,
         }
         instance = await worker.start(message, files_bytes + sandbox_bytes + (spec.stdin or b""), output,
                                       spec.memory_limit_bytes)

@@ -82,14 +82,17 @@ class MemoryGuard:
         self.baseline = anonymous_bytes()
 
     def set_limits(self, limits: list[int | None]) -> None:
-        """The running containers changed: recompute the cap and the `RLIMIT_DATA` backstop."""
-        self.cap = pod_cap(limits, self.node_cap)
+        """The running containers changed: recompute the cap and the `RLIMIT_DATA` backstop. The
+        guard samples at once only when the cap went down (a higher cap waits for the next sample)."""
+        cap = pod_cap(limits, self.node_cap)
+        lower, self.cap = cap < self.cap, cap
         backstop = self._data_baseline + self.cap + DATA_MARGIN_BYTES + DATA_PER_INSTANCE_BYTES * len(limits)
         _, hard = resource.getrlimit(resource.RLIMIT_DATA)
         if hard != resource.RLIM_INFINITY:
             backstop = min(backstop, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (backstop, hard))
-        self._wake.set()
+        if lower:
+            self._wake.set()
 
     def used(self) -> int:
         """Memory charged to the Pod: what the worker holds above its own overhead."""

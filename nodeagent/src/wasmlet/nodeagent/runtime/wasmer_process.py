@@ -20,7 +20,7 @@ from wasmlet.nodeagent.errors import ModuleError
 from wasmlet.nodeagent.runtime import EXIT_KILLED, ExitStatus, OutputSink
 from wasmlet.nodeagent.runtime.wasmer_forkserver import Forked, ForkServer
 from wasmlet.nodeagent.runtime.wasmer_memory import OOM_EXIT, anonymous_bytes, pod_cap
-from wasmlet.nodeagent.runtime.wasmer_protocol import Message, ProtocolError, encode, read_message
+from wasmlet.nodeagent.runtime.wasmer_protocol import Message, ProtocolError, encode, read_message, unpack_output
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,8 @@ class WorkerProcess:
             self._pending[ident].set_exception(ModuleError(str(message.get("message")),
                                                            reason=str(message.get("reason", "StartError"))))
         elif event == "exit" and instance is not None:
+            for stream, data in unpack_output(message.get("out", []), payload):  # a bad index ends the worker
+                instance.output(stream, data)
             self.instances.pop(ident, None)
             instance.finish(ExitStatus(int(message["code"]), str(message["reason"]), str(message.get("message", ""))))
         elif event == "prepared" and self._prepared is not None and not self._prepared.done():

@@ -6,10 +6,11 @@ with an `asyncio.StreamReader`. The agent trusts the worker's code but not what 
 say, so every length is bounded before anything is read.
 
 Agent → worker: `start` (one container; payload = files, then stdin), `stop` (`id`, `grace`),
-`prepare` (compile a module into the shared compiled cache).
+`prepare` (compile a module into the shared compiled cache), `recycle` (reset for the next Pod).
 Worker → agent: `ready` (once, with the worker's own memory baseline), `started`/`failed` (a start),
-`out` (`id`, `stream`; payload = output bytes), `exit` (`id`, `code`, `reason`, `message`),
-`prepared` (`error` or null).
+`out` (`id`, `stream`; payload = output bytes), `exit` (`id`, `code`, `reason`, `message`, and
+`out`: [[stream, size], …] for the output of a captured run, which is the payload), `prepared`
+(`error` or null), `recycled` (`error` or null).
 """
 
 from __future__ import annotations
@@ -75,3 +76,15 @@ def unpack_files(index: list[list[Any]], payload: bytes, offset: int = 0) -> tup
     if offset > len(payload):
         raise ProtocolError("file index runs past the payload")
     return files, offset
+
+
+def unpack_output(index: list[Any], payload: bytes) -> list[tuple[str, bytes]]:
+    """A captured run's output sent with its exit: `index` is [[stream, size], …] over `payload`."""
+    chunks, offset = [], 0
+    for entry in index:
+        stream, size = entry if isinstance(entry, list) and len(entry) == 2 else (None, None)
+        if stream not in ("stdout", "stderr") or not isinstance(size, int) or not 0 <= size <= len(payload) - offset:
+            raise ProtocolError(f"bad output index entry {entry!r} for a payload of {len(payload)} bytes")
+        chunks.append((stream, payload[offset:offset + size]))
+        offset += size
+    return chunks

@@ -49,6 +49,7 @@ class Worker:
         self._send = send
         self._packages: dict[tuple[str, str], Any] = {}
         self._sandbox: Any = None
+        self._dirs: set[str] = set()  # empty volumes made in `_sandbox`
         self._blank: Any = None  # a sandbox made ahead (no files, no network), for the Pod to take
         self._installed: set[str] = set()  # packages installed in `_sandbox`
         self._blank_installed: set[str] = set()  # and in `_blank`, by preloads
@@ -107,7 +108,7 @@ class Worker:
         stay: they hold code, not a Pod's data. The error text if not done."""
         if self._processes:
             return f"{len(self._processes)} module(s) still run"
-        sandbox, self._sandbox, self._installed = self._sandbox, None, set()
+        sandbox, self._sandbox, self._installed, self._dirs = self._sandbox, None, set(), set()
         self._limits.clear()
         self._guard.set_limits([])
         try:
@@ -126,7 +127,7 @@ class Worker:
         ident = int(message["id"])
         packaged, offset = unpack_files(message["files"], payload)
         workspace, offset = unpack_files(message["workspace"], payload, offset)
-        stdin = payload[offset:] if message.get("stdin") else None
+        stdin = payload[offset:] or None  # an empty stdin is a closed one: the module reads its end at once
         if self._sandbox is None and not self._limits:  # the first start: this is the Pod's worker now
             self._guard.rebase()
         self._limits[ident] = message.get("memory")
@@ -162,13 +163,14 @@ class Worker:
         pumps = [] if captured else [asyncio.create_task(self._pump(ident, process.stdout, "stdout")),
                                      asyncio.create_task(self._pump(ident, process.stderr, "stderr"))]
         feeder = asyncio.create_task(_feed(process.stdin, stdin)) if stdin is not None else None
+        captures: list[tuple[str, bytes]] = []
         try:
             output = await process.wait()
             status = exit_status(output)
-            if captured:
+            if captured:  # sent with the exit, in one message: `out` is [[stream, size], …]
                 for name, stream in (("stdout", output.stdout), ("stderr", output.stderr)):
                     if stream is not None and stream.bytes:
-                        self._send({"ev": "out", "id": ident, "stream": name}, stream.bytes)
+                        captures.append((name, stream.bytes))
         except sdk.WasmerError as exc:  # a trap surfaces as an execution error, not as an exit code
             status = ExitStatus(EXIT_TRAP, "Error", f"wasm trap: {_first_line(str(exc))}")
         if feeder is not None:  # the module ended: what it did not read is dropped
@@ -178,7 +180,8 @@ class Worker:
         self._processes.pop(ident, None)
         self._ended(ident)
         self._send({"ev": "exit", "id": ident, "code": status.exit_code, "reason": status.reason,
-                    "message": status.message})
+                    "message": status.message, "out": [[name, len(data)] for name, data in captures]},
+                   b"".join(data for _, data in captures))
 
     def _ended(self, ident: int) -> None:
         self._limits.pop(ident, None)
@@ -208,8 +211,10 @@ class Worker:
             self._sandbox = await self._client.sandboxes.create(files=files,
                                                                 network="host" if network else "disabled")
         self._blank = None
-        for path in dirs:  # an empty volume has no files to create it with
-            await self._sandbox.fs.mkdir(path, recursive=True)
+        for path in dirs:  # an empty volume has no files to create it with; made once, as a volume is
+            if path not in self._dirs:
+                await self._sandbox.fs.mkdir(path, recursive=True)
+                self._dirs.add(path)
         return self._sandbox
 
     def _spawn_task(self, coro: Any) -> None:
