@@ -109,3 +109,22 @@ async def test_a_worker_holding_more_memory_than_reuse_allows_ends_with_its_pod(
     assert (await instance.wait()).exit_code == 0
     await runtime.release("pod-a")
     assert await gone(instance.worker.pid)
+
+
+async def test_a_worker_ended_twice_signals_nothing_through_its_closed_pidfd(runtime: WasmerRuntime) -> None:
+    instance = await runtime.start(run_spec("pod-a", "c"), keep([]))
+    assert (await instance.wait()).exit_code == 0
+    worker = instance.worker
+    await worker.close()
+    bystander = await asyncio.create_subprocess_exec("sleep", "30")
+    number = worker._forked.pidfd
+    pidfd = os.pidfd_open(bystander.pid)
+    try:
+        os.dup2(pidfd, number)  # the ended worker's pidfd number now names another process
+        await worker.close()  # as a release after a failed reset does
+        assert not await gone(bystander.pid, timeout=1.0)
+    finally:
+        bystander.kill()
+        await bystander.wait()
+        os.close(pidfd)
+        os.close(number)

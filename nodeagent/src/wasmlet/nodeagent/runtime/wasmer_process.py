@@ -184,7 +184,10 @@ class WorkerProcess:
             self._stdin.write(encode(message, payload))
 
     def _signal_kill(self) -> None:
-        """SIGKILL through the pidfd: that very process, even if its pid were reused since."""
+        """SIGKILL through the pidfd: that very process, even if its pid were reused since. Not once
+        it has ended: its pidfd is closed then, and the number may be another worker's."""
+        if self.ended.is_set():
+            return
         with contextlib.suppress(ProcessLookupError, OSError):
             signal.pidfd_send_signal(self._forked.pidfd, signal.SIGKILL)
 
