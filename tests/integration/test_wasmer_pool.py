@@ -117,14 +117,13 @@ async def test_a_worker_ended_twice_signals_nothing_through_its_closed_pidfd(run
     worker = instance.worker
     await worker.close()
     bystander = await asyncio.create_subprocess_exec("sleep", "30")
-    number = worker._forked.pidfd
     pidfd = os.pidfd_open(bystander.pid)
     try:
-        os.dup2(pidfd, number)  # the ended worker's pidfd number now names another process
+        # Its pidfd was closed with it; the number it kept may name any process by now: say this one.
+        worker._forked.pidfd = pidfd
         await worker.close()  # as a release after a failed reset does
         assert not await gone(bystander.pid, timeout=1.0)
     finally:
         bystander.kill()
         await bystander.wait()
         os.close(pidfd)
-        os.close(number)
