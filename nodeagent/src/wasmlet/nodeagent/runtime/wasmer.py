@@ -86,7 +86,7 @@ class WasmerRuntime:
         self._server_lock = asyncio.Lock()
 
     def check(self, spec: RunSpec) -> None:
-        if self._is_component(spec.module_path, spec.module_digest):
+        if self._module_is_component(spec.module_path, spec.module_digest):
             raise UnsupportedPod(
                 f"container {spec.container!r}: the module is a WebAssembly component (WASI 0.2), and the wasmer "
                 "runtime runs only core modules (wasip1); use runtimeClassName: wasmtime, which runs components",
@@ -110,7 +110,7 @@ class WasmerRuntime:
                     f"wasmer runtime can only give writable volumes under {WORKSPACE}; mount it there, make it "
                     "readOnly, or use runtimeClassName: wasmtime", reason="UnsupportedField")
 
-    def _is_component(self, module_path: Path, digest: str) -> bool:
+    def _module_is_component(self, module_path: Path, digest: str) -> bool:
         known = self._components.get(digest)
         if known is None:
             if len(self._components) >= COMPONENT_CHECKS_KEPT:
