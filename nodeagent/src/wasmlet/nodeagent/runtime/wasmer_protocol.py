@@ -67,24 +67,23 @@ def pack_files(files: dict[str, bytes]) -> tuple[list[list[Any]], bytes]:
     return index, b"".join(files.values())
 
 
-def unpack_files(index: list[list[Any]], payload: bytes, offset: int = 0) -> tuple[dict[str, bytes], int]:
+def unpack_files(index: list[Any], payload: bytes, offset: int = 0) -> tuple[dict[str, bytes], int]:
     """The inverse of `pack_files`, reading from `offset`; returns the files and the end offset."""
     files: dict[str, bytes] = {}
-    for path, size in index:
-        files[str(path)] = payload[offset:offset + int(size)]
-        offset += int(size)
+    for entry in index:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int) and entry[1] >= 0):
+            raise ProtocolError(f"bad index entry {entry!r}: not [name, size]")
+        path, size = entry
+        files[str(path)] = payload[offset:offset + size]
+        offset += size
     if offset > len(payload):
         raise ProtocolError("file index runs past the payload")
     return files, offset
 
 
 def unpack_output(index: list[Any], payload: bytes) -> list[tuple[str, bytes]]:
-    """A captured run's output sent with its exit: `index` is [[stream, size], …] over `payload`."""
-    chunks, offset = [], 0
-    for entry in index:
-        stream, size = entry if isinstance(entry, list) and len(entry) == 2 else (None, None)
-        if stream not in ("stdout", "stderr") or not isinstance(size, int) or not 0 <= size <= len(payload) - offset:
-            raise ProtocolError(f"bad output index entry {entry!r} for a payload of {len(payload)} bytes")
-        chunks.append((stream, payload[offset:offset + size]))
-        offset += size
-    return chunks
+    """A captured run's output, sent with its exit as `pack_files` packs files: by stream."""
+    output, _ = unpack_files(index, payload)
+    if not output.keys() <= {"stdout", "stderr"}:
+        raise ProtocolError(f"bad output index {index!r}: streams are stdout and stderr")
+    return list(output.items())

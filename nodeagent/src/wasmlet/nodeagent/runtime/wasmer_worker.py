@@ -32,7 +32,7 @@ import wasmer_sdk as sdk
 from wasmlet.nodeagent.runtime import EXIT_KILLED, EXIT_TERMINATED, EXIT_TRAP, ExitStatus
 from wasmlet.nodeagent.runtime.wasmer_forkserver import PACKET as _PACKET
 from wasmlet.nodeagent.runtime.wasmer_memory import MemoryGuard
-from wasmlet.nodeagent.runtime.wasmer_protocol import Message, encode, read_message, unpack_files
+from wasmlet.nodeagent.runtime.wasmer_protocol import Message, encode, pack_files, read_message, unpack_files
 
 _PR_SET_PDEATHSIG = 1
 # `(module (memory (export "memory") 1) (func (export "_start")))`: a WASI command that does nothing.
@@ -163,14 +163,14 @@ class Worker:
         pumps = [] if captured else [asyncio.create_task(self._pump(ident, process.stdout, "stdout")),
                                      asyncio.create_task(self._pump(ident, process.stderr, "stderr"))]
         feeder = asyncio.create_task(_feed(process.stdin, stdin)) if stdin is not None else None
-        captures: list[tuple[str, bytes]] = []
+        captures: dict[str, bytes] = {}
         try:
             output = await process.wait()
             status = exit_status(output)
-            if captured:  # sent with the exit, in one message: `out` is [[stream, size], …]
+            if captured:  # sent with the exit, in one message, packed as volume files are
                 for name, stream in (("stdout", output.stdout), ("stderr", output.stderr)):
                     if stream is not None and stream.bytes:
-                        captures.append((name, stream.bytes))
+                        captures[name] = stream.bytes
         except sdk.WasmerError as exc:  # a trap surfaces as an execution error, not as an exit code
             status = ExitStatus(EXIT_TRAP, "Error", f"wasm trap: {_first_line(str(exc))}")
         if feeder is not None:  # the module ended: what it did not read is dropped
@@ -179,9 +179,9 @@ class Worker:
         await asyncio.gather(*pumps, return_exceptions=True)
         self._processes.pop(ident, None)
         self._ended(ident)
+        index, data = pack_files(captures)
         self._send({"ev": "exit", "id": ident, "code": status.exit_code, "reason": status.reason,
-                    "message": status.message, "out": [[name, len(data)] for name, data in captures]},
-                   b"".join(data for _, data in captures))
+                    "message": status.message, "out": index}, data)
 
     def _ended(self, ident: int) -> None:
         self._limits.pop(ident, None)
